@@ -1,0 +1,12 @@
+//! Built-in modules, one file (or folder) each. Enable them per host with
+//! `modules_enabled`.
+
+pub mod disco;
+pub mod ping;
+pub mod time;
+pub mod version;
+
+use crate::module::ModuleDescriptor;
+
+/// Every compiled-in module.
+pub const BUILTIN: &[ModuleDescriptor] = &[disco::MODULE, ping::MODULE, version::MODULE, time::MODULE];

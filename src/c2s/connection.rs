@@ -1,0 +1,177 @@
+//! One client connection: the transport, framing, and the negotiation -> session hand-off.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::sasl::ChannelBindingData;
+use crate::server::ServerInner;
+use crate::session::SessionInfo;
+use crate::stanza::{StreamError, StreamErrorCondition};
+use crate::xml::framer::{Frame, Framer, FramerLimits};
+use crate::xml::writer;
+
+/// Any byte stream a session can run over: TCP, or TLS over TCP.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub(crate) type BoxIo = Box<dyn Io>;
+
+/// Why reading a frame stopped.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The client broke the protocol: answer with this stream error.
+    Stream(StreamError),
+    /// The peer closed the TCP connection (or it broke).
+    Closed(String),
+}
+
+/// The transport plus its framer, owned by the connection task.
+pub(crate) struct Conn {
+    pub io: BoxIo,
+    pub framer: Framer,
+    pub limits: FramerLimits,
+    read_buf: Box<[u8]>,
+}
+
+impl Conn {
+    pub fn new(io: BoxIo, limits: FramerLimits) -> Self {
+        Conn {
+            io,
+            framer: Framer::new(limits),
+            limits,
+            read_buf: vec![0u8; 8192].into_boxed_slice(),
+        }
+    }
+
+    /// A stream restart (after TLS or SASL): a fresh parser, nothing carried over.
+    pub fn restart_framer(&mut self) {
+        self.framer = Framer::new(self.limits);
+    }
+
+    /// The next frame. Cancel-safe: bytes are only consumed once a read completes.
+    pub async fn read_frame(&mut self) -> Result<Frame, ReadError> {
+        loop {
+            match self.framer.next_frame(false) {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => {}
+                Err(err) => {
+                    return Err(ReadError::Stream(StreamError::with_text(err.condition, err.text)))
+                }
+            }
+            let n = match self.io.read(&mut self.read_buf).await {
+                Ok(n) => n,
+                Err(err) => return Err(ReadError::Closed(err.to_string())),
+            };
+            if n == 0 {
+                return match self.framer.next_frame(true) {
+                    Ok(Some(frame)) => Ok(frame),
+                    _ => Err(ReadError::Closed("connection closed by peer".into())),
+                };
+            }
+            self.framer.feed(&self.read_buf[..n]);
+        }
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.io.write_all(bytes).await?;
+        self.io.flush().await
+    }
+
+    /// Sends a stream error (and our header first if none was sent), closes the stream
+    /// and the transport. Best effort: the peer may already be gone.
+    pub async fn fail(&mut self, error: Option<&StreamError>, header: Option<String>) {
+        let mut out = header.unwrap_or_default();
+        if let Some(error) = error {
+            out.push_str(&stream_error_xml(error));
+        }
+        out.push_str(writer::STREAM_CLOSE);
+        let write = async {
+            self.io.write_all(out.as_bytes()).await?;
+            self.io.flush().await?;
+            self.io.shutdown().await
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), write).await;
+    }
+}
+
+/// `<stream:error>` with the prefix the stream declared (some clients match on it).
+pub(crate) fn stream_error_xml(error: &StreamError) -> String {
+    let mut out = String::from("<stream:error>");
+    out.push('<');
+    out.push_str(error.condition.name());
+    out.push_str(" xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>");
+    if let Some(text) = &error.text {
+        out.push_str("<text xmlns='urn:ietf:params:xml:ns:xmpp-streams' xml:lang='en'>");
+        out.push_str(&writer::escape(text));
+        out.push_str("</text>");
+    }
+    out.push_str("</stream:error>");
+    out
+}
+
+/// Runs one connection from accept to close.
+pub(crate) async fn handle(server: Arc<ServerInner>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    let _ = tcp.set_nodelay(true);
+    let config = server.config();
+    let limits = FramerLimits {
+        max_stanza_bytes: config.limits.max_stanza_size,
+        max_depth: config.limits.max_depth,
+    };
+    let info = SessionInfo {
+        id: server.next_session_id(),
+        host: String::new(),
+        peer,
+        secure: false,
+        direct_tls,
+        username: None,
+        jid: None,
+        lang: "en".to_string(),
+    };
+    let (io, channel_binding): (BoxIo, ChannelBindingData) = if direct_tls {
+        let Some(tls) = server.tls() else {
+            tracing::warn!(%peer, "direct TLS connection but no TLS certificates are loaded");
+            return;
+        };
+        let accept = tls.direct_tls_acceptor().accept(tcp);
+        match tokio::time::timeout(config.limits.negotiation_timeout, accept).await {
+            Ok(Ok(stream)) => {
+                let (exporter, end_point) = crate::tls::channel_binding(&tls, &stream);
+                (
+                    Box::new(stream),
+                    ChannelBindingData {
+                        tls_exporter: exporter,
+                        tls_server_end_point: end_point,
+                    },
+                )
+            }
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, %err, "direct TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "direct TLS handshake timed out");
+                return;
+            }
+        }
+    } else {
+        (Box::new(tcp), ChannelBindingData::default())
+    };
+    let info = SessionInfo {
+        secure: direct_tls,
+        ..info
+    };
+    let conn = Conn::new(io, limits);
+    let negotiated = super::negotiation::negotiate(&server, conn, info, channel_binding).await;
+    if let Some((conn, info)) = negotiated {
+        super::session_loop::run(server, conn, info).await;
+    }
+}
+
+pub(crate) fn timeout_error() -> StreamError {
+    StreamError::with_text(
+        StreamErrorCondition::ConnectionTimeout,
+        "stream negotiation took too long",
+    )
+}

@@ -1,0 +1,532 @@
+//! Stream negotiation (RFC 6120 §4-§7): headers, STARTTLS, SASL, resource binding.
+//!
+//! Runs with the connection task owning the transport; returns the bound session's
+//! transport and identity, or `None` after it closed the stream.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use jid::{BareJid, FullJid};
+use tokio::time::Instant;
+
+use super::connection::{timeout_error, Conn, ReadError};
+use crate::sasl::{ChannelBindingData, Mechanism, SaslServer, SaslStep};
+use crate::server::ServerInner;
+use crate::session::SessionInfo;
+use crate::stanza::{iq_result, StreamError, StreamErrorCondition};
+use crate::xml::framer::{Frame, StreamHeader};
+use crate::xml::{ns, writer, Element, ElementExt};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stage {
+    /// TLS is required and not yet in place.
+    NeedTls,
+    NeedAuth,
+    NeedBind,
+}
+
+struct Negotiation<'a> {
+    server: &'a Arc<ServerInner>,
+    conn: Conn,
+    info: SessionInfo,
+    channel_binding: ChannelBindingData,
+    deadline: Instant,
+    auth_failures: u32,
+    /// Our header for the current stream, once sent (a stream error must follow one).
+    header_sent: bool,
+}
+
+/// Negotiates until the client has bound a resource.
+pub(crate) async fn negotiate(
+    server: &Arc<ServerInner>,
+    conn: Conn,
+    info: SessionInfo,
+    channel_binding: ChannelBindingData,
+) -> Option<(Conn, SessionInfo)> {
+    let deadline = Instant::now() + server.config().limits.negotiation_timeout;
+    let mut negotiation = Negotiation {
+        server,
+        conn,
+        info,
+        channel_binding,
+        deadline,
+        auth_failures: 0,
+        header_sent: false,
+    };
+    let mut shutdown = server.shutdown_signal();
+    let outcome = tokio::select! {
+        outcome = negotiation.run() => outcome,
+        _ = crate::server::until_shutdown(&mut shutdown) => Err(StreamError::new(StreamErrorCondition::SystemShutdown)),
+    };
+    match outcome {
+        Ok(true) => Some((negotiation.conn, negotiation.info)),
+        Ok(false) => None,
+        Err(error) => {
+            tracing::debug!(peer = %negotiation.info.peer, %error, "negotiation failed");
+            let header = if negotiation.header_sent {
+                None
+            } else {
+                Some(negotiation.header(None))
+            };
+            negotiation.conn.fail(Some(&error), header).await;
+            None
+        }
+    }
+}
+
+impl Negotiation<'_> {
+    /// `Ok(true)`: bound. `Ok(false)`: the peer went away. `Err`: send this stream error.
+    async fn run(&mut self) -> Result<bool, StreamError> {
+        loop {
+            // Each iteration is one stream: initial, after TLS, after SASL.
+            self.header_sent = false;
+            let Some(header) = self.read().await? else {
+                return Ok(false);
+            };
+            let Frame::Open(header) = header else {
+                return Err(StreamError::with_text(StreamErrorCondition::NotWellFormed, "expected a stream header"));
+            };
+            self.open_stream(&header).await?;
+            let stage = if self.info.username.is_some() {
+                Stage::NeedBind
+            } else if !self.info.secure && self.server.config().require_encryption {
+                Stage::NeedTls
+            } else {
+                Stage::NeedAuth
+            };
+            self.send_features(stage).await?;
+            match self.stream_loop(stage).await? {
+                Next::Restart => continue,
+                Next::Bound => return Ok(true),
+                Next::Gone => return Ok(false),
+            }
+        }
+    }
+
+    /// Reads the next frame before the negotiation deadline. Returns `Ok(None)` when the
+    /// peer closed the connection.
+    async fn read(&mut self) -> Result<Option<Frame>, StreamError> {
+        match tokio::time::timeout_at(self.deadline, self.conn.read_frame()).await {
+            Err(_) => Err(timeout_error()),
+            Ok(Ok(frame)) => Ok(Some(frame)),
+            Ok(Err(ReadError::Stream(error))) => Err(error),
+            Ok(Err(ReadError::Closed(reason))) => {
+                tracing::debug!(peer = %self.info.peer, reason, "connection closed during negotiation");
+                Ok(None)
+            }
+        }
+    }
+
+    fn header(&self, to: Option<&str>) -> String {
+        let from = if self.info.host.is_empty() {
+            self.server.default_host_name()
+        } else {
+            self.info.host.clone()
+        };
+        writer::stream_header(&from, to, &crate::util::random_id(), &self.info.lang)
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), StreamError> {
+        self.conn
+            .write(bytes)
+            .await
+            .map_err(|err| StreamError::with_text(StreamErrorCondition::UndefinedCondition, err.to_string()))
+    }
+
+    async fn send_element(&mut self, element: &Element) -> Result<(), StreamError> {
+        let bytes = writer::to_bytes(element);
+        self.send(&bytes).await
+    }
+
+    /// Validates the client's header and answers with ours (RFC 6120 §4.7).
+    async fn open_stream(&mut self, header: &StreamHeader) -> Result<(), StreamError> {
+        let requested = header.to.clone();
+        if let Some(lang) = &header.lang {
+            if !lang.is_empty() && lang.len() <= 35 {
+                self.info.lang = lang.clone();
+            }
+        }
+        // Our header goes first; any error below follows it (§4.9.1.2).
+        let ours = self.header(header.from.as_deref());
+        self.send(ours.as_bytes()).await?;
+        self.header_sent = true;
+
+        if header.namespace != ns::STREAM {
+            return Err(StreamError::with_text(StreamErrorCondition::InvalidNamespace, "the stream element must be in http://etherx.jabber.org/streams"));
+        }
+        if header.name != "stream" {
+            return Err(StreamError::with_text(StreamErrorCondition::BadFormat, "the root element must be <stream:stream>"));
+        }
+        let version_ok = header
+            .version
+            .as_deref()
+            .and_then(|v| v.split('.').next())
+            .and_then(|major| major.parse::<u32>().ok())
+            .is_some_and(|major| major >= 1);
+        if !version_ok {
+            return Err(StreamError::with_text(StreamErrorCondition::UnsupportedVersion, "XMPP 1.0 streams only (version='1.0')"));
+        }
+        let Some(to) = requested else {
+            return Err(StreamError::with_text(StreamErrorCondition::HostUnknown, "the stream header needs a 'to' naming the server"));
+        };
+        let domain = BareJid::new(&to)
+            .ok()
+            .filter(|j| j.node().is_none())
+            .map(|j| j.domain().to_string());
+        let Some(domain) = domain.filter(|d| self.server.host(d).is_some()) else {
+            return Err(StreamError::with_text(StreamErrorCondition::HostUnknown, format!("this server does not serve {to}")));
+        };
+        if !self.info.host.is_empty() && self.info.host != domain {
+            return Err(StreamError::with_text(StreamErrorCondition::HostUnknown, "a restarted stream must address the same host"));
+        }
+        self.info.host = domain;
+        Ok(())
+    }
+
+    fn mechanisms(&self) -> Vec<Mechanism> {
+        let plus_possible = self.channel_binding.tls_exporter.is_some() || self.channel_binding.tls_server_end_point.is_some();
+        Mechanism::ALL
+            .into_iter()
+            .filter(|m| match m {
+                Mechanism::ScramSha1Plus | Mechanism::ScramSha256Plus => self.info.secure && plus_possible,
+                // PLAIN sends the password itself: only inside TLS (RFC 6120 §13.8).
+                Mechanism::Plain => self.info.secure,
+                _ => true,
+            })
+            .collect()
+    }
+
+    async fn send_features(&mut self, stage: Stage) -> Result<(), StreamError> {
+        let mut features = String::from("<stream:features>");
+        match stage {
+            Stage::NeedTls => {
+                features.push_str("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>");
+            }
+            Stage::NeedAuth => {
+                if !self.info.secure && self.server.tls().is_some() {
+                    features.push_str("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+                }
+                features.push_str("<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
+                for mechanism in self.mechanisms() {
+                    features.push_str("<mechanism>");
+                    features.push_str(mechanism.name());
+                    features.push_str("</mechanism>");
+                }
+                features.push_str("</mechanisms>");
+                // XEP-0440: which channel bindings the -PLUS mechanisms can use here.
+                if self.info.secure {
+                    let mut types = String::new();
+                    if self.channel_binding.tls_exporter.is_some() {
+                        types.push_str("<channel-binding type='tls-exporter'/>");
+                    }
+                    if self.channel_binding.tls_server_end_point.is_some() {
+                        types.push_str("<channel-binding type='tls-server-end-point'/>");
+                    }
+                    if !types.is_empty() {
+                        features.push_str("<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>");
+                        features.push_str(&types);
+                        features.push_str("</sasl-channel-binding>");
+                    }
+                }
+            }
+            Stage::NeedBind => {
+                features.push_str("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>");
+                // RFC 3921 session establishment, optional per RFC 6121 Appendix E.
+                features.push_str("<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>");
+            }
+        }
+        features.push_str("</stream:features>");
+        self.send(features.as_bytes()).await
+    }
+
+    async fn stream_loop(&mut self, stage: Stage) -> Result<Next, StreamError> {
+        loop {
+            let Some(frame) = self.read().await? else {
+                return Ok(Next::Gone);
+            };
+            let element = match frame {
+                Frame::Stanza(element) => element,
+                Frame::Close => {
+                    self.conn.fail(None, None).await;
+                    return Ok(Next::Gone);
+                }
+                Frame::Open(_) => {
+                    return Err(StreamError::with_text(StreamErrorCondition::NotWellFormed, "unexpected stream header"));
+                }
+            };
+            let namespace = element.ns();
+            match (stage, namespace.as_str(), element.name()) {
+                (Stage::NeedTls | Stage::NeedAuth, ns::TLS, "starttls") if !self.info.secure => {
+                    self.starttls().await?;
+                    return Ok(Next::Restart);
+                }
+                (_, ns::TLS, _) => {
+                    self.send(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await?;
+                    return Err(StreamError::with_text(StreamErrorCondition::PolicyViolation, "TLS is already in place or not available"));
+                }
+                (Stage::NeedTls, ns::SASL, _) => {
+                    self.sasl_failure("encryption-required", Some("start TLS first")).await?;
+                }
+                (Stage::NeedAuth, ns::SASL, "auth") => {
+                    if self.authenticate(&element).await? {
+                        self.conn.restart_framer();
+                        return Ok(Next::Restart);
+                    }
+                }
+                (Stage::NeedAuth, ns::SASL, _) => {
+                    // <response/> or <abort/> outside an exchange.
+                    self.sasl_failure("malformed-request", Some("no authentication in progress")).await?;
+                }
+                (Stage::NeedBind, ns::CLIENT, "iq") => {
+                    if self.handle_pre_bind_iq(&element).await? {
+                        return Ok(Next::Bound);
+                    }
+                }
+                (_, ns::CLIENT, "message" | "presence" | "iq") => {
+                    return Err(StreamError::with_text(
+                        StreamErrorCondition::NotAuthorized,
+                        "stanzas are accepted only after authentication and resource binding",
+                    ));
+                }
+                (_, "", _) | (_, ns::STREAM, _) => {
+                    return Err(StreamError::with_text(StreamErrorCondition::InvalidNamespace, "the stream's default namespace must be jabber:client"));
+                }
+                _ => {
+                    return Err(StreamError::with_text(
+                        StreamErrorCondition::UnsupportedStanzaType,
+                        format!("unexpected element {{{namespace}}}{}", element.name()),
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn starttls(&mut self) -> Result<(), StreamError> {
+        // STARTTLS command injection (CVE-2011-0411 and kin): anything the client sent
+        // after <starttls/> arrived in plaintext and must never be processed.
+        if self.conn.framer.pending_bytes() > 0 {
+            return Err(StreamError::with_text(StreamErrorCondition::PolicyViolation, "data was sent after <starttls/> before the TLS handshake"));
+        }
+        let Some(tls) = self.server.tls() else {
+            self.send(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await?;
+            return Err(StreamError::with_text(StreamErrorCondition::UndefinedCondition, "TLS is not available"));
+        };
+        self.send(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await?;
+        let placeholder: super::connection::BoxIo = Box::new(tokio::io::duplex(1).0);
+        let io = std::mem::replace(&mut self.conn.io, placeholder);
+        let accept = tls.starttls_acceptor().accept(io);
+        let stream = match tokio::time::timeout_at(self.deadline, accept).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                tracing::debug!(peer = %self.info.peer, %err, "STARTTLS handshake failed");
+                return Err(StreamError::with_text(StreamErrorCondition::UndefinedCondition, "TLS handshake failed"));
+            }
+            Err(_) => return Err(timeout_error()),
+        };
+        let (exporter, end_point) = crate::tls::channel_binding(&tls, &stream);
+        self.channel_binding = ChannelBindingData {
+            tls_exporter: exporter,
+            tls_server_end_point: end_point,
+        };
+        self.conn.io = Box::new(stream);
+        self.conn.restart_framer();
+        self.info.secure = true;
+        Ok(())
+    }
+
+    async fn sasl_failure(&mut self, condition: &str, text: Option<&str>) -> Result<(), StreamError> {
+        let mut out = format!("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{condition}/>");
+        if let Some(text) = text {
+            out.push_str("<text xml:lang='en'>");
+            out.push_str(&writer::escape(text));
+            out.push_str("</text>");
+        }
+        out.push_str("</failure>");
+        self.send(out.as_bytes()).await
+    }
+
+    /// One SASL exchange. `Ok(true)` on success; `Ok(false)` after a failure the client
+    /// may retry; `Err` when the connection must close.
+    async fn authenticate(&mut self, auth: &Element) -> Result<bool, StreamError> {
+        let offered = self.mechanisms();
+        let mechanism = auth
+            .attr("mechanism")
+            .and_then(Mechanism::from_name)
+            .filter(|m| offered.contains(m));
+        let Some(mechanism) = mechanism else {
+            let condition = if auth.attr("mechanism") == Some("PLAIN") && !self.info.secure {
+                "encryption-required"
+            } else {
+                "invalid-mechanism"
+            };
+            self.sasl_failure(condition, None).await?;
+            return self.count_failure().await.map(|()| false);
+        };
+        let plus_offered = offered.iter().any(Mechanism::is_plus);
+        let mut sasl = SaslServer::new(
+            mechanism,
+            &self.info.host,
+            self.channel_binding.clone(),
+            plus_offered,
+            self.server.fake_salt_key(),
+        );
+        let text = auth.text();
+        let mut input: Option<Vec<u8>> = match text.trim() {
+            // No initial response: ask for one with an empty challenge (RFC 6120 §6.4.2).
+            "" => None,
+            // "=" is an initial response of zero length.
+            "=" => Some(Vec::new()),
+            encoded => match B64.decode(encoded) {
+                Ok(bytes) => Some(bytes),
+                Err(_) => {
+                    self.sasl_failure("incorrect-encoding", None).await?;
+                    return self.count_failure().await.map(|()| false);
+                }
+            },
+        };
+        let storage = self.server.storage().clone();
+        let host = self.info.host.clone();
+        loop {
+            let step = match input.take() {
+                Some(bytes) => {
+                    // Key derivation for PLAIN and verification are CPU work: keep them
+                    // off the async worker only when they are expensive (PBKDF2 is not
+                    // run here for SCRAM; stored keys make SCRAM cheap).
+                    let lookup = |user: &str| storage.get_account(&host, user).ok().flatten();
+                    sasl.step(&bytes, &lookup)
+                }
+                None => SaslStep::Challenge(Vec::new()),
+            };
+            match step {
+                SaslStep::Challenge(data) => {
+                    let out = format!("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</challenge>", encode_sasl(&data));
+                    self.send(out.as_bytes()).await?;
+                    let Some(frame) = self.read().await? else {
+                        return Err(StreamError::new(StreamErrorCondition::UndefinedCondition));
+                    };
+                    let Frame::Stanza(reply) = frame else {
+                        return Err(StreamError::with_text(StreamErrorCondition::NotWellFormed, "expected a SASL response"));
+                    };
+                    if !(reply.ns() == ns::SASL) {
+                        return Err(StreamError::with_text(StreamErrorCondition::NotAuthorized, "authentication in progress"));
+                    }
+                    match reply.name() {
+                        "response" => {
+                            let text = reply.text();
+                            match text.trim() {
+                                "" | "=" => input = Some(Vec::new()),
+                                encoded => match B64.decode(encoded) {
+                                    Ok(bytes) => input = Some(bytes),
+                                    Err(_) => {
+                                        self.sasl_failure("incorrect-encoding", None).await?;
+                                        return self.count_failure().await.map(|()| false);
+                                    }
+                                },
+                            }
+                        }
+                        "abort" => {
+                            self.sasl_failure("aborted", None).await?;
+                            return Ok(false);
+                        }
+                        _ => {
+                            self.sasl_failure("malformed-request", None).await?;
+                            return self.count_failure().await.map(|()| false);
+                        }
+                    }
+                }
+                SaslStep::Success { username, additional_data } => {
+                    let data = additional_data.map(|d| encode_sasl(&d)).unwrap_or_default();
+                    let out = format!("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{data}</success>");
+                    self.send(out.as_bytes()).await?;
+                    tracing::info!(peer = %self.info.peer, user = %username, host = %self.info.host, mechanism = mechanism.name(), "authenticated");
+                    self.info.username = Some(username);
+                    return Ok(true);
+                }
+                SaslStep::Failure(failure) => {
+                    tracing::info!(peer = %self.info.peer, host = %self.info.host, mechanism = mechanism.name(), condition = failure.condition(), "authentication failed");
+                    self.sasl_failure(failure.condition(), None).await?;
+                    return self.count_failure().await.map(|()| false);
+                }
+            }
+        }
+    }
+
+    /// Bounded attempts per connection: online guessing must reconnect (and pay a TLS
+    /// handshake) every few tries.
+    async fn count_failure(&mut self) -> Result<(), StreamError> {
+        self.auth_failures += 1;
+        if self.auth_failures >= self.server.config().limits.max_auth_failures {
+            return Err(StreamError::with_text(StreamErrorCondition::PolicyViolation, "too many failed authentication attempts"));
+        }
+        Ok(())
+    }
+
+    /// Handles an IQ between authentication and binding: bind, or the legacy session.
+    async fn handle_pre_bind_iq(&mut self, iq: &Element) -> Result<bool, StreamError> {
+        let is_set = iq.attr("type") == Some("set");
+        let bind = iq.get_child("bind", ns::BIND);
+        if !is_set || bind.is_none() || iq.attr("id").is_none() {
+            if is_set && iq.get_child("session", ns::SESSION).is_some() {
+                self.send_element(&iq_result(iq, None)).await?;
+                return Ok(false);
+            }
+            return Err(StreamError::with_text(StreamErrorCondition::NotAuthorized, "bind a resource first"));
+        }
+        let requested = bind
+            .and_then(|b| b.get_child("resource", ns::BIND))
+            .map(|r| r.text())
+            .filter(|r| !r.trim().is_empty());
+        let user = self.info.username.clone().unwrap_or_default();
+        let bare = match BareJid::new(&format!("{user}@{}", self.info.host)) {
+            Ok(bare) => bare,
+            Err(_) => return Err(StreamError::new(StreamErrorCondition::InternalServerError)),
+        };
+        let full = match requested {
+            Some(resource) => match bare.with_resource_str(&resource) {
+                Ok(full) => full,
+                Err(err) => {
+                    let error = crate::stanza::StanzaError::bad_request(format!("invalid resource: {err}"));
+                    let mut reply = crate::stanza::error_reply(iq, &error);
+                    reply.remove_attr("from");
+                    self.send_element(&reply).await?;
+                    return Ok(false);
+                }
+            },
+            None => generated_resource(&bare),
+        };
+        let reply = iq_result(
+            iq,
+            Some(Element::bare("bind", ns::BIND).with_child(Element::bare("jid", ns::BIND).with_text(full.to_string()))),
+        );
+        let mut reply = reply;
+        reply.remove_attr("from");
+        self.send_element(&reply).await?;
+        self.info.jid = Some(full);
+        Ok(true)
+    }
+}
+
+enum Next {
+    Restart,
+    Bound,
+    Gone,
+}
+
+fn generated_resource(bare: &BareJid) -> FullJid {
+    loop {
+        if let Ok(full) = bare.with_resource_str(&format!("tern-{}", crate::util::random_id())) {
+            return full;
+        }
+    }
+}
+
+/// SASL payload: base64, with "=" for an empty one (RFC 6120 §6.4.2).
+fn encode_sasl(data: &[u8]) -> String {
+    if data.is_empty() {
+        "=".to_string()
+    } else {
+        B64.encode(data)
+    }
+}

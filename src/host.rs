@@ -1,0 +1,378 @@
+//! A virtual host: its own events, items, IQ handlers, modules and session table.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use jid::{BareJid, FullJid, Jid};
+use tokio::sync::oneshot;
+
+use crate::config::ModuleOptions;
+use crate::events::{Event, EventBus, HandlerError};
+use crate::items::{ItemAdded, ItemId, ItemRemoved, Items};
+use crate::module::LoadedModule;
+use crate::server::ServerInner;
+use crate::session::{SessionHandle, SessionInfo};
+use crate::stanza::{StanzaError, StreamError, StreamErrorCondition};
+use crate::storage::SharedStorage;
+use crate::xml::{ns, Element, ElementExt};
+
+/// IQ request type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IqType {
+    Get,
+    Set,
+}
+
+/// What an IQ is addressed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IqTarget {
+    /// The server itself (`to` = the domain).
+    Host,
+    /// An account's bare JID (also: no `to` at all, which means the sender's own account).
+    Bare,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct IqKey {
+    pub iq_type: IqType,
+    pub target: IqTarget,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// An IQ get or set handed to a handler.
+pub struct IqRequest {
+    pub host: Arc<Host>,
+    /// The requesting session, when the request came from a local client.
+    pub session: Option<Arc<SessionInfo>>,
+    pub stanza: Element,
+    /// The stamped sender.
+    pub from: Jid,
+    /// The addressee (the domain, or a bare JID).
+    pub to: Jid,
+}
+
+impl IqRequest {
+    /// The single child element (validated before any handler runs).
+    pub fn payload(&self) -> &Element {
+        // The router only dispatches get/set IQs that have exactly one child.
+        self.stanza
+            .first_child()
+            .unwrap_or(&self.stanza)
+    }
+
+    pub fn iq_type(&self) -> IqType {
+        if self.stanza.attr("type") == Some("set") {
+            IqType::Set
+        } else {
+            IqType::Get
+        }
+    }
+
+    /// The request's `xml:lang`, else the session's.
+    pub fn lang(&self) -> Option<String> {
+        self.stanza
+            .lang()
+            .map(str::to_string)
+            .or_else(|| self.session.as_ref().map(|s| s.lang.clone()))
+    }
+}
+
+/// What an IQ handler answers: a payload for the result (or none), or an error.
+pub type IqResult = Result<Option<Element>, HandlerError>;
+
+pub(crate) type IqHandler = Arc<dyn Fn(IqRequest) -> BoxFuture<'static, IqResult> + Send + Sync>;
+
+/// A disco#info feature a module advertises (an item, so disco gathers them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscoFeature(pub String);
+
+/// A disco#info identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscoIdentity {
+    pub category: String,
+    pub kind: String,
+    pub name: Option<String>,
+}
+
+struct PendingIq {
+    expected_from: Jid,
+    reply: oneshot::Sender<Element>,
+}
+
+pub struct Host {
+    pub name: String,
+    domain: Jid,
+    pub events: EventBus,
+    pub items: Items,
+    pub(crate) server: Weak<ServerInner>,
+    storage: SharedStorage,
+    /// localpart -> resource -> session.
+    sessions: RwLock<HashMap<String, HashMap<String, SessionHandle>>>,
+    iq_handlers: RwLock<HashMap<IqKey, IqHandler>>,
+    pending_iqs: Mutex<HashMap<String, PendingIq>>,
+    pub(crate) modules: Mutex<Vec<LoadedModule>>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    pub(crate) fn new(domain: BareJid, server: Weak<ServerInner>, storage: SharedStorage) -> Self {
+        Host {
+            name: domain.to_string(),
+            domain: Jid::from(domain),
+            events: EventBus::new(),
+            items: Items::default(),
+            server,
+            storage,
+            sessions: Default::default(),
+            iq_handlers: Default::default(),
+            pending_iqs: Default::default(),
+            modules: Default::default(),
+        }
+    }
+
+    pub fn storage(&self) -> &SharedStorage {
+        &self.storage
+    }
+
+    /// The host's domain as a JID.
+    pub fn jid(&self) -> Jid {
+        self.domain.clone()
+    }
+
+    /// Options of `module` on this host, from the server's current config.
+    pub fn module_options(&self, module: &str) -> ModuleOptions {
+        match self.server.upgrade() {
+            Some(server) => server.config().module_options(&self.name, module),
+            None => ModuleOptions::empty(),
+        }
+    }
+
+    // ---- items ----
+
+    /// Adds an item and announces it with [`ItemAdded`].
+    pub fn add_item<T: Send + Sync + 'static>(self: &Arc<Self>, owner: &str, item: Arc<T>) -> ItemId {
+        let id = self.items.add(owner, item.clone());
+        self.announce(ItemAdded {
+            owner: owner.to_string(),
+            item,
+        });
+        id
+    }
+
+    /// Removes an item and announces it with [`ItemRemoved`].
+    pub fn remove_item<T: Send + Sync + 'static>(self: &Arc<Self>, id: ItemId) -> bool {
+        match self.items.remove::<T>(id) {
+            Some((owner, item)) => {
+                self.announce(ItemRemoved { owner, item });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Fires an event in the background: item announcements must not make the caller
+    /// (often a module's synchronous `load`) wait for consumers.
+    pub(crate) fn announce<E: Event>(self: &Arc<Self>, mut event: E) {
+        if !self.events.has_handlers::<E>() {
+            return;
+        }
+        let host = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = host.events.fire(&mut event).await {
+                tracing::warn!(host = %host.name, %err, "item event handler failed");
+            }
+        });
+    }
+
+    // ---- IQ handlers ----
+
+    pub(crate) fn set_iq_handler(&self, key: IqKey, handler: IqHandler) -> bool {
+        let mut handlers = self.iq_handlers.write().unwrap_or_else(|p| p.into_inner());
+        if handlers.contains_key(&key) {
+            return false;
+        }
+        handlers.insert(key, handler);
+        true
+    }
+
+    pub(crate) fn remove_iq_handler(&self, key: &IqKey) {
+        self.iq_handlers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    pub(crate) fn iq_handler(&self, key: &IqKey) -> Option<IqHandler> {
+        self.iq_handlers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    // ---- sessions ----
+
+    /// Adds a bound session. An existing session with the same full JID is replaced and
+    /// closed with a `conflict` stream error (RFC 6120 §7.7.2.2).
+    pub(crate) fn add_session(&self, handle: SessionHandle) {
+        let jid = handle.jid().clone();
+        let user = jid.node().map(|n| n.to_string()).unwrap_or_default();
+        let resource = jid.resource().to_string();
+        let old = self
+            .sessions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(user)
+            .or_default()
+            .insert(resource, handle);
+        if let Some(old) = old {
+            old.close(Some(StreamError::with_text(
+                StreamErrorCondition::Conflict,
+                "replaced by a new session with the same resource",
+            )));
+        }
+    }
+
+    /// Removes the session if it is still the one registered under its JID.
+    pub(crate) fn remove_session(&self, handle: &SessionHandle) -> bool {
+        let jid = handle.jid();
+        let user = jid.node().map(|n| n.to_string()).unwrap_or_default();
+        let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
+        let Some(resources) = sessions.get_mut(&user) else {
+            return false;
+        };
+        let is_current = resources
+            .get(jid.resource().as_str())
+            .is_some_and(|current| current.same_session(handle));
+        if is_current {
+            resources.remove(jid.resource().as_str());
+            if resources.is_empty() {
+                sessions.remove(&user);
+            }
+        }
+        is_current
+    }
+
+    pub fn session(&self, jid: &FullJid) -> Option<SessionHandle> {
+        let user = jid.node()?.as_str();
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)?
+            .get(jid.resource().as_str())
+            .cloned()
+    }
+
+    /// All sessions of an account.
+    pub fn sessions_of(&self, user: &str) -> Vec<SessionHandle> {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn resource_in_use(&self, user: &str, resource: &str) -> bool {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .is_some_and(|r| r.contains_key(resource))
+    }
+
+    pub fn all_sessions(&self) -> Vec<SessionHandle> {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flat_map(|r| r.values().cloned())
+            .collect()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(HashMap::len)
+            .sum()
+    }
+
+    // ---- sending ----
+
+    /// Routes a stanza from this host (stamps `from` with the domain when absent).
+    pub async fn send(self: &Arc<Self>, mut stanza: Element) {
+        if stanza.attr("from").is_none() {
+            stanza.set("from", self.name.clone());
+        }
+        if let Some(server) = self.server.upgrade() {
+            crate::router::route(&server, stanza, None).await;
+        }
+    }
+
+    /// Sends an IQ get/set from this host and waits for the reply (result or error
+    /// stanza). Fails with `remote-server-timeout` when none comes within `timeout`.
+    pub async fn send_iq(self: &Arc<Self>, to: &Jid, mut iq: Element, timeout: Duration) -> Result<Element, StanzaError> {
+        let id = match iq.attr("id") {
+            Some(id) => id.to_string(),
+            None => {
+                let id = crate::util::random_id();
+                iq.set("id", id.clone());
+                id
+            }
+        };
+        iq.set("to", to.to_string());
+        let (tx, rx) = oneshot::channel();
+        self.pending_iqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id.clone(),
+                PendingIq {
+                    expected_from: to.clone(),
+                    reply: tx,
+                },
+            );
+        self.send(iq).await;
+        let outcome = tokio::time::timeout(timeout, rx).await;
+        self.pending_iqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        match outcome {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(StanzaError::new(crate::stanza::Condition::RecipientUnavailable)),
+            Err(_) => Err(StanzaError::new(crate::stanza::Condition::RemoteServerTimeout)),
+        }
+    }
+
+    /// Completes a pending [`Host::send_iq`] if `reply` answers one. The sender must be the
+    /// entity the request went to, so nobody can answer on another's behalf.
+    pub(crate) fn take_iq_reply(&self, reply: &Element, from: &Jid) -> Option<Element> {
+        let id = reply.attr("id")?;
+        let mut pending = self.pending_iqs.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = pending.get(id)?;
+        let matches = entry.expected_from == *from
+            || (entry.expected_from.is_bare() && entry.expected_from.to_bare() == from.to_bare());
+        if !matches {
+            return None;
+        }
+        let entry = pending.remove(id)?;
+        let _ = entry.reply.send(reply.clone());
+        Some(reply.clone())
+    }
+
+    /// Builds a `<message/>`, `<presence/>` or `<iq/>` in `jabber:client`.
+    pub fn stanza(name: &str) -> Element {
+        Element::bare(name, ns::CLIENT)
+    }
+}

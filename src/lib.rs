@@ -1,0 +1,68 @@
+//! # Tern
+//!
+//! A small, complete XMPP server (client-to-server) whose flagship is XEP-0215,
+//! External Service Discovery.
+//!
+//! ## How the pieces fit
+//! - [`server`]: a [`server::Server`] owns the config snapshot, the hosts, storage and
+//!   TLS. The caller binds [`server::Listeners`] and passes a shutdown future to
+//!   `serve`. No process globals: several servers can run in one test binary.
+//! - [`host`]: one [`host::Host`] per virtual host, with its own [`events::EventBus`],
+//!   [`items::Items`], IQ handlers, loaded modules, and the session table
+//!   `localpart -> resource -> SessionHandle`.
+//! - [`c2s`]: one task per connection. It owns the socket, frames the XML stream
+//!   ([`xml::framer`]), negotiates STARTTLS or direct TLS ([`tls`]), SASL ([`sasl`]) and
+//!   binding, then runs the session: a reader loop (stanzas processed one at a time, in
+//!   order) and a writer task draining the session's bounded queue.
+//! - [`router`]: validates and stamps what clients send, fires
+//!   [`router::StanzaEvent`] on the addressed host, and applies RFC 6120/6121 delivery
+//!   when no handler took the stanza. Every IQ get/set gets exactly one reply.
+//! - [`module`]: modules are compiled in ([`modules::BUILTIN`], or added by embedders
+//!   with [`server::ServerBuilder::module`]) and enabled per host. `load` receives a
+//!   [`module::ModuleContext`] (≈ Prosody's `module`): hooks, IQ handlers, items, disco
+//!   features, lenient options, background tasks. Unloading removes all of it.
+//! - [`config`]: TOML; syntax errors are fatal, everything else a diagnostic.
+//! - [`storage`]: a trait with sled (default) and memory backends; writes resolve once
+//!   durable.
+//! - [`testing`]: `TestServer`, a real server on 127.0.0.1:0 with memory storage, and
+//!   a logged-in test client.
+//!
+//! Modules should use [`api`] only, which keeps the module boundary as narrow as
+//! Prosody's.
+
+pub(crate) mod c2s;
+pub mod config;
+pub mod events;
+pub mod host;
+pub mod items;
+pub mod module;
+pub mod router;
+pub mod sasl;
+pub mod server;
+pub mod session;
+pub mod stanza;
+pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod tls;
+pub mod util;
+pub mod xml;
+
+#[path = "../modules/mod.rs"]
+pub mod modules;
+
+/// What modules may use.
+pub mod api {
+    pub use crate::config::ModuleOptions;
+    pub use crate::events::{Event, EventBus, Flow, HandlerError, HandlerResult, HookId};
+    pub use crate::host::{DiscoFeature, DiscoIdentity, Host, IqRequest, IqResult, IqTarget, IqType};
+    pub use crate::items::{ItemAdded, ItemId, ItemRemoved};
+    pub use crate::module::{ModuleContext, ModuleDescriptor};
+    pub use crate::router::{OutgoingStanza, StanzaEvent, Target, UndeliverableMessage};
+    pub use crate::session::{SessionBound, SessionClosed, SessionHandle, SessionInfo};
+    pub use crate::stanza::{error_reply, iq_result, Condition, ErrorType, StanzaError, StanzaKind};
+    pub use crate::xml::{element, ns, Element, ElementExt};
+    pub use futures::future::BoxFuture;
+    pub use futures::FutureExt;
+    pub use jid::{BareJid, FullJid, Jid};
+}

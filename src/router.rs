@@ -1,0 +1,465 @@
+//! Stanza routing: validate and stamp what clients send, fire the stanza events on the
+//! addressed host, and apply the default delivery rules of RFC 6120 §10 / RFC 6121 §8
+//! when no handler took the stanza.
+//!
+//! Invariant: every IQ get/set gets exactly one reply. A handler's payload or error is
+//! that reply; a failing or slow handler yields `internal-server-error`; an IQ nobody
+//! handles yields `service-unavailable`.
+
+use std::sync::Arc;
+
+use jid::{BareJid, FullJid, Jid};
+
+use crate::events::{Flow, HandlerError};
+use crate::host::{Host, IqKey, IqRequest, IqTarget, IqType};
+use crate::server::ServerInner;
+use crate::session::{SessionHandle, SessionInfo};
+use crate::stanza::{
+    error_reply, iq_result, may_bounce, Condition, StanzaError, StanzaKind, StreamError,
+    StreamErrorCondition,
+};
+use crate::xml::{ns, Element, ElementExt};
+
+/// Where a routed stanza is going on its host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The server itself.
+    Host,
+    /// An account (also: a client's stanza with no `to`, which RFC 6120 §10.3 makes the
+    /// sender's own account; such a stanza keeps its missing `to`).
+    Bare(BareJid),
+    /// One resource.
+    Full(FullJid),
+}
+
+/// Fired on the addressed host for every stanza routed to it, before default delivery.
+/// Handlers may change the stanza; `Handled` means they delivered or consumed it.
+pub struct StanzaEvent {
+    pub host: Arc<Host>,
+    /// The sending session, when a local client sent it.
+    pub origin: Option<Arc<SessionInfo>>,
+    pub kind: StanzaKind,
+    pub target: Target,
+    pub stanza: Element,
+}
+
+/// Fired on the sender's host for every stanza a local client sends, after validation and
+/// `from` stamping, before routing. Interceptors (rate limits, privacy lists) live here.
+pub struct OutgoingStanza {
+    pub host: Arc<Host>,
+    pub origin: Arc<SessionInfo>,
+    pub kind: StanzaKind,
+    pub stanza: Element,
+}
+
+/// Fired when a message to an existing account finds no available resource. Offline
+/// storage hooks it; unhandled chat/normal messages are bounced with `service-unavailable`.
+pub struct UndeliverableMessage {
+    pub host: Arc<Host>,
+    pub user: String,
+    pub stanza: Element,
+}
+
+/// Processes one stanza from a bound session. A `StreamError` ends the session.
+pub async fn from_session(
+    server: &Arc<ServerInner>,
+    host: &Arc<Host>,
+    session: &SessionHandle,
+    mut stanza: Element,
+) -> Result<(), StreamError> {
+    let Some(kind) = StanzaKind::of(&stanza) else {
+        let condition = if stanza.ns().is_empty() || (matches!(stanza.name(), "message" | "presence" | "iq")) {
+            StreamErrorCondition::InvalidNamespace
+        } else {
+            StreamErrorCondition::UnsupportedStanzaType
+        };
+        return Err(StreamError::with_text(
+            condition,
+            format!("unexpected element {{{}}}{}", stanza.ns(), stanza.name()),
+        ));
+    };
+    let own = session.jid().clone();
+    if let Some(from) = stanza.attr("from") {
+        // RFC 6120 §8.1.2.1: a client may put its full or bare JID there, nothing else.
+        let acceptable = Jid::new(from).is_ok_and(|f| f == Jid::from(own.clone()) || f == Jid::from(own.to_bare()));
+        if !acceptable {
+            return Err(StreamError::with_text(
+                StreamErrorCondition::InvalidFrom,
+                "the 'from' address is not this session's JID",
+            ));
+        }
+    }
+    stanza.set("from", own.to_string());
+
+    let to = match stanza.attr("to") {
+        None => None,
+        Some(raw) => match Jid::new(raw) {
+            Ok(jid) => Some(jid),
+            Err(err) => {
+                reply_error(session, &stanza, StanzaError::new(Condition::JidMalformed).text(format!("invalid 'to': {err}")));
+                return Ok(());
+            }
+        },
+    };
+    if kind == StanzaKind::Iq {
+        if let Err(error) = validate_iq(&stanza) {
+            reply_error(session, &stanza, error);
+            return Ok(());
+        }
+    }
+    if kind == StanzaKind::Presence && to.is_none() {
+        track_availability(session, &stanza);
+    }
+
+    if host.events.has_handlers::<OutgoingStanza>() {
+        let mut event = OutgoingStanza {
+            host: host.clone(),
+            origin: session.info().clone(),
+            kind,
+            stanza,
+        };
+        match host.events.fire(&mut event).await {
+            Ok(Flow::Handled) => return Ok(()),
+            Ok(Flow::Continue) => stanza = event.stanza,
+            Err(err) => {
+                let error = handler_error_to_stanza(&err, host);
+                reply_error(session, &event.stanza, error);
+                return Ok(());
+            }
+        }
+    }
+
+    match to {
+        None => {
+            let target = Target::Bare(own.to_bare());
+            deliver_local(server, host, stanza, kind, target, Some(session.info().clone())).await;
+        }
+        Some(to) => route_to(server, stanza, kind, &to, Some(session.info().clone())).await,
+    }
+    Ok(())
+}
+
+/// Routes a stanza that already carries a trusted `from` (from a module or another host).
+pub async fn route(server: &Arc<ServerInner>, stanza: Element, origin: Option<Arc<SessionInfo>>) {
+    let Some(kind) = StanzaKind::of(&stanza) else {
+        tracing::warn!(name = stanza.name(), "refusing to route a non-stanza element");
+        return;
+    };
+    let Some(to) = stanza.attr("to").and_then(|t| Jid::new(t).ok()) else {
+        tracing::warn!(name = stanza.name(), "refusing to route a stanza without a valid 'to'");
+        return;
+    };
+    route_to(server, stanza, kind, &to, origin).await;
+}
+
+async fn route_to(
+    server: &Arc<ServerInner>,
+    stanza: Element,
+    kind: StanzaKind,
+    to: &Jid,
+    origin: Option<Arc<SessionInfo>>,
+) {
+    let Some(host) = server.host(to.domain().as_str()) else {
+        // No server-to-server yet: every other domain is unreachable.
+        bounce(server, &stanza, StanzaError::new(Condition::RemoteServerNotFound).text("this server does not federate")).await;
+        return;
+    };
+    let target = match (to.node(), to.resource()) {
+        (None, _) => Target::Host,
+        (Some(_), None) => Target::Bare(to.to_bare()),
+        (Some(_), Some(_)) => match to.clone().try_into_full() {
+            Ok(full) => Target::Full(full),
+            Err(bare) => Target::Bare(bare),
+        },
+    };
+    deliver_local(server, &host, stanza, kind, target, origin).await;
+}
+
+/// Sends an error reply about `stanza` back to its sender, unless that would loop.
+pub async fn bounce(server: &Arc<ServerInner>, stanza: &Element, error: StanzaError) {
+    if !may_bounce(stanza) || stanza.attr("from").is_none() {
+        return;
+    }
+    let reply = error_reply(stanza, &error);
+    Box::pin(route(server, reply, None)).await;
+}
+
+fn reply_error(session: &SessionHandle, stanza: &Element, error: StanzaError) {
+    if may_bounce(stanza) {
+        let mut reply = error_reply(stanza, &error);
+        reply.set("to", session.jid().to_string());
+        // The error comes from the server about the client's own stanza.
+        reply.remove_attr("from");
+        session.send(reply);
+    }
+}
+
+fn validate_iq(stanza: &Element) -> Result<(), StanzaError> {
+    if stanza.attr("id").is_none_or(str::is_empty) {
+        return Err(StanzaError::bad_request("an IQ needs an 'id'"));
+    }
+    match stanza.attr("type") {
+        Some("get") | Some("set") => {
+            if stanza.children().count() != 1 {
+                return Err(StanzaError::bad_request("an IQ get or set carries exactly one child element"));
+            }
+            Ok(())
+        }
+        Some("result") => Ok(()),
+        Some("error") => Ok(()),
+        _ => Err(StanzaError::bad_request("IQ 'type' must be get, set, result or error")),
+    }
+}
+
+fn track_availability(session: &SessionHandle, stanza: &Element) {
+    match stanza.attr("type") {
+        None => {
+            let priority = stanza
+                .get_child("priority", ns::CLIENT)
+                .and_then(|p| p.text().trim().parse::<i8>().ok())
+                .unwrap_or(0);
+            session.set_presence(true, i32::from(priority));
+        }
+        Some("unavailable") => session.set_presence(false, 0),
+        _ => {}
+    }
+}
+
+pub(crate) fn handler_error_to_stanza(err: &HandlerError, host: &Host) -> StanzaError {
+    match err {
+        HandlerError::Stanza(error) => error.clone(),
+        HandlerError::Internal(err) => {
+            tracing::error!(host = %host.name, "handler failed: {err:#}");
+            StanzaError::new(Condition::InternalServerError)
+        }
+    }
+}
+
+async fn deliver_local(
+    server: &Arc<ServerInner>,
+    host: &Arc<Host>,
+    stanza: Element,
+    kind: StanzaKind,
+    target: Target,
+    origin: Option<Arc<SessionInfo>>,
+) {
+    let iq_type = stanza.attr("type").unwrap_or("").to_string();
+    if kind == StanzaKind::Iq && (iq_type == "result" || iq_type == "error") && target != Target::Host {
+        // Replies to the server's own requests come back addressed to the host or account.
+    }
+    if kind == StanzaKind::Iq && (iq_type == "result" || iq_type == "error") && !matches!(target, Target::Full(_)) {
+        if let Some(from) = stanza.attr("from").and_then(|f| Jid::new(f).ok()) {
+            if host.take_iq_reply(&stanza, &from).is_some() {
+                return;
+            }
+        }
+    }
+
+    let mut event = StanzaEvent {
+        host: host.clone(),
+        origin,
+        kind,
+        target,
+        stanza,
+    };
+    match host.events.fire(&mut event).await {
+        Ok(Flow::Handled) => return,
+        Ok(Flow::Continue) => {}
+        Err(err) => {
+            let error = handler_error_to_stanza(&err, host);
+            bounce(server, &event.stanza, error).await;
+            return;
+        }
+    }
+    let StanzaEvent { stanza, target, origin, .. } = event;
+    match kind {
+        StanzaKind::Iq => deliver_iq(server, host, stanza, target, origin).await,
+        StanzaKind::Message => deliver_message(server, host, stanza, target).await,
+        StanzaKind::Presence => deliver_presence(host, stanza, target),
+    }
+}
+
+async fn deliver_iq(
+    server: &Arc<ServerInner>,
+    host: &Arc<Host>,
+    stanza: Element,
+    target: Target,
+    origin: Option<Arc<SessionInfo>>,
+) {
+    let iq_type = match stanza.attr("type") {
+        Some("get") => IqType::Get,
+        Some("set") => IqType::Set,
+        _ => {
+            // Results and errors go to a full JID only; others were matched or are stale.
+            if let Target::Full(jid) = &target {
+                if let Some(session) = host.session(jid) {
+                    session.send(stanza);
+                }
+            }
+            return;
+        }
+    };
+    let (to, handler_target) = match &target {
+        Target::Full(jid) => {
+            match host.session(jid) {
+                Some(session) => {
+                    session.send(stanza);
+                }
+                None => bounce(server, &stanza, StanzaError::new(Condition::ServiceUnavailable)).await,
+            }
+            return;
+        }
+        Target::Host => (host.jid(), IqTarget::Host),
+        Target::Bare(bare) => (Jid::from(bare.clone()), IqTarget::Bare),
+    };
+    let Some(payload) = stanza.first_child() else {
+        bounce(server, &stanza, StanzaError::bad_request("missing payload")).await;
+        return;
+    };
+    let mut key = IqKey {
+        iq_type,
+        target: handler_target,
+        namespace: payload.ns(),
+        name: payload.name().to_string(),
+    };
+    let mut handler = host.iq_handler(&key);
+    // A request about one's own account that no account-level handler takes is answered
+    // by the server (ping, version, time, disco without 'to').
+    let own_account = origin
+        .as_ref()
+        .and_then(|o| o.bare_jid())
+        .is_some_and(|own| Target::Bare(own) == target);
+    if handler.is_none() && own_account {
+        key.target = IqTarget::Host;
+        handler = host.iq_handler(&key);
+    }
+    let Some(handler) = handler else {
+        bounce(server, &stanza, StanzaError::new(Condition::ServiceUnavailable)).await;
+        return;
+    };
+    let from = match stanza.attr("from").and_then(|f| Jid::new(f).ok()) {
+        Some(from) => from,
+        None => return,
+    };
+    let request = IqRequest {
+        host: host.clone(),
+        session: origin,
+        stanza: stanza.clone(),
+        from,
+        to,
+    };
+    let timeout = server.config().limits.iq_timeout;
+    let reply = match tokio::time::timeout(timeout, handler(request)).await {
+        Ok(Ok(payload)) => iq_result(&stanza, payload),
+        Ok(Err(err)) => error_reply(&stanza, &handler_error_to_stanza(&err, host)),
+        Err(_) => {
+            tracing::error!(host = %host.name, ns = %key.namespace, "IQ handler timed out after {timeout:?}");
+            error_reply(
+                &stanza,
+                &StanzaError::new(Condition::InternalServerError).text("the server took too long to answer"),
+            )
+        }
+    };
+    Box::pin(route(server, reply, None)).await;
+}
+
+async fn deliver_message(server: &Arc<ServerInner>, host: &Arc<Host>, stanza: Element, target: Target) {
+    let message_type = stanza.attr("type").unwrap_or("normal").to_string();
+    let bare = match target {
+        Target::Full(jid) => {
+            if let Some(session) = host.session(&jid) {
+                session.send(stanza);
+                return;
+            }
+            // RFC 6121 §8.5.3.2: no such resource.
+            match message_type.as_str() {
+                "groupchat" => {
+                    bounce(server, &stanza, StanzaError::new(Condition::ServiceUnavailable)).await;
+                    return;
+                }
+                "error" => return,
+                _ => jid.to_bare(),
+            }
+        }
+        Target::Bare(bare) => bare,
+        Target::Host => {
+            bounce(server, &stanza, StanzaError::new(Condition::ServiceUnavailable)).await;
+            return;
+        }
+    };
+    let user = bare.node().map(|n| n.to_string()).unwrap_or_default();
+    let exists = match host.storage().account_exists(&host.name, &user) {
+        Ok(exists) => exists,
+        Err(err) => {
+            tracing::error!(%err, "account lookup failed");
+            bounce(server, &stanza, StanzaError::new(Condition::InternalServerError)).await;
+            return;
+        }
+    };
+    if !exists {
+        // RFC 6121 §8.5.1: the same answer as for an offline account would leak less, but
+        // the RFC asks for service-unavailable here.
+        bounce(server, &stanza, StanzaError::new(Condition::ServiceUnavailable)).await;
+        return;
+    }
+    let available: Vec<SessionHandle> = host
+        .sessions_of(&user)
+        .into_iter()
+        .filter(|s| s.is_available() && s.priority() >= 0)
+        .collect();
+    if message_type == "groupchat" || message_type == "error" {
+        return;
+    }
+    if available.is_empty() {
+        let mut event = UndeliverableMessage {
+            host: host.clone(),
+            user,
+            stanza,
+        };
+        match host.events.fire(&mut event).await {
+            Ok(Flow::Handled) => {}
+            Ok(Flow::Continue) => {
+                if message_type != "headline" {
+                    bounce(server, &event.stanza, StanzaError::new(Condition::ServiceUnavailable)).await;
+                }
+            }
+            Err(err) => {
+                let error = handler_error_to_stanza(&err, host);
+                bounce(server, &event.stanza, error).await;
+            }
+        }
+        return;
+    }
+    if message_type == "headline" {
+        for session in &available {
+            session.send(stanza.clone());
+        }
+        return;
+    }
+    // chat and normal: the resources with the highest priority (RFC 6121 §8.5.2.1.1).
+    let top = available.iter().map(SessionHandle::priority).max().unwrap_or(0);
+    for session in available.iter().filter(|s| s.priority() == top) {
+        session.send(stanza.clone());
+    }
+}
+
+fn deliver_presence(host: &Arc<Host>, stanza: Element, target: Target) {
+    let presence_type = stanza.attr("type").unwrap_or("");
+    let subscription = matches!(presence_type, "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed" | "probe");
+    match target {
+        Target::Full(jid) if !subscription => {
+            if let Some(session) = host.session(&jid) {
+                session.send(stanza);
+            }
+        }
+        Target::Bare(bare) if !subscription && stanza.attr("to").is_some() => {
+            let user = bare.node().map(|n| n.to_string()).unwrap_or_default();
+            for session in host.sessions_of(&user).into_iter().filter(SessionHandle::is_available) {
+                session.send(stanza.clone());
+            }
+        }
+        // Broadcasts and subscriptions are the presence module's (RFC 6121); without it
+        // there is nobody to tell.
+        _ => {}
+    }
+}

@@ -1,0 +1,339 @@
+//! The server: hosts, storage, TLS and listeners, with no process globals, so several
+//! servers can live in one test binary.
+//!
+//! The caller binds the listeners and passes a shutdown future (mini-redis style):
+//! `Server::build(config)?.serve(Listeners::bind(&config).await?, ctrl_c()).await`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+use crate::config::Config;
+use crate::host::Host;
+use crate::module::ModuleDescriptor;
+use crate::storage::SharedStorage;
+use crate::tls::{HostCert, TlsSetup};
+
+/// State shared by every task of one server.
+pub struct ServerInner {
+    config: RwLock<Arc<Config>>,
+    hosts: RwLock<HashMap<String, Arc<Host>>>,
+    storage: SharedStorage,
+    tls: RwLock<Option<TlsSetup>>,
+    modules: Vec<ModuleDescriptor>,
+    /// Keys fake SCRAM salts for unknown users, so they look stable (no enumeration).
+    fake_salt_key: [u8; 32],
+    next_session_id: AtomicU64,
+    shutdown: watch::Sender<bool>,
+    connections: AtomicUsize,
+    connections_done: Notify,
+}
+
+impl ServerInner {
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn host(&self, name: &str) -> Option<Arc<Host>> {
+        self.hosts.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    pub fn hosts(&self) -> Vec<Arc<Host>> {
+        self.hosts.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    pub(crate) fn default_host_name(&self) -> String {
+        self.config().hosts.first().map(|h| h.name.clone()).unwrap_or_default()
+    }
+
+    pub fn storage(&self) -> &SharedStorage {
+        &self.storage
+    }
+
+    pub(crate) fn tls(&self) -> Option<TlsSetup> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn fake_salt_key(&self) -> [u8; 32] {
+        self.fake_salt_key
+    }
+
+    pub(crate) fn next_session_id(&self) -> u64 {
+        self.next_session_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub(crate) fn track_connection(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        ConnectionGuard(self.clone())
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+}
+
+/// Resolves once shutdown has begun. (A helper rather than `wait_for` inline: its guard
+/// must not live across an `.await` in a `Send` future.)
+pub(crate) async fn until_shutdown(signal: &mut watch::Receiver<bool>) {
+    let _ = signal.wait_for(|stop| *stop).await;
+}
+
+pub(crate) struct ConnectionGuard(Arc<ServerInner>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if self.0.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.connections_done.notify_waiters();
+        }
+    }
+}
+
+/// Bound listening sockets. Binding is separate from serving so that callers (tests)
+/// can bind port 0 and learn the port before the server runs.
+pub struct Listeners {
+    pub c2s: Vec<TcpListener>,
+    pub c2s_direct_tls: Vec<TcpListener>,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let mut c2s = Vec::new();
+        for addr in &config.c2s {
+            c2s.push(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (c2s)"))?);
+        }
+        let mut c2s_direct_tls = Vec::new();
+        for addr in &config.c2s_direct_tls {
+            c2s_direct_tls.push(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (c2s direct TLS)"))?,
+            );
+        }
+        Ok(Listeners { c2s, c2s_direct_tls })
+    }
+
+    pub fn c2s_addrs(&self) -> Vec<SocketAddr> {
+        self.c2s.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+
+    pub fn direct_tls_addrs(&self) -> Vec<SocketAddr> {
+        self.c2s_direct_tls.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+}
+
+/// Assembles a server.
+pub struct ServerBuilder {
+    config: Config,
+    storage: Option<SharedStorage>,
+    modules: Vec<ModuleDescriptor>,
+    generate_certificates: bool,
+}
+
+impl ServerBuilder {
+    pub fn new(config: Config) -> Self {
+        ServerBuilder {
+            config,
+            storage: None,
+            modules: crate::modules::BUILTIN.to_vec(),
+            generate_certificates: true,
+        }
+    }
+
+    /// Uses this storage instead of opening the configured one.
+    pub fn storage(mut self, storage: SharedStorage) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Makes a module available (enable it with `modules_enabled`), e.g. one of an
+    /// embedding application's own.
+    pub fn module(mut self, module: ModuleDescriptor) -> Self {
+        self.modules.retain(|m| m.name != module.name);
+        self.modules.push(module);
+        self
+    }
+
+    /// Whether missing certificates are generated (default: yes).
+    pub fn generate_certificates(mut self, yes: bool) -> Self {
+        self.generate_certificates = yes;
+        self
+    }
+
+    pub fn build(self) -> anyhow::Result<Server> {
+        let config = self.config;
+        let storage = match self.storage {
+            Some(storage) => storage,
+            None => crate::storage::open(&config)?,
+        };
+        let tls = load_tls(&config, self.generate_certificates)?;
+        let mut fake_salt_key = [0u8; 32];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut fake_salt_key[..]);
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(ServerInner {
+            config: RwLock::new(Arc::new(config.clone())),
+            hosts: RwLock::new(HashMap::new()),
+            storage: storage.clone(),
+            tls: RwLock::new(tls),
+            modules: self.modules,
+            fake_salt_key,
+            next_session_id: AtomicU64::new(1),
+            shutdown,
+            connections: AtomicUsize::new(0),
+            connections_done: Notify::new(),
+        });
+        for host_config in &config.hosts {
+            let domain = jid::BareJid::new(&host_config.name)
+                .with_context(|| format!("invalid host name {}", host_config.name))?;
+            let host = Arc::new(Host::new(domain, Arc::downgrade(&inner), storage.clone()));
+            inner
+                .hosts
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(host_config.name.clone(), host);
+        }
+        Ok(Server { inner })
+    }
+}
+
+fn load_tls(config: &Config, generate: bool) -> anyhow::Result<Option<TlsSetup>> {
+    let mut certs = Vec::new();
+    for host in &config.hosts {
+        if generate {
+            let generated = crate::tls::ensure_certificate(&host.certificate, &host.key, std::slice::from_ref(&host.name))?;
+            if generated {
+                tracing::info!(
+                    host = %host.name,
+                    certificate = %host.certificate.display(),
+                    "no certificate found: generated a self-signed one (clients will need to trust it)"
+                );
+            }
+        }
+        if host.certificate.exists() && host.key.exists() {
+            certs.push(HostCert {
+                host: host.name.clone(),
+                cert_path: host.certificate.clone(),
+                key_path: host.key.clone(),
+            });
+        } else {
+            tracing::warn!(host = %host.name, "no TLS certificate; this host cannot offer TLS");
+        }
+    }
+    if certs.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(TlsSetup::load(&certs)?))
+}
+
+/// A running (or ready to run) server.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<ServerInner>,
+}
+
+impl Server {
+    pub fn builder(config: Config) -> ServerBuilder {
+        ServerBuilder::new(config)
+    }
+
+    pub fn inner(&self) -> &Arc<ServerInner> {
+        &self.inner
+    }
+
+    pub fn host(&self, name: &str) -> Option<Arc<Host>> {
+        self.inner.host(name)
+    }
+
+    pub fn storage(&self) -> &SharedStorage {
+        self.inner.storage()
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.config()
+    }
+
+    /// Loads every host's modules. Called by `serve`; separate for callers that want
+    /// the modules running before they accept connections.
+    pub fn load_modules(&self) -> anyhow::Result<()> {
+        let config = self.inner.config();
+        for host_config in &config.hosts {
+            let Some(host) = self.inner.host(&host_config.name) else {
+                continue;
+            };
+            for name in &host_config.modules {
+                match self.inner.modules.iter().find(|m| m.name == name.as_str()) {
+                    Some(descriptor) => {
+                        if let Err(err) = crate::module::load(&host, descriptor, &self.inner.modules) {
+                            // A broken module does not take the server down with it.
+                            tracing::error!("{err:#}");
+                            config.diagnostics.error(&format!("hosts.{}.modules_enabled", host.name), format!("{err:#}"));
+                        }
+                    }
+                    None => config.diagnostics.error(
+                        "modules_enabled",
+                        format!("unknown module {name:?} (available: {})", self.available_modules().join(", ")),
+                    ),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn available_modules(&self) -> Vec<&'static str> {
+        self.inner.modules.iter().map(|m| m.name).collect()
+    }
+
+    /// Serves until `shutdown` resolves, then closes every stream and returns.
+    pub async fn serve(&self, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        self.load_modules()?;
+        for listener in listeners.c2s {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "listening for clients (STARTTLS)");
+            }
+            tokio::spawn(crate::c2s::accept_loop(self.inner.clone(), listener, false));
+        }
+        for listener in listeners.c2s_direct_tls {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "listening for clients (direct TLS, XEP-0368)");
+            }
+            tokio::spawn(crate::c2s::accept_loop(self.inner.clone(), listener, true));
+        }
+        shutdown.await;
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// Closes every stream with `system-shutdown`, waits (bounded) for connections to
+    /// finish, and unloads the modules.
+    pub async fn shutdown(&self) {
+        if self.inner.shutdown.send_replace(true) {
+            return;
+        }
+        tracing::info!("shutting down");
+        let wait = async {
+            loop {
+                let notified = self.inner.connections_done.notified();
+                if self.inner.connection_count() == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(10), wait).await.is_err() {
+            tracing::warn!(remaining = self.inner.connection_count(), "connections still open after 10 s; exiting anyway");
+        }
+        for host in self.inner.hosts() {
+            crate::module::unload_all(&host);
+        }
+    }
+}

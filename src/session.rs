@@ -1,0 +1,178 @@
+//! Sessions as the rest of the server sees them.
+//!
+//! A connection task owns the socket and all mutable negotiation state. Everyone else
+//! holds either an immutable [`SessionInfo`] snapshot (what hooks receive: decisions such
+//! as credentials read the JID from here, never from stanza attributes) or a cheap
+//! [`SessionHandle`] to queue stanzas for the session's writer task.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
+
+use jid::{BareJid, FullJid};
+use tokio::sync::mpsc;
+
+use crate::stanza::{StreamError, StreamErrorCondition};
+use crate::xml::Element;
+
+pub type SessionId = u64;
+
+/// An immutable view of a session at one point of its life. A new snapshot is made when
+/// the session authenticates and when it binds.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    pub id: SessionId,
+    /// The virtual host the client addressed in its stream header.
+    pub host: String,
+    pub peer: SocketAddr,
+    /// TLS is in place (STARTTLS done, or direct TLS).
+    pub secure: bool,
+    pub direct_tls: bool,
+    /// The authenticated localpart, after SASL.
+    pub username: Option<String>,
+    /// The bound full JID, after resource binding.
+    pub jid: Option<FullJid>,
+    /// The stream's `xml:lang`.
+    pub lang: String,
+}
+
+impl SessionInfo {
+    pub fn bare_jid(&self) -> Option<BareJid> {
+        self.jid.as_ref().map(|j| j.to_bare())
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        self.username.is_some()
+    }
+}
+
+/// What the writer task is asked to do.
+#[derive(Debug)]
+pub enum Outbound {
+    Stanza(Element),
+    /// Send the stream error (if any) and `</stream:stream>`, then close.
+    Close(Option<StreamError>),
+}
+
+struct Shared {
+    info: Arc<SessionInfo>,
+    jid: FullJid,
+    tx: mpsc::Sender<Outbound>,
+    available: AtomicBool,
+    priority: AtomicI32,
+    closing: AtomicBool,
+}
+
+/// A bound session, as held by the host's session table and by routing code.
+#[derive(Clone)]
+pub struct SessionHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("jid", &self.shared.jid)
+            .field("id", &self.shared.info.id)
+            .finish()
+    }
+}
+
+impl SessionHandle {
+    /// `info` must be bound (`jid` set).
+    pub(crate) fn new(info: Arc<SessionInfo>, jid: FullJid, tx: mpsc::Sender<Outbound>) -> Self {
+        SessionHandle {
+            shared: Arc::new(Shared {
+                info,
+                jid,
+                tx,
+                available: AtomicBool::new(false),
+                priority: AtomicI32::new(0),
+                closing: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn info(&self) -> &Arc<SessionInfo> {
+        &self.shared.info
+    }
+
+    pub fn id(&self) -> SessionId {
+        self.shared.info.id
+    }
+
+    pub fn jid(&self) -> &FullJid {
+        &self.shared.jid
+    }
+
+    /// Queues a stanza for the client. A client that does not read and lets its queue
+    /// fill up is disconnected rather than allowed to grow the server's memory.
+    pub fn send(&self, stanza: Element) -> bool {
+        if self.shared.closing.load(Ordering::Relaxed) {
+            return false;
+        }
+        match self.shared.tx.try_send(Outbound::Stanza(stanza)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(jid = %self.jid(), "outbound queue full; disconnecting the session");
+                self.close(Some(StreamError::with_text(
+                    StreamErrorCondition::PolicyViolation,
+                    "too many stanzas waiting to be read",
+                )));
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the writer to end the stream. Idempotent.
+    pub fn close(&self, error: Option<StreamError>) {
+        if self.shared.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let tx = self.shared.tx.clone();
+        // The queue may be full (that is one reason to close); wait for room in the
+        // background rather than block the caller.
+        if let Err(mpsc::error::TrySendError::Full(message)) = tx.try_send(Outbound::Close(error)) {
+            tokio::spawn(async move {
+                let _ = tx.send(message).await;
+            });
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.shared.closing.load(Ordering::Relaxed)
+    }
+
+    /// Whether the session has sent available presence (and not since gone unavailable).
+    pub fn is_available(&self) -> bool {
+        self.shared.available.load(Ordering::Relaxed)
+    }
+
+    pub fn priority(&self) -> i32 {
+        self.shared.priority.load(Ordering::Relaxed)
+    }
+
+    pub fn set_presence(&self, available: bool, priority: i32) {
+        self.shared.priority.store(priority, Ordering::Relaxed);
+        self.shared.available.store(available, Ordering::Relaxed);
+    }
+
+    pub fn same_session(&self, other: &SessionHandle) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+/// Fired on the host after a session bound its resource and joined the session table.
+pub struct SessionBound {
+    pub session: SessionHandle,
+}
+
+/// Fired on the host after a bound session ended, however it ended (clean close, error,
+/// dropped TCP connection, replaced by a conflicting bind, shutdown). The session is no
+/// longer in the table.
+pub struct SessionClosed {
+    pub session: SessionHandle,
+    /// Why, for logs and for modules that care (e.g. "connection reset").
+    pub reason: String,
+}

@@ -1,0 +1,422 @@
+//! Bytes to stanzas: a push parser over one XML stream.
+//!
+//! The connection task owns the socket and feeds whatever it read; the framer keeps all
+//! parser state itself, so a read can be cancelled (by `select!`) without losing bytes.
+//! It enforces the per-stanza byte budget and the nesting depth while the stanza is still
+//! being read, so an endless stanza costs at most one budget of memory.
+
+use minidom::rxml::{self, error::EndOrError, Event, Parse, Parser, WithOptions};
+
+use super::Element;
+use crate::stanza::StreamErrorCondition;
+
+/// Limits applied while framing.
+#[derive(Clone, Copy, Debug)]
+pub struct FramerLimits {
+    /// Largest stanza (top-level element) in bytes, as it arrived on the wire.
+    pub max_stanza_bytes: usize,
+    /// Deepest nesting inside a stanza (the stanza itself is depth 1).
+    pub max_depth: usize,
+}
+
+impl Default for FramerLimits {
+    fn default() -> Self {
+        FramerLimits {
+            max_stanza_bytes: 256 * 1024,
+            max_depth: 64,
+        }
+    }
+}
+
+/// The opening `<stream:stream>` tag, as the client sent it.
+#[derive(Clone, Debug, Default)]
+pub struct StreamHeader {
+    pub namespace: String,
+    pub name: String,
+    pub to: Option<String>,
+    pub from: Option<String>,
+    pub version: Option<String>,
+    pub lang: Option<String>,
+}
+
+/// What the framer produced.
+#[derive(Debug)]
+pub enum Frame {
+    Open(StreamHeader),
+    Stanza(Element),
+    Close,
+}
+
+/// Why the stream cannot go on; maps onto a stream error condition.
+#[derive(Debug, Clone)]
+pub struct FrameError {
+    pub condition: StreamErrorCondition,
+    pub text: String,
+}
+
+impl FrameError {
+    fn new(condition: StreamErrorCondition, text: impl Into<String>) -> Self {
+        FrameError {
+            condition,
+            text: text.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.condition.name(), self.text)
+    }
+}
+
+pub struct Framer {
+    parser: Parser,
+    limits: FramerLimits,
+    /// Bytes received but not yet handed to the parser.
+    input: Vec<u8>,
+    /// Open elements below the stream root; empty between stanzas.
+    open: Vec<Element>,
+    root_open: bool,
+    /// Wire bytes of the stanza being read, to enforce `max_stanza_bytes`.
+    stanza_bytes: usize,
+    /// Bytes the parser swallowed minus bytes accounted to events: what sits in its
+    /// lexer waiting for the rest of a token.
+    lexer_pending: usize,
+    failed: Option<FrameError>,
+}
+
+impl Framer {
+    pub fn new(limits: FramerLimits) -> Self {
+        let options = rxml::Options {
+            // A token (name, attribute value, text chunk) can never exceed a stanza.
+            max_token_length: limits.max_stanza_bytes.max(64) + 64,
+            ..Default::default()
+        };
+        Framer {
+            parser: Parser::with_options(options),
+            limits,
+            input: Vec::with_capacity(4096),
+            open: Vec::new(),
+            root_open: false,
+            stanza_bytes: 0,
+            lexer_pending: 0,
+            failed: None,
+        }
+    }
+
+    /// Hands received bytes to the framer.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.input.extend_from_slice(bytes);
+    }
+
+    /// Bytes received that no complete frame has accounted for yet. After `<starttls/>`
+    /// this must be zero: anything else was pipelined before the TLS handshake.
+    pub fn pending_bytes(&self) -> usize {
+        self.input.len() + self.lexer_pending
+    }
+
+    /// Whether a stanza is partially read (used to decide whether an idle timeout or EOF
+    /// interrupted one).
+    pub fn in_stanza(&self) -> bool {
+        !self.open.is_empty()
+    }
+
+    /// The next complete frame, or `Ok(None)` when more bytes are needed. `at_eof` says the
+    /// peer closed its side: then an unfinished document is an error.
+    pub fn next_frame(&mut self, at_eof: bool) -> Result<Option<Frame>, FrameError> {
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
+        loop {
+            let mut slice: &[u8] = &self.input;
+            let before = slice.len();
+            let result = self.parser.parse(&mut slice, at_eof);
+            let consumed = before - slice.len();
+            self.input.drain(..consumed);
+            self.lexer_pending += consumed;
+            match result {
+                Ok(Some(event)) => {
+                    if let Some(frame) = self.on_event(event).inspect_err(|e| {
+                        self.failed = Some(e.clone());
+                    })? {
+                        return Ok(Some(frame));
+                    }
+                }
+                Ok(None) => {
+                    // The parser saw the end of the document; the root close was
+                    // already reported as `Frame::Close`.
+                    return Ok(None);
+                }
+                Err(EndOrError::NeedMoreData) => {
+                    if self.in_stanza() && self.stanza_bytes + self.lexer_pending > self.limits.max_stanza_bytes {
+                        return Err(self.fail(too_big(self.limits.max_stanza_bytes)));
+                    }
+                    return Ok(None);
+                }
+                Err(EndOrError::Error(err)) => {
+                    let condition = classify(&err);
+                    return Err(self.fail(FrameError::new(condition, err.to_string())));
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, err: FrameError) -> FrameError {
+        self.failed = Some(err.clone());
+        err
+    }
+
+    fn account(&mut self, len: usize) {
+        self.lexer_pending = self.lexer_pending.saturating_sub(len);
+        if !self.open.is_empty() {
+            self.stanza_bytes += len;
+        }
+    }
+
+    fn on_event(&mut self, event: Event) -> Result<Option<Frame>, FrameError> {
+        match event {
+            Event::XmlDeclaration(metrics, _) => {
+                self.account(metrics.len());
+                Ok(None)
+            }
+            Event::StartElement(metrics, (namespace, name), attrs) => {
+                if !self.root_open {
+                    self.account(metrics.len());
+                    self.root_open = true;
+                    return Ok(Some(Frame::Open(header_from(namespace.as_str(), name.as_str(), &attrs))));
+                }
+                if self.open.is_empty() {
+                    self.stanza_bytes = 0;
+                }
+                if self.open.len() >= self.limits.max_depth {
+                    return Err(FrameError::new(
+                        StreamErrorCondition::PolicyViolation,
+                        format!("elements nested deeper than {}", self.limits.max_depth),
+                    ));
+                }
+                let mut element = Element::bare(name.as_str(), namespace.as_str());
+                *element.attrs_mut() = attrs;
+                self.open.push(element);
+                self.account(metrics.len());
+                self.check_size()?;
+                Ok(None)
+            }
+            Event::Text(metrics, text) => {
+                self.account(metrics.len());
+                self.check_size()?;
+                if let Some(top) = self.open.last_mut() {
+                    top.append_text(text);
+                }
+                // Text between stanzas (whitespace keepalives) carries nothing.
+                Ok(None)
+            }
+            Event::EndElement(metrics) => {
+                self.account(metrics.len());
+                match self.open.pop() {
+                    None => Ok(Some(Frame::Close)),
+                    Some(element) => match self.open.last_mut() {
+                        Some(parent) => {
+                            parent.append_child(element);
+                            Ok(None)
+                        }
+                        None => {
+                            let stanza_bytes = std::mem::take(&mut self.stanza_bytes);
+                            if stanza_bytes > self.limits.max_stanza_bytes {
+                                return Err(too_big(self.limits.max_stanza_bytes));
+                            }
+                            Ok(Some(Frame::Stanza(element)))
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    fn check_size(&self) -> Result<(), FrameError> {
+        if self.stanza_bytes + self.lexer_pending > self.limits.max_stanza_bytes {
+            Err(too_big(self.limits.max_stanza_bytes))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn too_big(limit: usize) -> FrameError {
+    FrameError::new(
+        StreamErrorCondition::PolicyViolation,
+        format!("stanza larger than {limit} bytes"),
+    )
+}
+
+fn header_from(namespace: &str, name: &str, attrs: &rxml::AttrMap) -> StreamHeader {
+    let plain = |key: &str| {
+        attrs
+            .get(&rxml::Namespace::NONE, key)
+            .map(|value| value.to_string())
+    };
+    StreamHeader {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        to: plain("to"),
+        from: plain("from"),
+        version: plain("version"),
+        lang: attrs
+            .get(&rxml::Namespace::XML, "lang")
+            .map(|value| value.to_string()),
+    }
+}
+
+/// RFC 6120 §4.9.3: DTDs, comments, processing instructions and entity references other
+/// than the predefined ones are `restricted-xml`; everything else that breaks XML is
+/// `not-well-formed`.
+fn classify(err: &rxml::Error) -> StreamErrorCondition {
+    match err {
+        rxml::Error::RestrictedXml(reason) if reason.contains("long") => {
+            StreamErrorCondition::PolicyViolation
+        }
+        rxml::Error::RestrictedXml(_) | rxml::Error::UndeclaredEntity => {
+            StreamErrorCondition::RestrictedXml
+        }
+        // `<!` not followed by `[CDATA[` or `--`: a DOCTYPE, ENTITY, ELEMENT or ATTLIST.
+        rxml::Error::InvalidSyntax(reason) if reason.contains("section start") => {
+            StreamErrorCondition::RestrictedXml
+        }
+        rxml::Error::InvalidUtf8Byte(_) => StreamErrorCondition::UnsupportedEncoding,
+        _ => StreamErrorCondition::NotWellFormed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0' xml:lang='en'>";
+
+    fn frames(input: &str, limits: FramerLimits) -> (Vec<Frame>, Option<FrameError>) {
+        let mut framer = Framer::new(limits);
+        let mut out = Vec::new();
+        // Byte by byte: the framer must not depend on how reads are chunked.
+        for byte in input.as_bytes() {
+            framer.feed(std::slice::from_ref(byte));
+            loop {
+                match framer.next_frame(false) {
+                    Ok(Some(frame)) => out.push(frame),
+                    Ok(None) => break,
+                    Err(e) => return (out, Some(e)),
+                }
+            }
+        }
+        (out, None)
+    }
+
+    #[test]
+    fn header_and_stanzas() {
+        let input = format!("{HEADER}<message to='a@b'><body>hi &amp; bye</body></message> <presence/></stream:stream>");
+        let (out, err) = frames(&input, FramerLimits::default());
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(out.len(), 4);
+        match &out[0] {
+            Frame::Open(h) => {
+                assert_eq!(h.namespace, crate::xml::ns::STREAM);
+                assert_eq!(h.name, "stream");
+                assert_eq!(h.to.as_deref(), Some("localhost"));
+                assert_eq!(h.version.as_deref(), Some("1.0"));
+                assert_eq!(h.lang.as_deref(), Some("en"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &out[1] {
+            Frame::Stanza(m) => {
+                assert!(m.is("message", crate::xml::ns::CLIENT));
+                assert_eq!(m.attr("to"), Some("a@b"));
+                let body = m.get_child("body", crate::xml::ns::CLIENT).map(|b| b.text());
+                assert_eq!(body.as_deref(), Some("hi & bye"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&out[2], Frame::Stanza(p) if p.name() == "presence"));
+        assert!(matches!(&out[3], Frame::Close));
+    }
+
+    fn error_of(input: &str, limits: FramerLimits) -> StreamErrorCondition {
+        let (_, err) = frames(&format!("{HEADER}{input}"), limits);
+        err.expect("expected a stream error").condition
+    }
+
+    #[test]
+    fn restricted_xml() {
+        let d = FramerLimits::default();
+        assert_eq!(error_of("<!-- hi -->", d), StreamErrorCondition::RestrictedXml);
+        assert_eq!(error_of("<?pi x?>", d), StreamErrorCondition::RestrictedXml);
+        assert_eq!(error_of("<message>&lol;</message>", d), StreamErrorCondition::RestrictedXml);
+        let (_, err) = frames("<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'b'>]><stream:stream>", d);
+        assert_eq!(err.clone().map(|e| e.condition), Some(StreamErrorCondition::RestrictedXml), "{err:?}");
+    }
+
+    #[test]
+    fn malformed() {
+        let d = FramerLimits::default();
+        assert_eq!(error_of("<message></presence>", d), StreamErrorCondition::NotWellFormed);
+        assert_eq!(error_of("<message a='1' a='2'/>", d), StreamErrorCondition::NotWellFormed);
+        assert_eq!(error_of("<x:message/>", d), StreamErrorCondition::NotWellFormed);
+    }
+
+    #[test]
+    fn invalid_utf8_and_nul() {
+        let mut framer = Framer::new(FramerLimits::default());
+        framer.feed(HEADER.as_bytes());
+        assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Open(_)))));
+        framer.feed(b"<message><body>\xff\xfe</body></message>");
+        let err = loop {
+            match framer.next_frame(false) {
+                Err(e) => break e,
+                Ok(None) => panic!("accepted invalid utf-8"),
+                Ok(Some(_)) => {}
+            }
+        };
+        assert_ne!(err.condition, StreamErrorCondition::PolicyViolation);
+        let mut framer = Framer::new(FramerLimits::default());
+        framer.feed(HEADER.as_bytes());
+        let _ = framer.next_frame(false);
+        framer.feed(b"<message>\0</message>");
+        assert!(framer.next_frame(false).is_err());
+    }
+
+    #[test]
+    fn stanza_size_limit() {
+        let limits = FramerLimits { max_stanza_bytes: 100, max_depth: 8 };
+        let big = format!("<message><body>{}</body></message>", "x".repeat(200));
+        assert_eq!(error_of(&big, limits), StreamErrorCondition::PolicyViolation);
+        // An endless attribute value never completes a token; the budget still applies.
+        let (_, err) = frames(&format!("{HEADER}<message to='{}", "y".repeat(500)), limits);
+        assert_eq!(err.map(|e| e.condition), Some(StreamErrorCondition::PolicyViolation));
+        // A small stanza passes.
+        let (out, err) = frames(&format!("{HEADER}<message><body>ok</body></message>"), limits);
+        assert!(err.is_none());
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn depth_limit() {
+        let limits = FramerLimits { max_stanza_bytes: 10_000, max_depth: 4 };
+        let deep = "<a>".repeat(10);
+        assert_eq!(error_of(&deep, limits), StreamErrorCondition::PolicyViolation);
+    }
+
+    #[test]
+    fn pending_bytes_after_starttls() {
+        let mut framer = Framer::new(FramerLimits::default());
+        framer.feed(HEADER.as_bytes());
+        framer.feed(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><message/>");
+        assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Open(_)))));
+        assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Stanza(_)))));
+        assert!(framer.pending_bytes() > 0);
+
+        let mut framer = Framer::new(FramerLimits::default());
+        framer.feed(HEADER.as_bytes());
+        framer.feed(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Open(_)))));
+        assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Stanza(_)))));
+        assert_eq!(framer.pending_bytes(), 0);
+    }
+}
