@@ -404,6 +404,25 @@ impl TestClient {
         }
     }
 
+    /// Sends initial presence and waits until the server has processed it (a ping
+    /// round trip: a session's stanzas are handled in order).
+    pub async fn available(&mut self) -> anyhow::Result<()> {
+        self.send_str("<presence/>").await?;
+        self.sync().await
+    }
+
+    /// Waits until the server has processed everything this client sent.
+    pub async fn sync(&mut self) -> anyhow::Result<()> {
+        let domain = self.jid.domain().to_string();
+        let reply = self
+            .iq_str(&format!("<iq type='get' to='{domain}'><ping xmlns='urn:xmpp:ping'/></iq>"))
+            .await?;
+        if reply.attr("type") != Some("result") {
+            bail!("sync ping failed: {}", writer::to_string(&reply));
+        }
+        Ok(())
+    }
+
     /// Sends an IQ (an `id` is added when missing) and returns its reply.
     pub async fn iq(&mut self, mut iq: Element) -> anyhow::Result<Element> {
         let id = match iq.attr("id") {
