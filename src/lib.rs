@@ -30,6 +30,7 @@
 //! Modules should use [`api`] only, which keeps the module boundary as narrow as
 //! Prosody's.
 
+pub mod admin;
 pub(crate) mod c2s;
 pub mod config;
 pub mod events;

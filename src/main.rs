@@ -1,1 +1,252 @@
-fn main() {}
+//! The `tern` command: run the server and administer it.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use tern::admin::{self, AdminRequest, AdminResponse};
+use tern::config::{Config, Severity};
+use tern::server::{Listeners, Server};
+
+#[derive(Parser)]
+#[command(name = "tern", version, about = "A small, complete XMPP server")]
+struct Cli {
+    /// Config file (default: config/tern.toml if it exists, else the embedded default).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Run,
+    /// Create an account.
+    Adduser {
+        /// user@host
+        jid: String,
+        /// The password (read from standard input when omitted).
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Change an account's password.
+    Passwd {
+        jid: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Delete an account and its data.
+    Deluser { jid: String },
+    /// List accounts (of one host, or all).
+    Users { host: Option<String> },
+    /// Check the config and print every diagnostic (exit status 1 on errors).
+    Check,
+    /// Write a self-signed certificate for the hosts into the certificate folder.
+    Cert {
+        #[arg(required = true)]
+        hosts: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Config::load(path),
+        None => Config::load_default(),
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = load_config(cli.config.as_ref())?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(config).await.map(|()| ExitCode::SUCCESS),
+        Command::Check => Ok(check(config)),
+        Command::Cert { hosts } => {
+            for host in &hosts {
+                let cert = config.certs_dir.join(format!("{host}.crt"));
+                let key = config.certs_dir.join(format!("{host}.key"));
+                let (cert_pem, key_pem) = tern::tls::generate_self_signed(std::slice::from_ref(host))?;
+                std::fs::create_dir_all(&config.certs_dir)
+                    .with_context(|| format!("creating {}", config.certs_dir.display()))?;
+                std::fs::write(&cert, cert_pem).with_context(|| format!("writing {}", cert.display()))?;
+                write_private(&key, key_pem.as_bytes())?;
+                println!("wrote {} and {}", cert.display(), key.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Adduser { jid, password } => {
+            let password = password_or_prompt(password, &jid)?;
+            account(&config, AdminRequest::AddUser { jid, password }).await
+        }
+        Command::Passwd { jid, password } => {
+            let password = password_or_prompt(password, &jid)?;
+            account(&config, AdminRequest::Passwd { jid, password }).await
+        }
+        Command::Deluser { jid } => account(&config, AdminRequest::DelUser { jid }).await,
+        Command::Users { host } => account(&config, AdminRequest::Users { host }).await,
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    match &config.source_path {
+        Some(path) => tracing::info!(config = %path.display(), "starting Tern {}", env!("CARGO_PKG_VERSION")),
+        None => tracing::info!("starting Tern {} with the embedded default config", env!("CARGO_PKG_VERSION")),
+    }
+    let listeners = Listeners::bind(&config).await?;
+    let server = Server::builder(config.clone()).build()?;
+    let errors = config.diagnostics.all().iter().filter(|d| d.severity == Severity::Error).count();
+    if errors > 0 {
+        tracing::warn!("the config has {errors} error(s), ignored as logged above; `tern check` lists them");
+    }
+    let hosts: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
+    let example = hosts.first().copied().unwrap_or("localhost");
+    let config_flag = config
+        .source_path
+        .as_ref()
+        .map(|p| format!(" --config {}", p.display()))
+        .unwrap_or_default();
+    tracing::info!(
+        "serving {}; add a user with: tern adduser alice@{example}{config_flag}",
+        hosts.join(", ")
+    );
+    server.serve(listeners, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn check(config: Config) -> ExitCode {
+    // Load modules against an in-memory store so their option diagnostics show up too.
+    let storage = std::sync::Arc::new(tern::storage::memory::MemoryStorage::default());
+    let built = Server::builder(config.clone()).storage(storage).generate_certificates(false).build();
+    match built {
+        Ok(server) => {
+            let runtime_ok = server.load_modules();
+            if let Err(err) = runtime_ok {
+                eprintln!("error: {err:#}");
+            }
+        }
+        Err(err) => eprintln!("error: {err:#}"),
+    }
+    let diagnostics = config.diagnostics.all();
+    let source = config
+        .source_path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "embedded default config".to_string());
+    for diagnostic in &diagnostics {
+        println!("{source}: {diagnostic}");
+    }
+    let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let warnings = diagnostics.len() - errors;
+    println!("{source}: {errors} error(s), {warnings} warning(s)");
+    if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn password_or_prompt(password: Option<String>, jid: &str) -> anyhow::Result<String> {
+    if let Some(password) = password {
+        return Ok(password);
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password for {jid}: ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line).context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        bail!("empty password");
+    }
+    Ok(password)
+}
+
+/// Account commands: through the running server's admin socket, else directly.
+async fn account(config: &Config, request: AdminRequest) -> anyhow::Result<ExitCode> {
+    let socket = config.admin_socket_path();
+    let response = match admin::request_via_socket(&socket, &request).await? {
+        Some(response) => response,
+        None => {
+            let storage = tern::storage::open(config).context(
+                "the server does not seem to be running (no admin socket), and the database cannot be opened",
+            )?;
+            match admin::execute(config, &storage, None, request).await {
+                Ok(response) => response,
+                Err(err) => AdminResponse {
+                    ok: false,
+                    message: format!("{err:#}"),
+                    users: Vec::new(),
+                },
+            }
+        }
+    };
+    for user in &response.users {
+        println!("{user}");
+    }
+    if response.ok {
+        eprintln!("{}", response.message);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: {}", response.message);
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(data).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

@@ -296,6 +296,11 @@ impl Server {
     /// Serves until `shutdown` resolves, then closes every stream and returns.
     pub async fn serve(&self, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         self.load_modules()?;
+        let socket = self.inner.config().admin_socket_path();
+        if let Err(err) = crate::admin::serve_socket(self.inner.clone(), &socket).await {
+            // Account commands then need the server stopped; serving clients matters more.
+            tracing::warn!("admin socket unavailable: {err:#}");
+        }
         for listener in listeners.c2s {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, "listening for clients (STARTTLS)");
