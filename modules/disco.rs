@@ -41,70 +41,91 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
     ctx.add_feature(ns::DISCO_INFO);
     ctx.add_feature(ns::DISCO_ITEMS);
 
-    ctx.hook_iq(IqType::Get, IqTarget::Host, ns::DISCO_INFO, "query", |request| async move {
-        let node = request.payload().attr("node").map(str::to_string);
-        let host = request.host.clone();
-        let mut event = DiscoInfoRequest {
-            host: host.clone(),
-            session: request.session.clone(),
-            from: request.from.clone(),
-            node: node.clone(),
-            identities: host.items.all::<DiscoIdentity>().iter().map(|i| (**i).clone()).collect(),
-            features: if node.is_some() {
-                Vec::new()
-            } else {
-                host.items.all::<DiscoFeature>().iter().map(|f| f.0.clone()).collect()
-            },
-            extensions: Vec::new(),
-        };
-        host.events.fire(&mut event).await?;
-        if node.is_some() && event.features.is_empty() && event.identities.is_empty() {
-            return Err(StanzaError::new(Condition::ItemNotFound).into());
-        }
-        let mut query = element("query", ns::DISCO_INFO);
-        if let Some(node) = &node {
-            query.set("node", node.clone());
-        }
-        let mut identities = event.identities;
-        identities.dedup();
-        for identity in identities {
-            let mut el = element("identity", ns::DISCO_INFO)
-                .with("category", identity.category)
-                .with("type", identity.kind);
-            if let Some(name) = identity.name {
-                el.set("name", name);
+    ctx.hook_iq(
+        IqType::Get,
+        IqTarget::Host,
+        ns::DISCO_INFO,
+        "query",
+        |request| async move {
+            let node = request.payload().attr("node").map(str::to_string);
+            let host = request.host.clone();
+            let mut event = DiscoInfoRequest {
+                host: host.clone(),
+                session: request.session.clone(),
+                from: request.from.clone(),
+                node: node.clone(),
+                identities: host
+                    .items
+                    .all::<DiscoIdentity>()
+                    .iter()
+                    .map(|i| (**i).clone())
+                    .collect(),
+                features: if node.is_some() {
+                    Vec::new()
+                } else {
+                    host.items
+                        .all::<DiscoFeature>()
+                        .iter()
+                        .map(|f| f.0.clone())
+                        .collect()
+                },
+                extensions: Vec::new(),
+            };
+            host.events.fire(&mut event).await?;
+            if node.is_some() && event.features.is_empty() && event.identities.is_empty() {
+                return Err(StanzaError::new(Condition::ItemNotFound).into());
             }
-            query.append_child(el);
-        }
-        let mut features = event.features;
-        features.sort();
-        features.dedup();
-        for feature in features {
-            query.append_child(element("feature", ns::DISCO_INFO).with("var", feature));
-        }
-        for extension in event.extensions {
-            query.append_child(extension);
-        }
-        Ok(Some(query))
-    });
+            let mut query = element("query", ns::DISCO_INFO);
+            if let Some(node) = &node {
+                query.set("node", node.clone());
+            }
+            let mut identities = event.identities;
+            identities.dedup();
+            for identity in identities {
+                let mut el = element("identity", ns::DISCO_INFO)
+                    .with("category", identity.category)
+                    .with("type", identity.kind);
+                if let Some(name) = identity.name {
+                    el.set("name", name);
+                }
+                query.append_child(el);
+            }
+            let mut features = event.features;
+            features.sort();
+            features.dedup();
+            for feature in features {
+                query.append_child(element("feature", ns::DISCO_INFO).with("var", feature));
+            }
+            for extension in event.extensions {
+                query.append_child(extension);
+            }
+            Ok(Some(query))
+        },
+    );
 
-    ctx.hook_iq(IqType::Get, IqTarget::Host, ns::DISCO_ITEMS, "query", |request| async move {
-        let mut query = element("query", ns::DISCO_ITEMS);
-        if let Some(node) = request.payload().attr("node") {
-            query.set("node", node);
-            return Ok(Some(query));
-        }
-        for item in request.host.items.all::<DiscoItem>() {
-            let mut el = element("item", ns::DISCO_ITEMS).with("jid", item.jid.clone());
-            if let Some(name) = &item.name {
-                el.set("name", name.clone());
+    ctx.hook_iq(
+        IqType::Get,
+        IqTarget::Host,
+        ns::DISCO_ITEMS,
+        "query",
+        |request| async move {
+            let mut query = element("query", ns::DISCO_ITEMS);
+            if let Some(node) = request.payload().attr("node") {
+                query.set("node", node);
+                return Ok(Some(query));
             }
-            if let Some(node) = &item.node {
-                el.set("node", node.clone());
+            for item in request.host.items.all::<DiscoItem>() {
+                let mut el = element("item", ns::DISCO_ITEMS).with("jid", item.jid.clone());
+                if let Some(name) = &item.name {
+                    el.set("name", name.clone());
+                }
+                if let Some(node) = &item.node {
+                    el.set("node", node.clone());
+                }
+                query.append_child(el);
             }
-            query.append_child(el);
-        }
-        Ok(Some(query))
-    });
+            Ok(Some(query))
+        },
+    );
     Ok(())
 }

@@ -10,6 +10,12 @@ pub const MODULE: ModuleDescriptor = ModuleDescriptor {
 
 fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
     ctx.add_feature(ns::PING);
-    ctx.hook_iq(IqType::Get, IqTarget::Host, ns::PING, "ping", |_request| async { Ok(None) });
+    ctx.hook_iq(
+        IqType::Get,
+        IqTarget::Host,
+        ns::PING,
+        "ping",
+        |_request| async { Ok(None) },
+    );
     Ok(())
 }

@@ -52,11 +52,15 @@ pub fn parse_account(config: &Config, jid: &str) -> anyhow::Result<(String, Stri
     let Some(node) = bare.node() else {
         bail!("{jid:?} has no user part; write user@{}", bare.domain());
     };
-    let user = normalize_username(node.as_str()).with_context(|| format!("{jid:?}: invalid user name"))?;
+    let user =
+        normalize_username(node.as_str()).with_context(|| format!("{jid:?}: invalid user name"))?;
     let host = bare.domain().to_string();
     if config.host(&host).is_none() {
         let served: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
-        bail!("this server does not serve {host} (configured hosts: {})", served.join(", "));
+        bail!(
+            "this server does not serve {host} (configured hosts: {})",
+            served.join(", ")
+        );
     }
     Ok((user, host))
 }
@@ -72,7 +76,8 @@ pub async fn execute(
     match request {
         AdminRequest::AddUser { jid, password } => {
             let (user, host) = parse_account(config, &jid)?;
-            let credentials = StoredCredentials::derive(&password, DEFAULT_ITERATIONS).context("unusable password")?;
+            let credentials = StoredCredentials::derive(&password, DEFAULT_ITERATIONS)
+                .context("unusable password")?;
             if !storage.create_account(&host, &user, &credentials).await? {
                 bail!("{user}@{host} already exists (use `tern passwd` to change its password)");
             }
@@ -80,11 +85,14 @@ pub async fn execute(
         }
         AdminRequest::Passwd { jid, password } => {
             let (user, host) = parse_account(config, &jid)?;
-            let credentials = StoredCredentials::derive(&password, DEFAULT_ITERATIONS).context("unusable password")?;
+            let credentials = StoredCredentials::derive(&password, DEFAULT_ITERATIONS)
+                .context("unusable password")?;
             if !storage.set_credentials(&host, &user, &credentials).await? {
                 bail!("{user}@{host} does not exist");
             }
-            Ok(AdminResponse::ok(format!("changed the password of {user}@{host}")))
+            Ok(AdminResponse::ok(format!(
+                "changed the password of {user}@{host}"
+            )))
         }
         AdminRequest::DelUser { jid } => {
             let (user, host) = parse_account(config, &jid)?;
@@ -93,7 +101,10 @@ pub async fn execute(
             }
             if let Some(h) = server.and_then(|s| s.host(&host)) {
                 for session in h.sessions_of(&user) {
-                    session.close(Some(StreamError::with_text(StreamErrorCondition::NotAuthorized, "account deleted")));
+                    session.close(Some(StreamError::with_text(
+                        StreamErrorCondition::NotAuthorized,
+                        "account deleted",
+                    )));
                 }
             }
             Ok(AdminResponse::ok(format!("deleted {user}@{host}")))
@@ -126,16 +137,21 @@ pub async fn execute(
 /// Serves the admin socket until the server shuts down.
 pub(crate) async fn serve_socket(server: Arc<ServerInner>, path: &Path) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     // A stale socket from a crashed run: remove it, but never steal a live one.
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
-            bail!("another server is already running (admin socket {} answers)", path.display());
+            bail!(
+                "another server is already running (admin socket {} answers)",
+                path.display()
+            );
         }
         let _ = std::fs::remove_file(path);
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("binding the admin socket {}", path.display()))?;
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding the admin socket {}", path.display()))?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -194,7 +210,10 @@ async fn answer(server: Arc<ServerInner>, stream: UnixStream) -> anyhow::Result<
 }
 
 /// Sends a request to a running server. `Ok(None)` when no server listens.
-pub async fn request_via_socket(path: &Path, request: &AdminRequest) -> anyhow::Result<Option<AdminResponse>> {
+pub async fn request_via_socket(
+    path: &Path,
+    request: &AdminRequest,
+) -> anyhow::Result<Option<AdminResponse>> {
     let Ok(stream) = UnixStream::connect(path).await else {
         return Ok(None);
     };
@@ -207,5 +226,7 @@ pub async fn request_via_socket(path: &Path, request: &AdminRequest) -> anyhow::
         .next_line()
         .await?
         .context("the server closed the admin socket without answering")?;
-    Ok(Some(serde_json::from_str(&line).context("unreadable answer from the admin socket")?))
+    Ok(Some(
+        serde_json::from_str(&line).context("unreadable answer from the admin socket")?,
+    ))
 }

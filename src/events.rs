@@ -98,12 +98,10 @@ impl EventBus {
             handler: Arc::new(handler),
         };
         let mut lists = self.lists.write().unwrap_or_else(|p| p.into_inner());
-        let slot = lists
-            .entry(TypeId::of::<E>())
-            .or_insert_with(|| Slot {
-                list: Box::new(Snapshot::<E>::default()),
-                remove: remover_for::<E>,
-            });
+        let slot = lists.entry(TypeId::of::<E>()).or_insert_with(|| Slot {
+            list: Box::new(Snapshot::<E>::default()),
+            remove: remover_for::<E>,
+        });
         if let Some(snapshot) = slot.list.downcast_mut::<Snapshot<E>>() {
             let mut next: Vec<Entry<E>> = snapshot.as_ref().clone();
             // Stable: equal priorities keep registration order.

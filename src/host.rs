@@ -58,9 +58,7 @@ impl IqRequest {
     /// The single child element (validated before any handler runs).
     pub fn payload(&self) -> &Element {
         // The router only dispatches get/set IQs that have exactly one child.
-        self.stanza
-            .first_child()
-            .unwrap_or(&self.stanza)
+        self.stanza.first_child().unwrap_or(&self.stanza)
     }
 
     pub fn iq_type(&self) -> IqType {
@@ -118,7 +116,9 @@ pub struct Host {
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Host").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Host")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -158,7 +158,11 @@ impl Host {
     // ---- items ----
 
     /// Adds an item and announces it with [`ItemAdded`].
-    pub fn add_item<T: Send + Sync + 'static>(self: &Arc<Self>, owner: &str, item: Arc<T>) -> ItemId {
+    pub fn add_item<T: Send + Sync + 'static>(
+        self: &Arc<Self>,
+        owner: &str,
+        item: Arc<T>,
+    ) -> ItemId {
         let id = self.items.add(owner, item.clone());
         self.announce(ItemAdded {
             owner: owner.to_string(),
@@ -321,7 +325,12 @@ impl Host {
 
     /// Sends an IQ get/set from this host and waits for the reply (result or error
     /// stanza). Fails with `remote-server-timeout` when none comes within `timeout`.
-    pub async fn send_iq(self: &Arc<Self>, to: &Jid, mut iq: Element, timeout: Duration) -> Result<Element, StanzaError> {
+    pub async fn send_iq(
+        self: &Arc<Self>,
+        to: &Jid,
+        mut iq: Element,
+        timeout: Duration,
+    ) -> Result<Element, StanzaError> {
         let id = match iq.attr("id") {
             Some(id) => id.to_string(),
             None => {
@@ -350,8 +359,12 @@ impl Host {
             .remove(&id);
         match outcome {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(StanzaError::new(crate::stanza::Condition::RecipientUnavailable)),
-            Err(_) => Err(StanzaError::new(crate::stanza::Condition::RemoteServerTimeout)),
+            Ok(Err(_)) => Err(StanzaError::new(
+                crate::stanza::Condition::RecipientUnavailable,
+            )),
+            Err(_) => Err(StanzaError::new(
+                crate::stanza::Condition::RemoteServerTimeout,
+            )),
         }
     }
 

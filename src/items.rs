@@ -45,7 +45,10 @@ pub struct Items {
     next_id: AtomicU64,
 }
 
-fn remove_owner_of<T: Send + Sync + 'static>(list: &mut (dyn Any + Send + Sync), owner: &str) -> Vec<Removal> {
+fn remove_owner_of<T: Send + Sync + 'static>(
+    list: &mut (dyn Any + Send + Sync),
+    owner: &str,
+) -> Vec<Removal> {
     let Some(list) = list.downcast_mut::<Vec<Entry<T>>>() else {
         return Vec::new();
     };
@@ -122,8 +125,14 @@ mod tests {
         let a = items.add("m1", Arc::new(1u32));
         items.add("m2", Arc::new(2u32));
         items.add("m1", Arc::new("text"));
-        assert_eq!(items.all::<u32>().iter().map(|v| **v).collect::<Vec<_>>(), vec![1, 2]);
-        assert_eq!(items.remove::<u32>(a).map(|(o, v)| (o, *v)), Some(("m1".to_string(), 1)));
+        assert_eq!(
+            items.all::<u32>().iter().map(|v| **v).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(
+            items.remove::<u32>(a).map(|(o, v)| (o, *v)),
+            Some(("m1".to_string(), 1))
+        );
         assert!(items.remove::<u32>(a).is_none());
         assert_eq!(items.remove_owner("m1").len(), 1);
         assert!(items.all::<&str>().is_empty());

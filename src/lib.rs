@@ -56,12 +56,16 @@ pub mod modules;
 pub mod api {
     pub use crate::config::ModuleOptions;
     pub use crate::events::{Event, EventBus, Flow, HandlerError, HandlerResult, HookId};
-    pub use crate::host::{DiscoFeature, DiscoIdentity, Host, IqRequest, IqResult, IqTarget, IqType};
+    pub use crate::host::{
+        DiscoFeature, DiscoIdentity, Host, IqRequest, IqResult, IqTarget, IqType,
+    };
     pub use crate::items::{ItemAdded, ItemId, ItemRemoved};
     pub use crate::module::{ModuleContext, ModuleDescriptor};
     pub use crate::router::{OutgoingStanza, StanzaEvent, Target, UndeliverableMessage};
     pub use crate::session::{SessionBound, SessionClosed, SessionHandle, SessionInfo};
-    pub use crate::stanza::{error_reply, iq_result, Condition, ErrorType, StanzaError, StanzaKind};
+    pub use crate::stanza::{
+        error_reply, iq_result, Condition, ErrorType, StanzaError, StanzaKind,
+    };
     pub use crate::xml::{element, ns, Element, ElementExt};
     pub use futures::future::BoxFuture;
     pub use futures::FutureExt;

@@ -92,10 +92,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             for host in &hosts {
                 let cert = config.certs_dir.join(format!("{host}.crt"));
                 let key = config.certs_dir.join(format!("{host}.key"));
-                let (cert_pem, key_pem) = tern::tls::generate_self_signed(std::slice::from_ref(host))?;
+                let (cert_pem, key_pem) =
+                    tern::tls::generate_self_signed(std::slice::from_ref(host))?;
                 std::fs::create_dir_all(&config.certs_dir)
                     .with_context(|| format!("creating {}", config.certs_dir.display()))?;
-                std::fs::write(&cert, cert_pem).with_context(|| format!("writing {}", cert.display()))?;
+                std::fs::write(&cert, cert_pem)
+                    .with_context(|| format!("writing {}", cert.display()))?;
                 write_private(&key, key_pem.as_bytes())?;
                 println!("wrote {} and {}", cert.display(), key.display());
             }
@@ -116,14 +118,26 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     match &config.source_path {
-        Some(path) => tracing::info!(config = %path.display(), "starting Tern {}", env!("CARGO_PKG_VERSION")),
-        None => tracing::info!("starting Tern {} with the embedded default config", env!("CARGO_PKG_VERSION")),
+        Some(path) => {
+            tracing::info!(config = %path.display(), "starting Tern {}", env!("CARGO_PKG_VERSION"))
+        }
+        None => tracing::info!(
+            "starting Tern {} with the embedded default config",
+            env!("CARGO_PKG_VERSION")
+        ),
     }
     let listeners = Listeners::bind(&config).await?;
     let server = Server::builder(config.clone()).build()?;
-    let errors = config.diagnostics.all().iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = config
+        .diagnostics
+        .all()
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     if errors > 0 {
-        tracing::warn!("the config has {errors} error(s), ignored as logged above; `tern check` lists them");
+        tracing::warn!(
+            "the config has {errors} error(s), ignored as logged above; `tern check` lists them"
+        );
     }
     let hosts: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
     let example = hosts.first().copied().unwrap_or("localhost");
@@ -160,7 +174,10 @@ async fn shutdown_signal() {
 fn check(config: Config) -> ExitCode {
     // Load modules against an in-memory store so their option diagnostics show up too.
     let storage = std::sync::Arc::new(tern::storage::memory::MemoryStorage::default());
-    let built = Server::builder(config.clone()).storage(storage).generate_certificates(false).build();
+    let built = Server::builder(config.clone())
+        .storage(storage)
+        .generate_certificates(false)
+        .build();
     match built {
         Ok(server) => {
             let runtime_ok = server.load_modules();
@@ -179,7 +196,10 @@ fn check(config: Config) -> ExitCode {
     for diagnostic in &diagnostics {
         println!("{source}: {diagnostic}");
     }
-    let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     let warnings = diagnostics.len() - errors;
     println!("{source}: {errors} error(s), {warnings} warning(s)");
     if errors > 0 {
@@ -199,7 +219,10 @@ fn password_or_prompt(password: Option<String>, jid: &str) -> anyhow::Result<Str
         let _ = std::io::stderr().flush();
     }
     let mut line = String::new();
-    stdin.lock().read_line(&mut line).context("reading the password from standard input")?;
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
     let password = line.trim_end_matches(['\r', '\n']).to_string();
     if password.is_empty() {
         bail!("empty password");
@@ -247,6 +270,7 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(data).with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(data)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -13,7 +13,9 @@ use futures::future::BoxFuture;
 
 use crate::config::ModuleOptions;
 use crate::events::{Event, HandlerResult, HookId};
-use crate::host::{DiscoFeature, DiscoIdentity, Host, IqKey, IqRequest, IqResult, IqTarget, IqType};
+use crate::host::{
+    DiscoFeature, DiscoIdentity, Host, IqKey, IqRequest, IqResult, IqTarget, IqType,
+};
 use crate::items::ItemId;
 
 /// A compiled-in module.
@@ -27,7 +29,9 @@ pub struct ModuleDescriptor {
 
 impl std::fmt::Debug for ModuleDescriptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ModuleDescriptor").field("name", &self.name).finish()
+        f.debug_struct("ModuleDescriptor")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -80,8 +84,14 @@ impl ModuleContext {
     /// Handles IQs of `iq_type` addressed to `target` whose payload is `<name xmlns=namespace>`.
     /// The handler's answer becomes the one reply: a result (with the returned payload) or
     /// an error.
-    pub fn hook_iq<F, Fut>(&mut self, iq_type: IqType, target: IqTarget, namespace: &str, name: &str, handler: F)
-    where
+    pub fn hook_iq<F, Fut>(
+        &mut self,
+        iq_type: IqType,
+        target: IqTarget,
+        namespace: &str,
+        name: &str,
+        handler: F,
+    ) where
         F: Fn(IqRequest) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = IqResult> + Send + 'static,
     {
@@ -91,7 +101,9 @@ impl ModuleContext {
             namespace: namespace.to_string(),
             name: name.to_string(),
         };
-        let handler = Arc::new(move |request: IqRequest| -> BoxFuture<'static, IqResult> { Box::pin(handler(request)) });
+        let handler = Arc::new(move |request: IqRequest| -> BoxFuture<'static, IqResult> {
+            Box::pin(handler(request))
+        });
         if self.host.set_iq_handler(key.clone(), handler) {
             self.registrations.iq_handlers.push(key);
         } else {
@@ -133,7 +145,11 @@ impl ModuleContext {
 }
 
 /// Loads `descriptor` (and its dependencies) on `host`. Already-loaded modules are skipped.
-pub(crate) fn load(host: &Arc<Host>, descriptor: &ModuleDescriptor, available: &[ModuleDescriptor]) -> anyhow::Result<()> {
+pub(crate) fn load(
+    host: &Arc<Host>,
+    descriptor: &ModuleDescriptor,
+    available: &[ModuleDescriptor],
+) -> anyhow::Result<()> {
     load_inner(host, descriptor, available, &mut Vec::new())
 }
 
@@ -147,12 +163,19 @@ fn load_inner(
         return Ok(());
     }
     if loading.contains(&descriptor.name) {
-        anyhow::bail!("module dependency cycle: {} -> {}", loading.join(" -> "), descriptor.name);
+        anyhow::bail!(
+            "module dependency cycle: {} -> {}",
+            loading.join(" -> "),
+            descriptor.name
+        );
     }
     loading.push(descriptor.name);
     for dependency in descriptor.depends {
         let Some(found) = available.iter().find(|m| m.name == *dependency) else {
-            anyhow::bail!("module {} needs {dependency}, which is not compiled in", descriptor.name);
+            anyhow::bail!(
+                "module {} needs {dependency}, which is not compiled in",
+                descriptor.name
+            );
         };
         load_inner(host, found, available, loading)?;
     }
@@ -184,7 +207,10 @@ fn load_inner(
                 registrations: context.registrations,
             };
             teardown(host, partial);
-            Err(err.context(format!("module {} failed to load on {}", descriptor.name, host.name)))
+            Err(err.context(format!(
+                "module {} failed to load on {}",
+                descriptor.name, host.name
+            )))
         }
     }
 }
@@ -212,7 +238,8 @@ pub fn unload(host: &Arc<Host>, name: &str) -> bool {
 
 /// Unloads every module (at shutdown; breaks the host -> handler -> host cycles).
 pub(crate) fn unload_all(host: &Arc<Host>) {
-    let modules: Vec<LoadedModule> = std::mem::take(&mut *host.modules.lock().unwrap_or_else(|p| p.into_inner()));
+    let modules: Vec<LoadedModule> =
+        std::mem::take(&mut *host.modules.lock().unwrap_or_else(|p| p.into_inner()));
     for module in modules.into_iter().rev() {
         teardown(host, module);
     }

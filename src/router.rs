@@ -68,11 +68,12 @@ pub async fn from_session(
     mut stanza: Element,
 ) -> Result<(), StreamError> {
     let Some(kind) = StanzaKind::of(&stanza) else {
-        let condition = if stanza.ns().is_empty() || (matches!(stanza.name(), "message" | "presence" | "iq")) {
-            StreamErrorCondition::InvalidNamespace
-        } else {
-            StreamErrorCondition::UnsupportedStanzaType
-        };
+        let condition =
+            if stanza.ns().is_empty() || (matches!(stanza.name(), "message" | "presence" | "iq")) {
+                StreamErrorCondition::InvalidNamespace
+            } else {
+                StreamErrorCondition::UnsupportedStanzaType
+            };
         return Err(StreamError::with_text(
             condition,
             format!("unexpected element {{{}}}{}", stanza.ns(), stanza.name()),
@@ -81,7 +82,7 @@ pub async fn from_session(
     let own = session.jid().clone();
     if let Some(from) = stanza.attr("from") {
         // RFC 6120 §8.1.2.1: a client may put its full or bare JID there, nothing else.
-        let acceptable = Jid::new(from).is_ok_and(|f| f == Jid::from(own.clone()) || f == Jid::from(own.to_bare()));
+        let acceptable = Jid::new(from).is_ok_and(|f| f == own || f == own.to_bare());
         if !acceptable {
             return Err(StreamError::with_text(
                 StreamErrorCondition::InvalidFrom,
@@ -96,7 +97,11 @@ pub async fn from_session(
         Some(raw) => match Jid::new(raw) {
             Ok(jid) => Some(jid),
             Err(err) => {
-                reply_error(session, &stanza, StanzaError::new(Condition::JidMalformed).text(format!("invalid 'to': {err}")));
+                reply_error(
+                    session,
+                    &stanza,
+                    StanzaError::new(Condition::JidMalformed).text(format!("invalid 'to': {err}")),
+                );
                 return Ok(());
             }
         },
@@ -132,7 +137,15 @@ pub async fn from_session(
     match to {
         None => {
             let target = Target::Bare(own.to_bare());
-            deliver_local(server, host, stanza, kind, target, Some(session.info().clone())).await;
+            deliver_local(
+                server,
+                host,
+                stanza,
+                kind,
+                target,
+                Some(session.info().clone()),
+            )
+            .await;
         }
         Some(to) => route_to(server, stanza, kind, &to, Some(session.info().clone())).await,
     }
@@ -142,11 +155,17 @@ pub async fn from_session(
 /// Routes a stanza that already carries a trusted `from` (from a module or another host).
 pub async fn route(server: &Arc<ServerInner>, stanza: Element, origin: Option<Arc<SessionInfo>>) {
     let Some(kind) = StanzaKind::of(&stanza) else {
-        tracing::warn!(name = stanza.name(), "refusing to route a non-stanza element");
+        tracing::warn!(
+            name = stanza.name(),
+            "refusing to route a non-stanza element"
+        );
         return;
     };
     let Some(to) = stanza.attr("to").and_then(|t| Jid::new(t).ok()) else {
-        tracing::warn!(name = stanza.name(), "refusing to route a stanza without a valid 'to'");
+        tracing::warn!(
+            name = stanza.name(),
+            "refusing to route a stanza without a valid 'to'"
+        );
         return;
     };
     route_to(server, stanza, kind, &to, origin).await;
@@ -161,7 +180,12 @@ async fn route_to(
 ) {
     let Some(host) = server.host(to.domain().as_str()) else {
         // No server-to-server yet: every other domain is unreachable.
-        bounce(server, &stanza, StanzaError::new(Condition::RemoteServerNotFound).text("this server does not federate")).await;
+        bounce(
+            server,
+            &stanza,
+            StanzaError::new(Condition::RemoteServerNotFound).text("this server does not federate"),
+        )
+        .await;
         return;
     };
     let target = match (to.node(), to.resource()) {
@@ -201,13 +225,17 @@ fn validate_iq(stanza: &Element) -> Result<(), StanzaError> {
     match stanza.attr("type") {
         Some("get") | Some("set") => {
             if stanza.children().count() != 1 {
-                return Err(StanzaError::bad_request("an IQ get or set carries exactly one child element"));
+                return Err(StanzaError::bad_request(
+                    "an IQ get or set carries exactly one child element",
+                ));
             }
             Ok(())
         }
         Some("result") => Ok(()),
         Some("error") => Ok(()),
-        _ => Err(StanzaError::bad_request("IQ 'type' must be get, set, result or error")),
+        _ => Err(StanzaError::bad_request(
+            "IQ 'type' must be get, set, result or error",
+        )),
     }
 }
 
@@ -244,10 +272,16 @@ async fn deliver_local(
     origin: Option<Arc<SessionInfo>>,
 ) {
     let iq_type = stanza.attr("type").unwrap_or("").to_string();
-    if kind == StanzaKind::Iq && (iq_type == "result" || iq_type == "error") && target != Target::Host {
+    if kind == StanzaKind::Iq
+        && (iq_type == "result" || iq_type == "error")
+        && target != Target::Host
+    {
         // Replies to the server's own requests come back addressed to the host or account.
     }
-    if kind == StanzaKind::Iq && (iq_type == "result" || iq_type == "error") && !matches!(target, Target::Full(_)) {
+    if kind == StanzaKind::Iq
+        && (iq_type == "result" || iq_type == "error")
+        && !matches!(target, Target::Full(_))
+    {
         if let Some(from) = stanza.attr("from").and_then(|f| Jid::new(f).ok()) {
             if host.take_iq_reply(&stanza, &from).is_some() {
                 return;
@@ -271,7 +305,12 @@ async fn deliver_local(
             return;
         }
     }
-    let StanzaEvent { stanza, target, origin, .. } = event;
+    let StanzaEvent {
+        stanza,
+        target,
+        origin,
+        ..
+    } = event;
     match kind {
         StanzaKind::Iq => deliver_iq(server, host, stanza, target, origin).await,
         StanzaKind::Message => deliver_message(server, host, stanza, target).await,
@@ -305,7 +344,14 @@ async fn deliver_iq(
                 Some(session) => {
                     session.send(stanza);
                 }
-                None => bounce(server, &stanza, StanzaError::new(Condition::ServiceUnavailable)).await,
+                None => {
+                    bounce(
+                        server,
+                        &stanza,
+                        StanzaError::new(Condition::ServiceUnavailable),
+                    )
+                    .await
+                }
             }
             return;
         }
@@ -334,7 +380,12 @@ async fn deliver_iq(
         handler = host.iq_handler(&key);
     }
     let Some(handler) = handler else {
-        bounce(server, &stanza, StanzaError::new(Condition::ServiceUnavailable)).await;
+        bounce(
+            server,
+            &stanza,
+            StanzaError::new(Condition::ServiceUnavailable),
+        )
+        .await;
         return;
     };
     let from = match stanza.attr("from").and_then(|f| Jid::new(f).ok()) {
@@ -356,14 +407,20 @@ async fn deliver_iq(
             tracing::error!(host = %host.name, ns = %key.namespace, "IQ handler timed out after {timeout:?}");
             error_reply(
                 &stanza,
-                &StanzaError::new(Condition::InternalServerError).text("the server took too long to answer"),
+                &StanzaError::new(Condition::InternalServerError)
+                    .text("the server took too long to answer"),
             )
         }
     };
     Box::pin(route(server, reply, None)).await;
 }
 
-async fn deliver_message(server: &Arc<ServerInner>, host: &Arc<Host>, stanza: Element, target: Target) {
+async fn deliver_message(
+    server: &Arc<ServerInner>,
+    host: &Arc<Host>,
+    stanza: Element,
+    target: Target,
+) {
     let message_type = stanza.attr("type").unwrap_or("normal").to_string();
     let bare = match target {
         Target::Full(jid) => {
@@ -374,7 +431,12 @@ async fn deliver_message(server: &Arc<ServerInner>, host: &Arc<Host>, stanza: El
             // RFC 6121 §8.5.3.2: no such resource.
             match message_type.as_str() {
                 "groupchat" => {
-                    bounce(server, &stanza, StanzaError::new(Condition::ServiceUnavailable)).await;
+                    bounce(
+                        server,
+                        &stanza,
+                        StanzaError::new(Condition::ServiceUnavailable),
+                    )
+                    .await;
                     return;
                 }
                 "error" => return,
@@ -383,7 +445,12 @@ async fn deliver_message(server: &Arc<ServerInner>, host: &Arc<Host>, stanza: El
         }
         Target::Bare(bare) => bare,
         Target::Host => {
-            bounce(server, &stanza, StanzaError::new(Condition::ServiceUnavailable)).await;
+            bounce(
+                server,
+                &stanza,
+                StanzaError::new(Condition::ServiceUnavailable),
+            )
+            .await;
             return;
         }
     };
@@ -392,14 +459,24 @@ async fn deliver_message(server: &Arc<ServerInner>, host: &Arc<Host>, stanza: El
         Ok(exists) => exists,
         Err(err) => {
             tracing::error!(%err, "account lookup failed");
-            bounce(server, &stanza, StanzaError::new(Condition::InternalServerError)).await;
+            bounce(
+                server,
+                &stanza,
+                StanzaError::new(Condition::InternalServerError),
+            )
+            .await;
             return;
         }
     };
     if !exists {
         // RFC 6121 §8.5.1: the same answer as for an offline account would leak less, but
         // the RFC asks for service-unavailable here.
-        bounce(server, &stanza, StanzaError::new(Condition::ServiceUnavailable)).await;
+        bounce(
+            server,
+            &stanza,
+            StanzaError::new(Condition::ServiceUnavailable),
+        )
+        .await;
         return;
     }
     let available: Vec<SessionHandle> = host
@@ -420,7 +497,12 @@ async fn deliver_message(server: &Arc<ServerInner>, host: &Arc<Host>, stanza: El
             Ok(Flow::Handled) => {}
             Ok(Flow::Continue) => {
                 if message_type != "headline" {
-                    bounce(server, &event.stanza, StanzaError::new(Condition::ServiceUnavailable)).await;
+                    bounce(
+                        server,
+                        &event.stanza,
+                        StanzaError::new(Condition::ServiceUnavailable),
+                    )
+                    .await;
                 }
             }
             Err(err) => {
@@ -437,7 +519,11 @@ async fn deliver_message(server: &Arc<ServerInner>, host: &Arc<Host>, stanza: El
         return;
     }
     // chat and normal: the resources with the highest priority (RFC 6121 §8.5.2.1.1).
-    let top = available.iter().map(SessionHandle::priority).max().unwrap_or(0);
+    let top = available
+        .iter()
+        .map(SessionHandle::priority)
+        .max()
+        .unwrap_or(0);
     for session in available.iter().filter(|s| s.priority() == top) {
         session.send(stanza.clone());
     }
@@ -445,7 +531,10 @@ async fn deliver_message(server: &Arc<ServerInner>, host: &Arc<Host>, stanza: El
 
 fn deliver_presence(host: &Arc<Host>, stanza: Element, target: Target) {
     let presence_type = stanza.attr("type").unwrap_or("");
-    let subscription = matches!(presence_type, "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed" | "probe");
+    let subscription = matches!(
+        presence_type,
+        "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed" | "probe"
+    );
     match target {
         Target::Full(jid) if !subscription => {
             if let Some(session) = host.session(&jid) {
@@ -454,7 +543,11 @@ fn deliver_presence(host: &Arc<Host>, stanza: Element, target: Target) {
         }
         Target::Bare(bare) if !subscription && stanza.attr("to").is_some() => {
             let user = bare.node().map(|n| n.to_string()).unwrap_or_default();
-            for session in host.sessions_of(&user).into_iter().filter(SessionHandle::is_available) {
+            for session in host
+                .sessions_of(&user)
+                .into_iter()
+                .filter(SessionHandle::is_available)
+            {
                 session.send(stanza.clone());
             }
         }

@@ -38,19 +38,35 @@ pub struct ServerInner {
 
 impl ServerInner {
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn host(&self, name: &str) -> Option<Arc<Host>> {
-        self.hosts.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.hosts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub fn hosts(&self) -> Vec<Arc<Host>> {
-        self.hosts.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.hosts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn default_host_name(&self) -> String {
-        self.config().hosts.first().map(|h| h.name.clone()).unwrap_or_default()
+        self.config()
+            .hosts
+            .first()
+            .map(|h| h.name.clone())
+            .unwrap_or_default()
     }
 
     pub fn storage(&self) -> &SharedStorage {
@@ -110,7 +126,11 @@ impl Listeners {
     pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
         let mut c2s = Vec::new();
         for addr in &config.c2s {
-            c2s.push(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (c2s)"))?);
+            c2s.push(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (c2s)"))?,
+            );
         }
         let mut c2s_direct_tls = Vec::new();
         for addr in &config.c2s_direct_tls {
@@ -120,15 +140,24 @@ impl Listeners {
                     .with_context(|| format!("cannot listen on {addr} (c2s direct TLS)"))?,
             );
         }
-        Ok(Listeners { c2s, c2s_direct_tls })
+        Ok(Listeners {
+            c2s,
+            c2s_direct_tls,
+        })
     }
 
     pub fn c2s_addrs(&self) -> Vec<SocketAddr> {
-        self.c2s.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.c2s
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     pub fn direct_tls_addrs(&self) -> Vec<SocketAddr> {
-        self.c2s_direct_tls.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.c2s_direct_tls
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 }
 
@@ -210,7 +239,11 @@ fn load_tls(config: &Config, generate: bool) -> anyhow::Result<Option<TlsSetup>>
     let mut certs = Vec::new();
     for host in &config.hosts {
         if generate {
-            let generated = crate::tls::ensure_certificate(&host.certificate, &host.key, std::slice::from_ref(&host.name))?;
+            let generated = crate::tls::ensure_certificate(
+                &host.certificate,
+                &host.key,
+                std::slice::from_ref(&host.name),
+            )?;
             if generated {
                 tracing::info!(
                     host = %host.name,
@@ -273,15 +306,23 @@ impl Server {
             for name in &host_config.modules {
                 match self.inner.modules.iter().find(|m| m.name == name.as_str()) {
                     Some(descriptor) => {
-                        if let Err(err) = crate::module::load(&host, descriptor, &self.inner.modules) {
+                        if let Err(err) =
+                            crate::module::load(&host, descriptor, &self.inner.modules)
+                        {
                             // A broken module does not take the server down with it.
                             tracing::error!("{err:#}");
-                            config.diagnostics.error(&format!("hosts.{}.modules_enabled", host.name), format!("{err:#}"));
+                            config.diagnostics.error(
+                                &format!("hosts.{}.modules_enabled", host.name),
+                                format!("{err:#}"),
+                            );
                         }
                     }
                     None => config.diagnostics.error(
                         "modules_enabled",
-                        format!("unknown module {name:?} (available: {})", self.available_modules().join(", ")),
+                        format!(
+                            "unknown module {name:?} (available: {})",
+                            self.available_modules().join(", ")
+                        ),
                     ),
                 }
             }
@@ -294,7 +335,11 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then closes every stream and returns.
-    pub async fn serve(&self, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn serve(
+        &self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         self.load_modules()?;
         let socket = self.inner.config().admin_socket_path();
         if let Err(err) = crate::admin::serve_socket(self.inner.clone(), &socket).await {
@@ -334,8 +379,14 @@ impl Server {
                 notified.await;
             }
         };
-        if tokio::time::timeout(Duration::from_secs(10), wait).await.is_err() {
-            tracing::warn!(remaining = self.inner.connection_count(), "connections still open after 10 s; exiting anyway");
+        if tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.inner.connection_count(),
+                "connections still open after 10 s; exiting anyway"
+            );
         }
         for host in self.inner.hosts() {
             crate::module::unload_all(&host);

@@ -211,8 +211,9 @@ impl Condition {
             Forbidden | NotAuthorized | RegistrationRequired | SubscriptionRequired => {
                 ErrorType::Auth
             }
-            RecipientUnavailable | RemoteServerTimeout | ResourceConstraint
-            | UnexpectedRequest => ErrorType::Wait,
+            RecipientUnavailable | RemoteServerTimeout | ResourceConstraint | UnexpectedRequest => {
+                ErrorType::Wait
+            }
             _ => ErrorType::Cancel,
         }
     }
@@ -254,7 +255,7 @@ pub struct StanzaError {
     pub condition: Condition,
     pub text: Option<String>,
     /// An application-specific condition element, e.g. XEP-0198's or a module's own.
-    pub app_condition: Option<Element>,
+    pub app_condition: Option<Box<Element>>,
 }
 
 impl StanzaError {
@@ -292,7 +293,7 @@ impl StanzaError {
             error.append_child(t);
         }
         if let Some(app) = &self.app_condition {
-            error.append_child(app.clone());
+            error.append_child((**app).clone());
         }
         error
     }
@@ -312,9 +313,7 @@ impl StanzaError {
             Some("wait") => ErrorType::Wait,
             _ => ErrorType::Cancel,
         };
-        let text = error
-            .get_child("text", ns::STANZAS_ERR)
-            .map(|t| t.text());
+        let text = error.get_child("text", ns::STANZAS_ERR).map(|t| t.text());
         Some(StanzaError {
             error_type,
             condition,

@@ -57,7 +57,10 @@ impl Conn {
                 Ok(Some(frame)) => return Ok(frame),
                 Ok(None) => {}
                 Err(err) => {
-                    return Err(ReadError::Stream(StreamError::with_text(err.condition, err.text)))
+                    return Err(ReadError::Stream(StreamError::with_text(
+                        err.condition,
+                        err.text,
+                    )))
                 }
             }
             let n = match self.io.read(&mut self.read_buf).await {
@@ -112,7 +115,12 @@ pub(crate) fn stream_error_xml(error: &StreamError) -> String {
 }
 
 /// Runs one connection from accept to close.
-pub(crate) async fn handle(server: Arc<ServerInner>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+pub(crate) async fn handle(
+    server: Arc<ServerInner>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+) {
     let _ = tcp.set_nodelay(true);
     let config = server.config();
     let limits = FramerLimits {

@@ -22,9 +22,9 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Stage {
     /// TLS is required and not yet in place.
-    NeedTls,
-    NeedAuth,
-    NeedBind,
+    Encrypt,
+    Authenticate,
+    Bind,
 }
 
 struct Negotiation<'a> {
@@ -86,15 +86,18 @@ impl Negotiation<'_> {
                 return Ok(false);
             };
             let Frame::Open(header) = header else {
-                return Err(StreamError::with_text(StreamErrorCondition::NotWellFormed, "expected a stream header"));
+                return Err(StreamError::with_text(
+                    StreamErrorCondition::NotWellFormed,
+                    "expected a stream header",
+                ));
             };
             self.open_stream(&header).await?;
             let stage = if self.info.username.is_some() {
-                Stage::NeedBind
+                Stage::Bind
             } else if !self.info.secure && self.server.config().require_encryption {
-                Stage::NeedTls
+                Stage::Encrypt
             } else {
-                Stage::NeedAuth
+                Stage::Authenticate
             };
             self.send_features(stage).await?;
             match self.stream_loop(stage).await? {
@@ -129,10 +132,9 @@ impl Negotiation<'_> {
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), StreamError> {
-        self.conn
-            .write(bytes)
-            .await
-            .map_err(|err| StreamError::with_text(StreamErrorCondition::UndefinedCondition, err.to_string()))
+        self.conn.write(bytes).await.map_err(|err| {
+            StreamError::with_text(StreamErrorCondition::UndefinedCondition, err.to_string())
+        })
     }
 
     async fn send_element(&mut self, element: &Element) -> Result<(), StreamError> {
@@ -154,10 +156,16 @@ impl Negotiation<'_> {
         self.header_sent = true;
 
         if header.namespace != ns::STREAM {
-            return Err(StreamError::with_text(StreamErrorCondition::InvalidNamespace, "the stream element must be in http://etherx.jabber.org/streams"));
+            return Err(StreamError::with_text(
+                StreamErrorCondition::InvalidNamespace,
+                "the stream element must be in http://etherx.jabber.org/streams",
+            ));
         }
         if header.name != "stream" {
-            return Err(StreamError::with_text(StreamErrorCondition::BadFormat, "the root element must be <stream:stream>"));
+            return Err(StreamError::with_text(
+                StreamErrorCondition::BadFormat,
+                "the root element must be <stream:stream>",
+            ));
         }
         let version_ok = header
             .version
@@ -166,31 +174,46 @@ impl Negotiation<'_> {
             .and_then(|major| major.parse::<u32>().ok())
             .is_some_and(|major| major >= 1);
         if !version_ok {
-            return Err(StreamError::with_text(StreamErrorCondition::UnsupportedVersion, "XMPP 1.0 streams only (version='1.0')"));
+            return Err(StreamError::with_text(
+                StreamErrorCondition::UnsupportedVersion,
+                "XMPP 1.0 streams only (version='1.0')",
+            ));
         }
         let Some(to) = requested else {
-            return Err(StreamError::with_text(StreamErrorCondition::HostUnknown, "the stream header needs a 'to' naming the server"));
+            return Err(StreamError::with_text(
+                StreamErrorCondition::HostUnknown,
+                "the stream header needs a 'to' naming the server",
+            ));
         };
         let domain = BareJid::new(&to)
             .ok()
             .filter(|j| j.node().is_none())
             .map(|j| j.domain().to_string());
         let Some(domain) = domain.filter(|d| self.server.host(d).is_some()) else {
-            return Err(StreamError::with_text(StreamErrorCondition::HostUnknown, format!("this server does not serve {to}")));
+            return Err(StreamError::with_text(
+                StreamErrorCondition::HostUnknown,
+                format!("this server does not serve {to}"),
+            ));
         };
         if !self.info.host.is_empty() && self.info.host != domain {
-            return Err(StreamError::with_text(StreamErrorCondition::HostUnknown, "a restarted stream must address the same host"));
+            return Err(StreamError::with_text(
+                StreamErrorCondition::HostUnknown,
+                "a restarted stream must address the same host",
+            ));
         }
         self.info.host = domain;
         Ok(())
     }
 
     fn mechanisms(&self) -> Vec<Mechanism> {
-        let plus_possible = self.channel_binding.tls_exporter.is_some() || self.channel_binding.tls_server_end_point.is_some();
+        let plus_possible = self.channel_binding.tls_exporter.is_some()
+            || self.channel_binding.tls_server_end_point.is_some();
         Mechanism::ALL
             .into_iter()
             .filter(|m| match m {
-                Mechanism::ScramSha1Plus | Mechanism::ScramSha256Plus => self.info.secure && plus_possible,
+                Mechanism::ScramSha1Plus | Mechanism::ScramSha256Plus => {
+                    self.info.secure && plus_possible
+                }
                 // PLAIN sends the password itself: only inside TLS (RFC 6120 §13.8).
                 Mechanism::Plain => self.info.secure,
                 _ => true,
@@ -201,10 +224,12 @@ impl Negotiation<'_> {
     async fn send_features(&mut self, stage: Stage) -> Result<(), StreamError> {
         let mut features = String::from("<stream:features>");
         match stage {
-            Stage::NeedTls => {
-                features.push_str("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>");
+            Stage::Encrypt => {
+                features.push_str(
+                    "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>",
+                );
             }
-            Stage::NeedAuth => {
+            Stage::Authenticate => {
                 if !self.info.secure && self.server.tls().is_some() {
                     features.push_str("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
                 }
@@ -231,10 +256,12 @@ impl Negotiation<'_> {
                     }
                 }
             }
-            Stage::NeedBind => {
+            Stage::Bind => {
                 features.push_str("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>");
                 // RFC 3921 session establishment, optional per RFC 6121 Appendix E.
-                features.push_str("<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>");
+                features.push_str(
+                    "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>",
+                );
             }
         }
         features.push_str("</stream:features>");
@@ -253,33 +280,44 @@ impl Negotiation<'_> {
                     return Ok(Next::Gone);
                 }
                 Frame::Open(_) => {
-                    return Err(StreamError::with_text(StreamErrorCondition::NotWellFormed, "unexpected stream header"));
+                    return Err(StreamError::with_text(
+                        StreamErrorCondition::NotWellFormed,
+                        "unexpected stream header",
+                    ));
                 }
             };
             let namespace = element.ns();
             match (stage, namespace.as_str(), element.name()) {
-                (Stage::NeedTls | Stage::NeedAuth, ns::TLS, "starttls") if !self.info.secure => {
+                (Stage::Encrypt | Stage::Authenticate, ns::TLS, "starttls")
+                    if !self.info.secure =>
+                {
                     self.starttls().await?;
                     return Ok(Next::Restart);
                 }
                 (_, ns::TLS, _) => {
-                    self.send(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await?;
-                    return Err(StreamError::with_text(StreamErrorCondition::PolicyViolation, "TLS is already in place or not available"));
+                    self.send(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                        .await?;
+                    return Err(StreamError::with_text(
+                        StreamErrorCondition::PolicyViolation,
+                        "TLS is already in place or not available",
+                    ));
                 }
-                (Stage::NeedTls, ns::SASL, _) => {
-                    self.sasl_failure("encryption-required", Some("start TLS first")).await?;
+                (Stage::Encrypt, ns::SASL, _) => {
+                    self.sasl_failure("encryption-required", Some("start TLS first"))
+                        .await?;
                 }
-                (Stage::NeedAuth, ns::SASL, "auth") => {
+                (Stage::Authenticate, ns::SASL, "auth") => {
                     if self.authenticate(&element).await? {
                         self.conn.restart_framer();
                         return Ok(Next::Restart);
                     }
                 }
-                (Stage::NeedAuth, ns::SASL, _) => {
+                (Stage::Authenticate, ns::SASL, _) => {
                     // <response/> or <abort/> outside an exchange.
-                    self.sasl_failure("malformed-request", Some("no authentication in progress")).await?;
+                    self.sasl_failure("malformed-request", Some("no authentication in progress"))
+                        .await?;
                 }
-                (Stage::NeedBind, ns::CLIENT, "iq") => {
+                (Stage::Bind, ns::CLIENT, "iq") => {
                     if self.handle_pre_bind_iq(&element).await? {
                         return Ok(Next::Bound);
                     }
@@ -291,7 +329,10 @@ impl Negotiation<'_> {
                     ));
                 }
                 (_, "", _) | (_, ns::STREAM, _) => {
-                    return Err(StreamError::with_text(StreamErrorCondition::InvalidNamespace, "the stream's default namespace must be jabber:client"));
+                    return Err(StreamError::with_text(
+                        StreamErrorCondition::InvalidNamespace,
+                        "the stream's default namespace must be jabber:client",
+                    ));
                 }
                 _ => {
                     return Err(StreamError::with_text(
@@ -307,13 +348,21 @@ impl Negotiation<'_> {
         // STARTTLS command injection (CVE-2011-0411 and kin): anything the client sent
         // after <starttls/> arrived in plaintext and must never be processed.
         if self.conn.framer.pending_bytes() > 0 {
-            return Err(StreamError::with_text(StreamErrorCondition::PolicyViolation, "data was sent after <starttls/> before the TLS handshake"));
+            return Err(StreamError::with_text(
+                StreamErrorCondition::PolicyViolation,
+                "data was sent after <starttls/> before the TLS handshake",
+            ));
         }
         let Some(tls) = self.server.tls() else {
-            self.send(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await?;
-            return Err(StreamError::with_text(StreamErrorCondition::UndefinedCondition, "TLS is not available"));
+            self.send(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                .await?;
+            return Err(StreamError::with_text(
+                StreamErrorCondition::UndefinedCondition,
+                "TLS is not available",
+            ));
         };
-        self.send(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await?;
+        self.send(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await?;
         let placeholder: super::connection::BoxIo = Box::new(tokio::io::duplex(1).0);
         let io = std::mem::replace(&mut self.conn.io, placeholder);
         let accept = tls.starttls_acceptor().accept(io);
@@ -321,7 +370,10 @@ impl Negotiation<'_> {
             Ok(Ok(stream)) => stream,
             Ok(Err(err)) => {
                 tracing::debug!(peer = %self.info.peer, %err, "STARTTLS handshake failed");
-                return Err(StreamError::with_text(StreamErrorCondition::UndefinedCondition, "TLS handshake failed"));
+                return Err(StreamError::with_text(
+                    StreamErrorCondition::UndefinedCondition,
+                    "TLS handshake failed",
+                ));
             }
             Err(_) => return Err(timeout_error()),
         };
@@ -336,7 +388,11 @@ impl Negotiation<'_> {
         Ok(())
     }
 
-    async fn sasl_failure(&mut self, condition: &str, text: Option<&str>) -> Result<(), StreamError> {
+    async fn sasl_failure(
+        &mut self,
+        condition: &str,
+        text: Option<&str>,
+    ) -> Result<(), StreamError> {
         let mut out = format!("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{condition}/>");
         if let Some(text) = text {
             out.push_str("<text xml:lang='en'>");
@@ -401,16 +457,25 @@ impl Negotiation<'_> {
             };
             match step {
                 SaslStep::Challenge(data) => {
-                    let out = format!("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</challenge>", encode_sasl(&data));
+                    let out = format!(
+                        "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</challenge>",
+                        encode_sasl(&data)
+                    );
                     self.send(out.as_bytes()).await?;
                     let Some(frame) = self.read().await? else {
                         return Err(StreamError::new(StreamErrorCondition::UndefinedCondition));
                     };
                     let Frame::Stanza(reply) = frame else {
-                        return Err(StreamError::with_text(StreamErrorCondition::NotWellFormed, "expected a SASL response"));
+                        return Err(StreamError::with_text(
+                            StreamErrorCondition::NotWellFormed,
+                            "expected a SASL response",
+                        ));
                     };
-                    if !(reply.ns() == ns::SASL) {
-                        return Err(StreamError::with_text(StreamErrorCondition::NotAuthorized, "authentication in progress"));
+                    if reply.ns() != ns::SASL {
+                        return Err(StreamError::with_text(
+                            StreamErrorCondition::NotAuthorized,
+                            "authentication in progress",
+                        ));
                     }
                     match reply.name() {
                         "response" => {
@@ -436,9 +501,14 @@ impl Negotiation<'_> {
                         }
                     }
                 }
-                SaslStep::Success { username, additional_data } => {
+                SaslStep::Success {
+                    username,
+                    additional_data,
+                } => {
                     let data = additional_data.map(|d| encode_sasl(&d)).unwrap_or_default();
-                    let out = format!("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{data}</success>");
+                    let out = format!(
+                        "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{data}</success>"
+                    );
                     self.send(out.as_bytes()).await?;
                     tracing::info!(peer = %self.info.peer, user = %username, host = %self.info.host, mechanism = mechanism.name(), "authenticated");
                     self.info.username = Some(username);
@@ -458,7 +528,10 @@ impl Negotiation<'_> {
     async fn count_failure(&mut self) -> Result<(), StreamError> {
         self.auth_failures += 1;
         if self.auth_failures >= self.server.config().limits.max_auth_failures {
-            return Err(StreamError::with_text(StreamErrorCondition::PolicyViolation, "too many failed authentication attempts"));
+            return Err(StreamError::with_text(
+                StreamErrorCondition::PolicyViolation,
+                "too many failed authentication attempts",
+            ));
         }
         Ok(())
     }
@@ -472,7 +545,10 @@ impl Negotiation<'_> {
                 self.send_element(&iq_result(iq, None)).await?;
                 return Ok(false);
             }
-            return Err(StreamError::with_text(StreamErrorCondition::NotAuthorized, "bind a resource first"));
+            return Err(StreamError::with_text(
+                StreamErrorCondition::NotAuthorized,
+                "bind a resource first",
+            ));
         }
         let requested = bind
             .and_then(|b| b.get_child("resource", ns::BIND))
@@ -487,7 +563,8 @@ impl Negotiation<'_> {
             Some(resource) => match bare.with_resource_str(&resource) {
                 Ok(full) => full,
                 Err(err) => {
-                    let error = crate::stanza::StanzaError::bad_request(format!("invalid resource: {err}"));
+                    let error =
+                        crate::stanza::StanzaError::bad_request(format!("invalid resource: {err}"));
                     let mut reply = crate::stanza::error_reply(iq, &error);
                     reply.remove_attr("from");
                     self.send_element(&reply).await?;
@@ -498,7 +575,10 @@ impl Negotiation<'_> {
         };
         let reply = iq_result(
             iq,
-            Some(Element::bare("bind", ns::BIND).with_child(Element::bare("jid", ns::BIND).with_text(full.to_string()))),
+            Some(
+                Element::bare("bind", ns::BIND)
+                    .with_child(Element::bare("jid", ns::BIND).with_text(full.to_string())),
+            ),
         );
         let mut reply = reply;
         reply.remove_attr("from");

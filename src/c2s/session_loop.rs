@@ -21,7 +21,9 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo)
         return;
     };
     let info = Arc::new(info);
-    let Conn { io, framer, limits, .. } = conn;
+    let Conn {
+        io, framer, limits, ..
+    } = conn;
     let (reader, writer_half) = tokio::io::split(io);
     let (tx, rx) = mpsc::channel(server.config().limits.outbound_queue);
     let (done_tx, mut done_rx) = oneshot::channel();
@@ -30,7 +32,9 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo)
     let handle = SessionHandle::new(info.clone(), jid.clone(), tx);
     host.add_session(handle.clone());
     tracing::info!(jid = %jid, peer = %info.peer, "session bound");
-    let mut bound = SessionBound { session: handle.clone() };
+    let mut bound = SessionBound {
+        session: handle.clone(),
+    };
     if let Err(err) = host.events.fire(&mut bound).await {
         tracing::warn!(%err, "session-bound handler failed");
     }
@@ -54,7 +58,9 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo)
                     handle.send(reply);
                     continue;
                 }
-                if let Err(error) = crate::router::from_session(&server, &host, &handle, stanza).await {
+                if let Err(error) =
+                    crate::router::from_session(&server, &host, &handle, stanza).await
+                {
                     tracing::debug!(jid = %jid, %error, "closing the session");
                     let reason = error.to_string();
                     handle.close(Some(error));
@@ -66,7 +72,10 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo)
                 break "closed by the client".to_string();
             }
             Ok(Frame::Open(_)) => {
-                let error = StreamError::with_text(StreamErrorCondition::NotWellFormed, "unexpected stream header");
+                let error = StreamError::with_text(
+                    StreamErrorCondition::NotWellFormed,
+                    "unexpected stream header",
+                );
                 handle.close(Some(error));
                 break "unexpected stream header".to_string();
             }
@@ -121,7 +130,11 @@ struct ReaderConn {
 }
 
 impl ReaderConn {
-    fn new(reader: tokio::io::ReadHalf<BoxIo>, framer: Framer, limits: crate::xml::framer::FramerLimits) -> Self {
+    fn new(
+        reader: tokio::io::ReadHalf<BoxIo>,
+        framer: Framer,
+        limits: crate::xml::framer::FramerLimits,
+    ) -> Self {
         let mut inner = Conn::new(Box::new(ReadOnly(reader)), limits);
         inner.framer = framer;
         ReaderConn { inner }
@@ -155,18 +168,28 @@ impl tokio::io::AsyncWrite for ReadOnly {
         std::task::Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 }
 
 /// Drains the session's queue to the socket, batching what is already queued into one
 /// write. Ends after a close request (or when every handle is gone).
-async fn write_loop(mut out: WriteHalf<BoxIo>, mut rx: mpsc::Receiver<Outbound>, done: oneshot::Sender<()>) {
+async fn write_loop(
+    mut out: WriteHalf<BoxIo>,
+    mut rx: mpsc::Receiver<Outbound>,
+    done: oneshot::Sender<()>,
+) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut closing: Option<Option<StreamError>> = None;
     'outer: while let Some(first) = rx.recv().await {

@@ -89,7 +89,10 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("source_path", &self.source_path)
-            .field("hosts", &self.hosts.iter().map(|h| &h.name).collect::<Vec<_>>())
+            .field(
+                "hosts",
+                &self.hosts.iter().map(|h| &h.name).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -191,7 +194,10 @@ impl Config {
             Some(other) => {
                 diagnostics.error(
                     "require_encryption",
-                    format!("expected true or false, found {}; using true", options::describe(other)),
+                    format!(
+                        "expected true or false, found {}; using true",
+                        options::describe(other)
+                    ),
                 );
                 true
             }
@@ -217,16 +223,24 @@ impl Config {
 
         let limits = read_limits(section(root, "limits", &diagnostics), &diagnostics);
 
-        let tls = section(root, "tls", &diagnostics).cloned().unwrap_or_default();
+        let tls = section(root, "tls", &diagnostics)
+            .cloned()
+            .unwrap_or_default();
         let tls_opts = ModuleOptions::new(tls, "tls", diagnostics.clone());
-        let certs_dir = resolve(&tls_opts.string("certs_dir").unwrap_or_else(|| "certs".into()));
+        let certs_dir = resolve(
+            &tls_opts
+                .string("certs_dir")
+                .unwrap_or_else(|| "certs".into()),
+        );
         tls_opts.report_unknown();
 
         let global_enabled = module_list(root, "modules_enabled", "", &diagnostics)
             .unwrap_or_else(|| DEFAULT_MODULES.iter().map(|s| s.to_string()).collect());
         let global_disabled =
             module_list(root, "modules_disabled", "", &diagnostics).unwrap_or_default();
-        let module_options = section(root, "modules", &diagnostics).cloned().unwrap_or_default();
+        let module_options = section(root, "modules", &diagnostics)
+            .cloned()
+            .unwrap_or_default();
 
         let mut hosts = Vec::new();
         if let Some(table) = section(root, "hosts", &diagnostics) {
@@ -243,7 +257,8 @@ impl Config {
                     diagnostics.error(&prefix, "expected a table; host ignored");
                     continue;
                 };
-                let host_opts = ModuleOptions::new(host.clone(), prefix.clone(), diagnostics.clone());
+                let host_opts =
+                    ModuleOptions::new(host.clone(), prefix.clone(), diagnostics.clone());
                 let certificate = host_opts
                     .string("certificate")
                     .map(|p| resolve(&p))
@@ -254,9 +269,12 @@ impl Config {
                     .unwrap_or_else(|| certs_dir.join(format!("{normalised}.key")));
                 let enabled =
                     module_list(host, "modules_enabled", &prefix, &diagnostics).unwrap_or_default();
-                let disabled =
-                    module_list(host, "modules_disabled", &prefix, &diagnostics).unwrap_or_default();
-                let host_module_options = host_opts.table_value("modules").cloned().unwrap_or_default();
+                let disabled = module_list(host, "modules_disabled", &prefix, &diagnostics)
+                    .unwrap_or_default();
+                let host_module_options = host_opts
+                    .table_value("modules")
+                    .cloned()
+                    .unwrap_or_default();
                 host_opts.raw("modules_enabled");
                 host_opts.raw("modules_disabled");
                 host_opts.report_unknown();
@@ -281,7 +299,10 @@ impl Config {
             }
         }
         if hosts.is_empty() {
-            diagnostics.error("hosts", "no virtual host is configured; add a [hosts.\"example.org\"] table");
+            diagnostics.error(
+                "hosts",
+                "no virtual host is configured; add a [hosts.\"example.org\"] table",
+            );
         }
 
         Config {
@@ -338,7 +359,10 @@ fn top_string(top: &ModuleOptions, key: &str) -> Option<String> {
         other => {
             top.diagnostics().error(
                 key,
-                format!("expected a string, found {}; using the default", options::describe(other)),
+                format!(
+                    "expected a string, found {}; using the default",
+                    options::describe(other)
+                ),
             );
             None
         }
@@ -351,14 +375,22 @@ fn section<'a>(root: &'a Table, key: &str, diagnostics: &Diagnostics) -> Option<
         other => {
             diagnostics.error(
                 key,
-                format!("expected a table, found {}; ignored", options::describe(other)),
+                format!(
+                    "expected a table, found {}; ignored",
+                    options::describe(other)
+                ),
             );
             None
         }
     }
 }
 
-fn module_list(table: &Table, key: &str, prefix: &str, diagnostics: &Diagnostics) -> Option<Vec<String>> {
+fn module_list(
+    table: &Table,
+    key: &str,
+    prefix: &str,
+    diagnostics: &Diagnostics,
+) -> Option<Vec<String>> {
     let path = if prefix.is_empty() {
         key.to_string()
     } else {
@@ -374,7 +406,10 @@ fn module_list(table: &Table, key: &str, prefix: &str, diagnostics: &Diagnostics
                     Some(name) => out.push(name.to_string()),
                     None => diagnostics.error(
                         &format!("{path}[{index}]"),
-                        format!("expected a module name, found {}; ignored", options::describe(item)),
+                        format!(
+                            "expected a module name, found {}; ignored",
+                            options::describe(item)
+                        ),
                     ),
                 }
             }
@@ -383,7 +418,10 @@ fn module_list(table: &Table, key: &str, prefix: &str, diagnostics: &Diagnostics
         other => {
             diagnostics.error(
                 &path,
-                format!("expected a list of module names, found {}; ignored", options::describe(other)),
+                format!(
+                    "expected a list of module names, found {}; ignored",
+                    options::describe(other)
+                ),
             );
             None
         }
@@ -420,7 +458,10 @@ fn addresses(
             ),
             None => diagnostics.error(
                 &item_path,
-                format!("expected \"IP:PORT\", found {}; ignored", options::describe(item)),
+                format!(
+                    "expected \"IP:PORT\", found {}; ignored",
+                    options::describe(item)
+                ),
             ),
         }
     }
@@ -458,7 +499,10 @@ fn read_limits(table: Option<&Table>, diagnostics: &Diagnostics) -> Limits {
 fn line_col(source: &str, offset: usize) -> (usize, usize) {
     let before = &source[..offset.min(source.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map(|i| before.len() - i).unwrap_or(before.len() + 1);
+    let col = before
+        .rfind('\n')
+        .map(|i| before.len() - i)
+        .unwrap_or(before.len() + 1);
     (line, col)
 }
 
@@ -469,19 +513,32 @@ mod tests {
     #[test]
     fn embedded_default_is_clean() {
         let config = Config::parse(EMBEDDED_DEFAULT, Path::new("config")).expect("parses");
-        assert!(config.diagnostics.all().is_empty(), "{:?}", config.diagnostics.all());
+        assert!(
+            config.diagnostics.all().is_empty(),
+            "{:?}",
+            config.diagnostics.all()
+        );
         assert_eq!(config.hosts.len(), 1);
         assert_eq!(config.hosts[0].name, "localhost");
-        assert_eq!(config.c2s, vec!["127.0.0.1:5222".parse::<SocketAddr>().expect("addr")]);
-        assert_eq!(config.c2s_direct_tls, vec!["127.0.0.1:5223".parse::<SocketAddr>().expect("addr")]);
+        assert_eq!(
+            config.c2s,
+            vec!["127.0.0.1:5222".parse::<SocketAddr>().expect("addr")]
+        );
+        assert_eq!(
+            config.c2s_direct_tls,
+            vec!["127.0.0.1:5223".parse::<SocketAddr>().expect("addr")]
+        );
         assert!(config.require_encryption);
         assert_eq!(config.certs_dir, Path::new("config/../certs"));
-        assert_eq!(config.hosts[0].certificate, Path::new("config/../certs/localhost.crt"));
+        assert_eq!(
+            config.hosts[0].certificate,
+            Path::new("config/../certs/localhost.crt")
+        );
     }
 
     #[test]
     fn syntax_error_has_line_and_column() {
-        let err = Config::parse("a = 1\nb = = 2\n", Path::new(".")).err().expect("fails");
+        let err = Config::parse("a = 1\nb = = 2\n", Path::new(".")).expect_err("fails");
         let text = format!("{err:#}");
         assert!(text.contains("line 2, column"), "{text}");
     }
@@ -497,8 +554,14 @@ modules_disabled = ["ping"]
 [hosts.b]
 "#;
         let config = Config::parse(src, Path::new("/etc/tern")).expect("parses");
-        assert_eq!(config.host("a").map(|h| h.modules.clone()), Some(vec!["disco".to_string(), "time".to_string()]));
-        assert_eq!(config.host("b").map(|h| h.modules.clone()), Some(vec!["disco".to_string(), "ping".to_string()]));
+        assert_eq!(
+            config.host("a").map(|h| h.modules.clone()),
+            Some(vec!["disco".to_string(), "time".to_string()])
+        );
+        assert_eq!(
+            config.host("b").map(|h| h.modules.clone()),
+            Some(vec!["disco".to_string(), "ping".to_string()])
+        );
         assert_eq!(config.data_dir, Path::new("/etc/tern/data"));
     }
 
@@ -506,24 +569,54 @@ modules_disabled = ["ping"]
     fn bad_values_are_diagnostics_not_failures() {
         let src = "storage = 'mysql'\nrequire_encryption = 'yes'\nbogus = 1\n[listen]\nc2s = ['nope', '127.0.0.1:1']\n[limits]\nmax_stanza_size = 'big'\n[hosts.localhost]\n[modules.ping]\ninterval = 'x'\n";
         let config = Config::parse(src, Path::new(".")).expect("parses");
-        let text: Vec<String> = config.diagnostics.all().iter().map(|d| d.to_string()).collect();
-        assert!(text.iter().any(|t| t.contains("line 1: storage")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("line 2: require_encryption")));
-        assert!(text.iter().any(|t| t.contains("line 3: bogus: unknown setting")));
+        let text: Vec<String> = config
+            .diagnostics
+            .all()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert!(
+            text.iter().any(|t| t.contains("line 1: storage")),
+            "{text:?}"
+        );
+        assert!(text
+            .iter()
+            .any(|t| t.contains("line 2: require_encryption")));
+        assert!(text
+            .iter()
+            .any(|t| t.contains("line 3: bogus: unknown setting")));
         assert!(text.iter().any(|t| t.contains("listen.c2s[0]")));
-        assert!(text.iter().any(|t| t.contains("line 7: limits.max_stanza_size")));
-        assert_eq!(config.c2s, vec!["127.0.0.1:1".parse::<SocketAddr>().expect("addr")]);
+        assert!(text
+            .iter()
+            .any(|t| t.contains("line 7: limits.max_stanza_size")));
+        assert_eq!(
+            config.c2s,
+            vec!["127.0.0.1:1".parse::<SocketAddr>().expect("addr")]
+        );
         assert!(config.require_encryption);
-        assert_eq!(config.limits.max_stanza_size, Limits::default().max_stanza_size);
+        assert_eq!(
+            config.limits.max_stanza_size,
+            Limits::default().max_stanza_size
+        );
         let ping = config.module_options("localhost", "ping");
         assert_eq!(ping.integer("interval", 1..=100), None);
-        let text: Vec<String> = config.diagnostics.all().iter().map(|d| d.to_string()).collect();
-        assert!(text.iter().any(|t| t.contains("line 10: modules.ping.interval: expected an integer")), "{text:?}");
+        let text: Vec<String> = config
+            .diagnostics
+            .all()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert!(
+            text.iter()
+                .any(|t| t.contains("line 10: modules.ping.interval: expected an integer")),
+            "{text:?}"
+        );
     }
 
     #[test]
     fn host_overrides_module_options() {
-        let src = "[modules.version]\nname = 'g'\nos = true\n[hosts.x.modules.version]\nname = 'h'\n";
+        let src =
+            "[modules.version]\nname = 'g'\nos = true\n[hosts.x.modules.version]\nname = 'h'\n";
         let config = Config::parse(src, Path::new(".")).expect("parses");
         let opts = config.module_options("x", "version");
         assert_eq!(opts.string("name").as_deref(), Some("h"));

@@ -209,9 +209,17 @@ mod tests {
         opts.report_unknown();
         let all = diags.all();
         let text: Vec<String> = all.iter().map(|d| d.to_string()).collect();
-        assert!(text.iter().any(|t| t.contains("line 2: modules.x.port: expected an integer 1..=65535, found \"abc\"")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("modules.x.name: expected a string, found integer 3")));
+        assert!(
+            text.iter().any(|t| t
+                .contains("line 2: modules.x.port: expected an integer 1..=65535, found \"abc\"")),
+            "{text:?}"
+        );
+        assert!(text
+            .iter()
+            .any(|t| t.contains("modules.x.name: expected a string, found integer 3")));
         assert!(text.iter().any(|t| t.contains("modules.x.list[1]")));
-        assert!(text.iter().any(|t| t.contains("line 6: modules.x.extra: unknown option")));
+        assert!(text
+            .iter()
+            .any(|t| t.contains("line 6: modules.x.extra: unknown option")));
     }
 }

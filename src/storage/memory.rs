@@ -27,7 +27,10 @@ impl MemoryStorage {
 
 impl Storage for MemoryStorage {
     fn get_account(&self, host: &str, user: &str) -> StorageResult<Option<StoredCredentials>> {
-        Ok(self.accounts().get(&(host.to_string(), user.to_string())).cloned())
+        Ok(self
+            .accounts()
+            .get(&(host.to_string(), user.to_string()))
+            .cloned())
     }
 
     fn create_account<'a>(
@@ -38,11 +41,12 @@ impl Storage for MemoryStorage {
     ) -> BoxFuture<'a, StorageResult<bool>> {
         let mut accounts = self.accounts();
         let key = (host.to_string(), user.to_string());
-        let created = if accounts.contains_key(&key) {
-            false
-        } else {
-            accounts.insert(key, credentials.clone());
-            true
+        let created = match accounts.entry(key) {
+            std::collections::btree_map::Entry::Occupied(_) => false,
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(credentials.clone());
+                true
+            }
         };
         async move { Ok(created) }.boxed()
     }
@@ -53,7 +57,10 @@ impl Storage for MemoryStorage {
         user: &'a str,
         credentials: &'a StoredCredentials,
     ) -> BoxFuture<'a, StorageResult<bool>> {
-        let updated = match self.accounts().get_mut(&(host.to_string(), user.to_string())) {
+        let updated = match self
+            .accounts()
+            .get_mut(&(host.to_string(), user.to_string()))
+        {
             Some(existing) => {
                 *existing = credentials.clone();
                 true
@@ -63,7 +70,11 @@ impl Storage for MemoryStorage {
         async move { Ok(updated) }.boxed()
     }
 
-    fn delete_account<'a>(&'a self, host: &'a str, user: &'a str) -> BoxFuture<'a, StorageResult<bool>> {
+    fn delete_account<'a>(
+        &'a self,
+        host: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, StorageResult<bool>> {
         let existed = self
             .accounts()
             .remove(&(host.to_string(), user.to_string()))
@@ -89,7 +100,13 @@ impl Storage for MemoryStorage {
             .cloned())
     }
 
-    fn put<'a>(&'a self, host: &'a str, store: &'a str, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, StorageResult<()>> {
+    fn put<'a>(
+        &'a self,
+        host: &'a str,
+        store: &'a str,
+        key: &'a str,
+        value: &'a [u8],
+    ) -> BoxFuture<'a, StorageResult<()>> {
         self.records().insert(
             (host.to_string(), store.to_string(), key.to_string()),
             value.to_vec(),
@@ -97,7 +114,12 @@ impl Storage for MemoryStorage {
         async move { Ok(()) }.boxed()
     }
 
-    fn delete<'a>(&'a self, host: &'a str, store: &'a str, key: &'a str) -> BoxFuture<'a, StorageResult<bool>> {
+    fn delete<'a>(
+        &'a self,
+        host: &'a str,
+        store: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, StorageResult<bool>> {
         let existed = self
             .records()
             .remove(&(host.to_string(), store.to_string(), key.to_string()))

@@ -40,12 +40,27 @@ pub trait Storage: Send + Sync + 'static {
     ) -> BoxFuture<'a, StorageResult<bool>>;
     /// Deletes the account and everything modules stored under it (keys `user` or
     /// `user/...` in every store of the host). `Ok(false)` when there was no account.
-    fn delete_account<'a>(&'a self, host: &'a str, user: &'a str) -> BoxFuture<'a, StorageResult<bool>>;
+    fn delete_account<'a>(
+        &'a self,
+        host: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, StorageResult<bool>>;
     fn list_accounts(&self, host: &str) -> StorageResult<Vec<String>>;
 
     fn get(&self, host: &str, store: &str, key: &str) -> StorageResult<Option<Vec<u8>>>;
-    fn put<'a>(&'a self, host: &'a str, store: &'a str, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, StorageResult<()>>;
-    fn delete<'a>(&'a self, host: &'a str, store: &'a str, key: &'a str) -> BoxFuture<'a, StorageResult<bool>>;
+    fn put<'a>(
+        &'a self,
+        host: &'a str,
+        store: &'a str,
+        key: &'a str,
+        value: &'a [u8],
+    ) -> BoxFuture<'a, StorageResult<()>>;
+    fn delete<'a>(
+        &'a self,
+        host: &'a str,
+        store: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, StorageResult<bool>>;
     /// All entries whose key starts with `prefix`, in key order.
     fn scan(&self, host: &str, store: &str, prefix: &str) -> StorageResult<Vec<(String, Vec<u8>)>>;
 
@@ -103,7 +118,10 @@ pub(crate) fn decode_credentials(key: &str, bytes: &[u8]) -> StorageResult<Store
 
 /// Whether a module key belongs to `user` (deleted with the account).
 pub(crate) fn key_belongs_to(key: &str, user: &str) -> bool {
-    key == user || key.strip_prefix(user).is_some_and(|rest| rest.starts_with('/'))
+    key == user
+        || key
+            .strip_prefix(user)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 #[cfg(test)]
@@ -113,22 +131,58 @@ pub(crate) mod conformance {
 
     pub async fn run(storage: &dyn Storage) {
         let creds = StoredCredentials::derive("pw", 4096).expect("derive");
-        assert!(storage.create_account("h", "romeo", &creds).await.expect("create"));
-        assert!(!storage.create_account("h", "romeo", &creds).await.expect("create again"));
-        assert_eq!(storage.get_account("h", "romeo").expect("get"), Some(creds.clone()));
+        assert!(storage
+            .create_account("h", "romeo", &creds)
+            .await
+            .expect("create"));
+        assert!(!storage
+            .create_account("h", "romeo", &creds)
+            .await
+            .expect("create again"));
+        assert_eq!(
+            storage.get_account("h", "romeo").expect("get"),
+            Some(creds.clone())
+        );
         assert_eq!(storage.get_account("other", "romeo").expect("get"), None);
-        assert!(storage.create_account("h", "juliet", &creds).await.expect("create"));
-        assert_eq!(storage.list_accounts("h").expect("list"), vec!["juliet", "romeo"]);
+        assert!(storage
+            .create_account("h", "juliet", &creds)
+            .await
+            .expect("create"));
+        assert_eq!(
+            storage.list_accounts("h").expect("list"),
+            vec!["juliet", "romeo"]
+        );
         let creds2 = StoredCredentials::derive("pw2", 4096).expect("derive");
-        assert!(storage.set_credentials("h", "romeo", &creds2).await.expect("set"));
-        assert!(!storage.set_credentials("h", "nobody", &creds2).await.expect("set"));
-        assert_eq!(storage.get_account("h", "romeo").expect("get"), Some(creds2));
+        assert!(storage
+            .set_credentials("h", "romeo", &creds2)
+            .await
+            .expect("set"));
+        assert!(!storage
+            .set_credentials("h", "nobody", &creds2)
+            .await
+            .expect("set"));
+        assert_eq!(
+            storage.get_account("h", "romeo").expect("get"),
+            Some(creds2)
+        );
 
-        storage.put("h", "roster", "romeo", b"r1").await.expect("put");
-        storage.put("h", "roster", "romeo/x", b"r2").await.expect("put");
-        storage.put("h", "roster", "romeoo", b"other").await.expect("put");
+        storage
+            .put("h", "roster", "romeo", b"r1")
+            .await
+            .expect("put");
+        storage
+            .put("h", "roster", "romeo/x", b"r2")
+            .await
+            .expect("put");
+        storage
+            .put("h", "roster", "romeoo", b"other")
+            .await
+            .expect("put");
         storage.put("h", "vcard", "romeo", b"v").await.expect("put");
-        assert_eq!(storage.get("h", "roster", "romeo").expect("get"), Some(b"r1".to_vec()));
+        assert_eq!(
+            storage.get("h", "roster", "romeo").expect("get"),
+            Some(b"r1".to_vec())
+        );
         let scanned = storage.scan("h", "roster", "romeo").expect("scan");
         assert_eq!(scanned.len(), 3);
         assert_eq!(scanned[0].0, "romeo");
@@ -138,9 +192,18 @@ pub(crate) mod conformance {
         assert_eq!(storage.get("h", "roster", "romeo").expect("get"), None);
         assert_eq!(storage.get("h", "roster", "romeo/x").expect("get"), None);
         assert_eq!(storage.get("h", "vcard", "romeo").expect("get"), None);
-        assert_eq!(storage.get("h", "roster", "romeoo").expect("get"), Some(b"other".to_vec()));
+        assert_eq!(
+            storage.get("h", "roster", "romeoo").expect("get"),
+            Some(b"other".to_vec())
+        );
         assert_eq!(storage.list_accounts("h").expect("list"), vec!["juliet"]);
-        assert!(storage.delete("h", "roster", "romeoo").await.expect("delete"));
-        assert!(!storage.delete("h", "roster", "romeoo").await.expect("delete"));
+        assert!(storage
+            .delete("h", "roster", "romeoo")
+            .await
+            .expect("delete"));
+        assert!(!storage
+            .delete("h", "roster", "romeoo")
+            .await
+            .expect("delete"));
     }
 }

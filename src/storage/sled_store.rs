@@ -6,7 +6,10 @@ use std::path::Path;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::{account_key, decode_credentials, encode_credentials, record_key, Storage, StorageError, StorageResult};
+use super::{
+    account_key, decode_credentials, encode_credentials, record_key, Storage, StorageError,
+    StorageResult,
+};
 use crate::sasl::StoredCredentials;
 
 pub struct SledStorage {
@@ -27,7 +30,11 @@ impl SledStorage {
         let db = sled::open(path).map_err(backend)?;
         let accounts = db.open_tree("accounts").map_err(backend)?;
         let records = db.open_tree("records").map_err(backend)?;
-        Ok(SledStorage { db, accounts, records })
+        Ok(SledStorage {
+            db,
+            accounts,
+            records,
+        })
     }
 
     async fn flush(&self) -> StorageResult<()> {
@@ -38,7 +45,11 @@ impl SledStorage {
 
 impl Storage for SledStorage {
     fn get_account(&self, host: &str, user: &str) -> StorageResult<Option<StoredCredentials>> {
-        match self.accounts.get(account_key(host, user)).map_err(backend)? {
+        match self
+            .accounts
+            .get(account_key(host, user))
+            .map_err(backend)?
+        {
             Some(bytes) => Ok(Some(decode_credentials(&format!("{user}@{host}"), &bytes)?)),
             None => Ok(None),
         }
@@ -87,9 +98,17 @@ impl Storage for SledStorage {
         .boxed()
     }
 
-    fn delete_account<'a>(&'a self, host: &'a str, user: &'a str) -> BoxFuture<'a, StorageResult<bool>> {
+    fn delete_account<'a>(
+        &'a self,
+        host: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, StorageResult<bool>> {
         async move {
-            let existed = self.accounts.remove(account_key(host, user)).map_err(backend)?.is_some();
+            let existed = self
+                .accounts
+                .remove(account_key(host, user))
+                .map_err(backend)?
+                .is_some();
             // Module data: every store of the host, keys `user` or `user/...`.
             let mut host_prefix = host.as_bytes().to_vec();
             host_prefix.push(0);
@@ -134,17 +153,34 @@ impl Storage for SledStorage {
             .map(|v| v.to_vec()))
     }
 
-    fn put<'a>(&'a self, host: &'a str, store: &'a str, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, StorageResult<()>> {
+    fn put<'a>(
+        &'a self,
+        host: &'a str,
+        store: &'a str,
+        key: &'a str,
+        value: &'a [u8],
+    ) -> BoxFuture<'a, StorageResult<()>> {
         async move {
-            self.records.insert(record_key(host, store, key), value).map_err(backend)?;
+            self.records
+                .insert(record_key(host, store, key), value)
+                .map_err(backend)?;
             self.flush().await
         }
         .boxed()
     }
 
-    fn delete<'a>(&'a self, host: &'a str, store: &'a str, key: &'a str) -> BoxFuture<'a, StorageResult<bool>> {
+    fn delete<'a>(
+        &'a self,
+        host: &'a str,
+        store: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, StorageResult<bool>> {
         async move {
-            let existed = self.records.remove(record_key(host, store, key)).map_err(backend)?.is_some();
+            let existed = self
+                .records
+                .remove(record_key(host, store, key))
+                .map_err(backend)?
+                .is_some();
             if existed {
                 self.flush().await?;
             }
@@ -159,7 +195,10 @@ impl Storage for SledStorage {
         let mut out = Vec::new();
         for entry in self.records.scan_prefix(&full_prefix) {
             let (key, value) = entry.map_err(backend)?;
-            out.push((String::from_utf8_lossy(&key[key_start..]).into_owned(), value.to_vec()));
+            out.push((
+                String::from_utf8_lossy(&key[key_start..]).into_owned(),
+                value.to_vec(),
+            ));
         }
         Ok(out)
     }

@@ -13,7 +13,7 @@ use jid::FullJid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::xml::framer::{Frame, Framer, FramerLimits};
+use crate::xml::framer::{Frame, Framer, FramerLimits, StreamHeader};
 use crate::xml::{ns, writer, Element, ElementExt};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -64,20 +64,29 @@ pub struct RawClient {
     pub tls_exporter: Option<Vec<u8>>,
     /// The ALPN protocol negotiated with direct TLS.
     pub alpn: Option<Vec<u8>>,
+    /// The server's stream header from the last [`RawClient::open_stream`].
+    pub server_header: Option<StreamHeader>,
 }
 
 impl RawClient {
     pub async fn connect(addr: SocketAddr) -> anyhow::Result<RawClient> {
-        let tcp = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+        let tcp = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
         tcp.set_nodelay(true)?;
         Ok(RawClient::over(Box::new(tcp)))
     }
 
     /// Connects with TLS from the first byte (XEP-0368), offering ALPN `xmpp-client`.
-    pub async fn connect_direct_tls(addr: SocketAddr, host: &str, ca_cert: &PathBuf) -> anyhow::Result<RawClient> {
+    pub async fn connect_direct_tls(
+        addr: SocketAddr,
+        host: &str,
+        ca_cert: &PathBuf,
+    ) -> anyhow::Result<RawClient> {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
-        let (stream, exporter, alpn) = tls_connect(Box::new(tcp), host, ca_cert, vec![b"xmpp-client".to_vec()]).await?;
+        let (stream, exporter, alpn) =
+            tls_connect(Box::new(tcp), host, ca_cert, vec![b"xmpp-client".to_vec()]).await?;
         let mut client = RawClient::over(stream);
         client.tls_exporter = exporter;
         client.alpn = alpn;
@@ -94,6 +103,7 @@ impl RawClient {
             buf: vec![0u8; 16384].into_boxed_slice(),
             tls_exporter: None,
             alpn: None,
+            server_header: None,
         }
     }
 
@@ -133,7 +143,9 @@ impl RawClient {
                 self.framer.feed(&self.buf[..n]);
             }
         };
-        tokio::time::timeout(TIMEOUT, read).await.map_err(|_| anyhow!("timed out waiting for the server"))?
+        tokio::time::timeout(TIMEOUT, read)
+            .await
+            .map_err(|_| anyhow!("timed out waiting for the server"))?
     }
 
     /// The next top-level element; fails on close or stream header.
@@ -161,12 +173,16 @@ impl RawClient {
                 if header.namespace != ns::STREAM {
                     bail!("server header in namespace {}", header.namespace);
                 }
+                self.server_header = Some(header);
             }
             other => bail!("expected the server's stream header, got {other:?}"),
         }
         let features = self.read_element().await?;
         if !features.is("features", ns::STREAM) {
-            bail!("expected stream features, got {}", writer::to_string(&features));
+            bail!(
+                "expected stream features, got {}",
+                writer::to_string(&features)
+            );
         }
         Ok(features)
     }
@@ -193,7 +209,8 @@ impl RawClient {
 
     /// STARTTLS: send `<starttls/>`, expect `<proceed/>`, handshake trusting `ca_cert`.
     pub async fn starttls(&mut self, host: &str, ca_cert: &PathBuf) -> anyhow::Result<()> {
-        self.send_raw("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await?;
+        self.send_raw("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await?;
         let proceed = self.read_element().await?;
         if !proceed.is("proceed", ns::TLS) {
             bail!("expected <proceed/>, got {}", writer::to_string(&proceed));
@@ -207,7 +224,12 @@ impl RawClient {
 
     /// Runs a SASL exchange with the `sasl` crate's client. On success the stream must be
     /// restarted (call [`RawClient::open_stream`]).
-    pub async fn authenticate(&mut self, mechanism: &str, username: &str, password: &str) -> anyhow::Result<Result<(), SaslRefusal>> {
+    pub async fn authenticate(
+        &mut self,
+        mechanism: &str,
+        username: &str,
+        password: &str,
+    ) -> anyhow::Result<Result<(), SaslRefusal>> {
         use sasl::client::mechanisms::{Plain, Scram};
         use sasl::common::scram::{Sha1, Sha256};
         use sasl::common::ChannelBinding;
@@ -218,8 +240,14 @@ impl RawClient {
         };
         let mut client: Box<dyn sasl::client::Mechanism + Send> = match mechanism {
             "PLAIN" => Box::new(Plain::new(username, password)),
-            "SCRAM-SHA-1" | "SCRAM-SHA-1-PLUS" => Box::new(Scram::<Sha1>::new(username, password.to_string(), binding).map_err(|e| anyhow!("{e:?}"))?),
-            "SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS" => Box::new(Scram::<Sha256>::new(username, password.to_string(), binding).map_err(|e| anyhow!("{e:?}"))?),
+            "SCRAM-SHA-1" | "SCRAM-SHA-1-PLUS" => Box::new(
+                Scram::<Sha1>::new(username, password.to_string(), binding)
+                    .map_err(|e| anyhow!("{e:?}"))?,
+            ),
+            "SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS" => Box::new(
+                Scram::<Sha256>::new(username, password.to_string(), binding)
+                    .map_err(|e| anyhow!("{e:?}"))?,
+            ),
             other => bail!("unsupported mechanism {other}"),
         };
         let initial = client.initial();
@@ -233,15 +261,30 @@ impl RawClient {
             if !reply.has_ns(ns::SASL) {
                 bail!("unexpected {} during SASL", writer::to_string(&reply));
             }
-            let data = B64.decode(reply.text().trim().trim_end_matches('=').is_empty().then(String::new).unwrap_or_else(|| reply.text().trim().to_string()))?;
+            let data = B64.decode(
+                reply
+                    .text()
+                    .trim()
+                    .trim_end_matches('=')
+                    .is_empty()
+                    .then(String::new)
+                    .unwrap_or_else(|| reply.text().trim().to_string()),
+            )?;
             match reply.name() {
                 "challenge" => {
-                    let response = client.response(&data).map_err(|e| anyhow!("client SASL: {e}"))?;
-                    self.send_raw(&format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", B64.encode(response)))
-                        .await?;
+                    let response = client
+                        .response(&data)
+                        .map_err(|e| anyhow!("client SASL: {e}"))?;
+                    self.send_raw(&format!(
+                        "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+                        B64.encode(response)
+                    ))
+                    .await?;
                 }
                 "success" => {
-                    client.success(&data).map_err(|e| anyhow!("server signature did not verify: {e}"))?;
+                    client
+                        .success(&data)
+                        .map_err(|e| anyhow!("server signature did not verify: {e}"))?;
                     return Ok(Ok(()));
                 }
                 "failure" => {
@@ -263,7 +306,10 @@ impl RawClient {
         if let Some(resource) = resource {
             bind.append_child(Element::bare("resource", ns::BIND).with_text(resource));
         }
-        let iq = Element::bare("iq", ns::CLIENT).with("type", "set").with("id", "bind-1").with_child(bind);
+        let iq = Element::bare("iq", ns::CLIENT)
+            .with("type", "set")
+            .with("id", "bind-1")
+            .with_child(bind);
         self.send(&iq).await?;
         let reply = self.read_element().await?;
         if reply.attr("type") != Some("result") {
@@ -287,7 +333,9 @@ async fn tls_connect(
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_cert).with_context(|| format!("reading {}", ca_cert.display()))? {
+    for cert in CertificateDer::pem_file_iter(ca_cert)
+        .with_context(|| format!("reading {}", ca_cert.display()))?
+    {
         roots.add(cert?)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -301,7 +349,10 @@ async fn tls_connect(
     let stream = connector.connect(name, io).await.context("TLS handshake")?;
     let (_, connection) = stream.get_ref();
     let exporter = if connection.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
-        connection.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", Some(&[])).ok().map(|k| k.to_vec())
+        connection
+            .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", Some(&[]))
+            .ok()
+            .map(|k| k.to_vec())
     } else {
         None
     };
@@ -322,7 +373,10 @@ impl TestClient {
     pub async fn connect(options: ClientOptions) -> anyhow::Result<TestClient> {
         let mut raw = match options.tls {
             TlsMode::Direct => {
-                let ca = options.ca_cert.as_ref().context("direct TLS needs ca_cert")?;
+                let ca = options
+                    .ca_cert
+                    .as_ref()
+                    .context("direct TLS needs ca_cert")?;
                 RawClient::connect_direct_tls(options.addr, &options.host, ca).await?
             }
             _ => RawClient::connect(options.addr).await?,
@@ -376,7 +430,10 @@ impl TestClient {
     }
 
     /// The next stanza matching `predicate`, keeping the others for later `expect`s.
-    pub async fn expect_where(&mut self, predicate: impl Fn(&Element) -> bool) -> anyhow::Result<Element> {
+    pub async fn expect_where(
+        &mut self,
+        predicate: impl Fn(&Element) -> bool,
+    ) -> anyhow::Result<Element> {
         if let Some(index) = self.queue.iter().position(&predicate) {
             if let Some(stanza) = self.queue.remove(index) {
                 return Ok(stanza);
@@ -399,7 +456,9 @@ impl TestClient {
         }
         match tokio::time::timeout(wait, self.raw.read_frame()).await {
             Err(_) => Ok(()),
-            Ok(Ok(Some(Frame::Stanza(stanza)))) => bail!("unexpected stanza {}", writer::to_string(&stanza)),
+            Ok(Ok(Some(Frame::Stanza(stanza)))) => {
+                bail!("unexpected stanza {}", writer::to_string(&stanza))
+            }
             Ok(other) => bail!("unexpected {other:?}"),
         }
     }
@@ -415,7 +474,9 @@ impl TestClient {
     pub async fn sync(&mut self) -> anyhow::Result<()> {
         let domain = self.jid.domain().to_string();
         let reply = self
-            .iq_str(&format!("<iq type='get' to='{domain}'><ping xmlns='urn:xmpp:ping'/></iq>"))
+            .iq_str(&format!(
+                "<iq type='get' to='{domain}'><ping xmlns='urn:xmpp:ping'/></iq>"
+            ))
             .await?;
         if reply.attr("type") != Some("result") {
             bail!("sync ping failed: {}", writer::to_string(&reply));
@@ -435,8 +496,12 @@ impl TestClient {
             }
         };
         self.send(&iq).await?;
-        self.expect_where(|s| s.name() == "iq" && s.attr("id") == Some(id.as_str()) && matches!(s.attr("type"), Some("result") | Some("error")))
-            .await
+        self.expect_where(|s| {
+            s.name() == "iq"
+                && s.attr("id") == Some(id.as_str())
+                && matches!(s.attr("type"), Some("result") | Some("error"))
+        })
+        .await
     }
 
     /// Parses XML text into a stanza in `jabber:client` and sends it as an IQ.

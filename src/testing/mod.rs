@@ -81,10 +81,16 @@ impl TestServerBuilder {
         };
         let mut root = Table::new();
         root.insert("storage".into(), Value::String("memory".into()));
-        root.insert("data_dir".into(), Value::String(dir.path().join("data").display().to_string()));
+        root.insert(
+            "data_dir".into(),
+            Value::String(dir.path().join("data").display().to_string()),
+        );
         root.insert("require_encryption".into(), Value::Boolean(self.tls));
         let mut listen = Table::new();
-        listen.insert("c2s".into(), Value::Array(vec![Value::String("127.0.0.1:0".into())]));
+        listen.insert(
+            "c2s".into(),
+            Value::Array(vec![Value::String("127.0.0.1:0".into())]),
+        );
         let direct = if self.tls {
             vec![Value::String("127.0.0.1:0".into())]
         } else {
@@ -93,7 +99,10 @@ impl TestServerBuilder {
         listen.insert("c2s_direct_tls".into(), Value::Array(direct));
         root.insert("listen".into(), Value::Table(listen));
         let mut tls = Table::new();
-        tls.insert("certs_dir".into(), Value::String(dir.path().join("certs").display().to_string()));
+        tls.insert(
+            "certs_dir".into(),
+            Value::String(dir.path().join("certs").display().to_string()),
+        );
         root.insert("tls".into(), Value::Table(tls));
         let mut host_tables = Table::new();
         for host in &hosts {
@@ -121,7 +130,10 @@ impl TestServerBuilder {
             };
             // Fewer iterations than production: tests create many accounts.
             let credentials = StoredCredentials::derive(password, 4096)?;
-            server.storage().create_account(&host, &local, &credentials).await?;
+            server
+                .storage()
+                .create_account(&host, &local, &credentials)
+                .await?;
         }
         let listeners = Listeners::bind(&config).await?;
         let addr = *listeners.c2s_addrs().first().context("no c2s listener")?;
@@ -139,7 +151,8 @@ impl TestServerBuilder {
         // serve() loads modules before accepting; wait until they are in.
         let first_host = server.host(&hosts[0]).context("host missing")?;
         for _ in 0..200 {
-            if !crate::module::loaded(&first_host).is_empty() || config.hosts[0].modules.is_empty() {
+            if !crate::module::loaded(&first_host).is_empty() || config.hosts[0].modules.is_empty()
+            {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -231,7 +244,11 @@ impl TestServer {
             host,
             username: local,
             password: password.to_string(),
-            tls: if self.ca_cert.is_some() { TlsMode::StartTls } else { TlsMode::None },
+            tls: if self.ca_cert.is_some() {
+                TlsMode::StartTls
+            } else {
+                TlsMode::None
+            },
             ca_cert: self.ca_cert.clone(),
             mechanism: "SCRAM-SHA-1".to_string(),
             resource: None,

@@ -35,6 +35,8 @@ pub struct StreamHeader {
     pub name: String,
     pub to: Option<String>,
     pub from: Option<String>,
+    /// The stream id (set in the server's header; clients normally send none).
+    pub id: Option<String>,
     pub version: Option<String>,
     pub lang: Option<String>,
 }
@@ -148,7 +150,9 @@ impl Framer {
                     return Ok(None);
                 }
                 Err(EndOrError::NeedMoreData) => {
-                    if self.in_stanza() && self.stanza_bytes + self.lexer_pending > self.limits.max_stanza_bytes {
+                    if self.in_stanza()
+                        && self.stanza_bytes + self.lexer_pending > self.limits.max_stanza_bytes
+                    {
                         return Err(self.fail(too_big(self.limits.max_stanza_bytes)));
                     }
                     return Ok(None);
@@ -183,7 +187,11 @@ impl Framer {
                 if !self.root_open {
                     self.account(metrics.len());
                     self.root_open = true;
-                    return Ok(Some(Frame::Open(header_from(namespace.as_str(), name.as_str(), &attrs))));
+                    return Ok(Some(Frame::Open(header_from(
+                        namespace.as_str(),
+                        name.as_str(),
+                        &attrs,
+                    ))));
                 }
                 if self.open.is_empty() {
                     self.stanza_bytes = 0;
@@ -259,6 +267,7 @@ fn header_from(namespace: &str, name: &str, attrs: &rxml::AttrMap) -> StreamHead
         name: name.to_string(),
         to: plain("to"),
         from: plain("from"),
+        id: plain("id"),
         version: plain("version"),
         lang: attrs
             .get(&rxml::Namespace::XML, "lang")
@@ -329,7 +338,9 @@ mod tests {
             Frame::Stanza(m) => {
                 assert!(m.is("message", crate::xml::ns::CLIENT));
                 assert_eq!(m.attr("to"), Some("a@b"));
-                let body = m.get_child("body", crate::xml::ns::CLIENT).map(|b| b.text());
+                let body = m
+                    .get_child("body", crate::xml::ns::CLIENT)
+                    .map(|b| b.text());
                 assert_eq!(body.as_deref(), Some("hi & bye"));
             }
             other => panic!("{other:?}"),
@@ -346,19 +357,41 @@ mod tests {
     #[test]
     fn restricted_xml() {
         let d = FramerLimits::default();
-        assert_eq!(error_of("<!-- hi -->", d), StreamErrorCondition::RestrictedXml);
+        assert_eq!(
+            error_of("<!-- hi -->", d),
+            StreamErrorCondition::RestrictedXml
+        );
         assert_eq!(error_of("<?pi x?>", d), StreamErrorCondition::RestrictedXml);
-        assert_eq!(error_of("<message>&lol;</message>", d), StreamErrorCondition::RestrictedXml);
-        let (_, err) = frames("<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'b'>]><stream:stream>", d);
-        assert_eq!(err.clone().map(|e| e.condition), Some(StreamErrorCondition::RestrictedXml), "{err:?}");
+        assert_eq!(
+            error_of("<message>&lol;</message>", d),
+            StreamErrorCondition::RestrictedXml
+        );
+        let (_, err) = frames(
+            "<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'b'>]><stream:stream>",
+            d,
+        );
+        assert_eq!(
+            err.clone().map(|e| e.condition),
+            Some(StreamErrorCondition::RestrictedXml),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn malformed() {
         let d = FramerLimits::default();
-        assert_eq!(error_of("<message></presence>", d), StreamErrorCondition::NotWellFormed);
-        assert_eq!(error_of("<message a='1' a='2'/>", d), StreamErrorCondition::NotWellFormed);
-        assert_eq!(error_of("<x:message/>", d), StreamErrorCondition::NotWellFormed);
+        assert_eq!(
+            error_of("<message></presence>", d),
+            StreamErrorCondition::NotWellFormed
+        );
+        assert_eq!(
+            error_of("<message a='1' a='2'/>", d),
+            StreamErrorCondition::NotWellFormed
+        );
+        assert_eq!(
+            error_of("<x:message/>", d),
+            StreamErrorCondition::NotWellFormed
+        );
     }
 
     #[test]
@@ -384,23 +417,41 @@ mod tests {
 
     #[test]
     fn stanza_size_limit() {
-        let limits = FramerLimits { max_stanza_bytes: 100, max_depth: 8 };
+        let limits = FramerLimits {
+            max_stanza_bytes: 100,
+            max_depth: 8,
+        };
         let big = format!("<message><body>{}</body></message>", "x".repeat(200));
-        assert_eq!(error_of(&big, limits), StreamErrorCondition::PolicyViolation);
+        assert_eq!(
+            error_of(&big, limits),
+            StreamErrorCondition::PolicyViolation
+        );
         // An endless attribute value never completes a token; the budget still applies.
         let (_, err) = frames(&format!("{HEADER}<message to='{}", "y".repeat(500)), limits);
-        assert_eq!(err.map(|e| e.condition), Some(StreamErrorCondition::PolicyViolation));
+        assert_eq!(
+            err.map(|e| e.condition),
+            Some(StreamErrorCondition::PolicyViolation)
+        );
         // A small stanza passes.
-        let (out, err) = frames(&format!("{HEADER}<message><body>ok</body></message>"), limits);
+        let (out, err) = frames(
+            &format!("{HEADER}<message><body>ok</body></message>"),
+            limits,
+        );
         assert!(err.is_none());
         assert_eq!(out.len(), 2);
     }
 
     #[test]
     fn depth_limit() {
-        let limits = FramerLimits { max_stanza_bytes: 10_000, max_depth: 4 };
+        let limits = FramerLimits {
+            max_stanza_bytes: 10_000,
+            max_depth: 4,
+        };
         let deep = "<a>".repeat(10);
-        assert_eq!(error_of(&deep, limits), StreamErrorCondition::PolicyViolation);
+        assert_eq!(
+            error_of(&deep, limits),
+            StreamErrorCondition::PolicyViolation
+        );
     }
 
     #[test]
@@ -409,14 +460,20 @@ mod tests {
         framer.feed(HEADER.as_bytes());
         framer.feed(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><message/>");
         assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Open(_)))));
-        assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Stanza(_)))));
+        assert!(matches!(
+            framer.next_frame(false),
+            Ok(Some(Frame::Stanza(_)))
+        ));
         assert!(framer.pending_bytes() > 0);
 
         let mut framer = Framer::new(FramerLimits::default());
         framer.feed(HEADER.as_bytes());
         framer.feed(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
         assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Open(_)))));
-        assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Stanza(_)))));
+        assert!(matches!(
+            framer.next_frame(false),
+            Ok(Some(Frame::Stanza(_)))
+        ));
         assert_eq!(framer.pending_bytes(), 0);
     }
 }

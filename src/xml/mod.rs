@@ -5,8 +5,8 @@ pub mod framer;
 pub mod ns;
 pub mod writer;
 
-pub use minidom::Element;
 use minidom::rxml::{Namespace, NcName};
+pub use minidom::Element;
 
 /// Convenience accessors on [`Element`] that minidom leaves verbose.
 pub trait ElementExt {

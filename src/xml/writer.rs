@@ -67,12 +67,13 @@ mod tests {
 
     #[test]
     fn nested_namespaces_round_trip() {
-        let iq = Element::bare("iq", ns::CLIENT)
-            .with("type", "result")
-            .with("id", "a'1")
-            .with_child(Element::bare("query", ns::DISCO_INFO).with_child(
-                Element::bare("feature", ns::DISCO_INFO).with("var", "urn:xmpp:ping"),
-            ));
+        let iq =
+            Element::bare("iq", ns::CLIENT)
+                .with("type", "result")
+                .with("id", "a'1")
+                .with_child(Element::bare("query", ns::DISCO_INFO).with_child(
+                    Element::bare("feature", ns::DISCO_INFO).with("var", "urn:xmpp:ping"),
+                ));
         let text = to_string(&iq);
         let parsed: Element = text.parse().expect("own output parses");
         assert_eq!(parsed, iq);
