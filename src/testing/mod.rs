@@ -22,7 +22,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use toml::{Table, Value};
 
-pub use client::{ClientOptions, RawClient, TestClient, TlsMode};
+pub use client::{ClientOptions, RawClient, SaslRefusal, TestClient, TlsMode};
 
 use crate::config::Config;
 use crate::host::Host;

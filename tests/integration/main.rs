@@ -1,3 +1,7 @@
 //! Integration tests: each starts a real Tern in-process (`tern::testing::TestServer`).
 
 mod basics;
+mod binding;
+mod common;
+mod negotiation;
+mod sasl;

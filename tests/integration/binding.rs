@@ -1,0 +1,215 @@
+//! Resource binding (RFC 6120 §7), the legacy session IQ, conflicts, and how messages to
+//! a bare JID pick resources by presence priority (RFC 6121 §8.5.2.1).
+
+use tern::testing::{TestClient, TestServer};
+use tern::xml::{ns, writer};
+
+use crate::common::*;
+
+async fn server() -> anyhow::Result<TestServer> {
+    TestServer::builder().user("romeo", "pw").user("juliet", "pw").start().await
+}
+
+async fn with_resource(server: &TestServer, user: &str, resource: &str) -> anyhow::Result<TestClient> {
+    let mut options = server.options(user, "pw");
+    options.resource = Some(resource.to_string());
+    server.client_with(options).await
+}
+
+async fn available_with_priority(client: &mut TestClient, priority: i32) -> anyhow::Result<()> {
+    client.send_str(&format!("<presence><priority>{priority}</priority></presence>")).await?;
+    client.sync().await
+}
+
+#[tokio::test]
+async fn requested_resource_is_honoured() -> anyhow::Result<()> {
+    let server = server().await?;
+    let mut romeo = with_resource(&server, "romeo", "balcony").await?;
+    assert_eq!(romeo.jid().to_string(), "romeo@localhost/balcony");
+    // Messages to that full JID arrive, addressed to it.
+    let mut juliet = server.client("juliet").await?;
+    juliet.send_str(&message("romeo@localhost/balcony", "hi")).await?;
+    let got = romeo.expect().await?;
+    assert_eq!(got.attr("to"), Some("romeo@localhost/balcony"));
+    assert_eq!(body(&got).as_deref(), Some("hi"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn server_generates_a_resource_when_none_is_requested() -> anyhow::Result<()> {
+    let server = server().await?;
+    let first = server.client("romeo").await?;
+    let second = server.client("romeo").await?;
+    for client in [&first, &second] {
+        assert_eq!(client.jid().to_bare().to_string(), "romeo@localhost");
+        assert!(!client.jid().resource().as_str().is_empty());
+    }
+    assert_ne!(first.jid(), second.jid(), "two sessions got the same generated resource");
+    // An empty <resource/> also means "choose one for me".
+    let mut raw = server.raw().await?;
+    raw.open_stream("localhost").await?;
+    raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
+    raw.open_stream("localhost").await?;
+    let jid = raw.bind(Some("   ")).await?;
+    assert!(!jid.resource().as_str().trim().is_empty(), "{jid}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_resource_is_bad_request_and_binding_can_be_retried() -> anyhow::Result<()> {
+    let server = server().await?;
+    let mut raw = server.raw().await?;
+    raw.open_stream("localhost").await?;
+    raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
+    raw.open_stream("localhost").await?;
+    let too_long = "r".repeat(2000);
+    raw.send_raw(&format!(
+        "<iq type='set' id='bind-bad'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{too_long}</resource></bind></iq>"
+    ))
+    .await?;
+    let reply = raw.read_element().await?;
+    assert_eq!(reply.attr("id"), Some("bind-bad"));
+    assert_error(&reply, "bad-request");
+    let jid = raw.bind(Some("ok")).await?;
+    assert_eq!(jid.to_string(), "romeo@localhost/ok");
+    Ok(())
+}
+
+#[tokio::test]
+async fn same_resource_kicks_the_old_session_with_conflict() -> anyhow::Result<()> {
+    let server = server().await?;
+    let mut old = with_resource(&server, "romeo", "phone").await?;
+    old.available().await?;
+    let mut new = with_resource(&server, "romeo", "phone").await?;
+    assert_eq!(new.jid().to_string(), "romeo@localhost/phone");
+    let (elements, closed) = drain(old.raw()).await?;
+    assert!(closed, "the old stream was not closed: {elements:?}");
+    assert_eq!(stream_error_of(&elements).as_deref(), Some("conflict"));
+    assert_connection_closed(old.raw()).await?;
+
+    // The new session is the one the server routes to.
+    new.sync().await?;
+    let mut juliet = server.client("juliet").await?;
+    juliet.send_str(&message("romeo@localhost/phone", "to the new one")).await?;
+    let got = new.expect().await?;
+    assert_eq!(body(&got).as_deref(), Some("to the new one"));
+    // The old session's cleanup must not have removed the new session from the table.
+    tokio::time::sleep(QUIET).await;
+    juliet.send_str(&message("romeo@localhost/phone", "still there")).await?;
+    assert_eq!(body(&new.expect().await?).as_deref(), Some("still there"));
+    assert_eq!(server.host("localhost").expect("host").sessions_of("romeo").len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn legacy_session_iq_gets_a_result() -> anyhow::Result<()> {
+    let server = server().await?;
+    // After binding.
+    let mut romeo = server.client("romeo").await?;
+    let reply = romeo
+        .iq_str("<iq type='set' id='sess-1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
+        .await?;
+    assert_eq!(reply.attr("type"), Some("result"), "{}", writer::to_string(&reply));
+    assert_eq!(reply.children().count(), 0);
+    // Addressed to the server.
+    let reply = romeo
+        .iq_str("<iq type='set' id='sess-2' to='localhost'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
+        .await?;
+    assert_eq!(reply.attr("type"), Some("result"), "{}", writer::to_string(&reply));
+    romeo.sync().await?;
+
+    // Between SASL and binding (some old clients do this).
+    let mut raw = server.raw().await?;
+    raw.open_stream("localhost").await?;
+    raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
+    raw.open_stream("localhost").await?;
+    raw.send_raw("<iq type='set' id='sess-3'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>").await?;
+    let reply = raw.read_element().await?;
+    assert_eq!(reply.attr("type"), Some("result"), "{}", writer::to_string(&reply));
+    assert_eq!(reply.attr("id"), Some("sess-3"));
+    let jid = raw.bind(Some("after-session")).await?;
+    assert_eq!(jid.resource().as_str(), "after-session");
+    Ok(())
+}
+
+#[tokio::test]
+async fn equal_priority_resources_all_get_bare_jid_messages() -> anyhow::Result<()> {
+    let server = server().await?;
+    let mut a = with_resource(&server, "romeo", "a").await?;
+    let mut b = with_resource(&server, "romeo", "b").await?;
+    available_with_priority(&mut a, 1).await?;
+    available_with_priority(&mut b, 1).await?;
+    let mut juliet = server.client("juliet").await?;
+    juliet.send_str(&message("romeo@localhost", "both")).await?;
+    for client in [&mut a, &mut b] {
+        let got = client.expect().await?;
+        assert_eq!(body(&got).as_deref(), Some("both"));
+        assert_eq!(got.attr("to"), Some("romeo@localhost"));
+        assert_eq!(got.attr("from"), Some(juliet.jid().to_string().as_str()));
+    }
+    juliet.expect_silence(QUIET).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn negative_priority_resource_gets_no_bare_jid_messages() -> anyhow::Result<()> {
+    let server = server().await?;
+    let mut negative = with_resource(&server, "romeo", "bot").await?;
+    let mut normal = with_resource(&server, "romeo", "desk").await?;
+    available_with_priority(&mut negative, -1).await?;
+    available_with_priority(&mut normal, 0).await?;
+    let mut juliet = server.client("juliet").await?;
+    juliet.send_str(&message("romeo@localhost", "not for bots")).await?;
+    assert_eq!(body(&normal.expect().await?).as_deref(), Some("not for bots"));
+    negative.expect_silence(QUIET).await?;
+    // A full-JID message still reaches it.
+    juliet.send_str(&message("romeo@localhost/bot", "direct")).await?;
+    assert_eq!(body(&negative.expect().await?).as_deref(), Some("direct"));
+
+    // With only negative-priority resources, the account counts as unavailable.
+    normal.send_str("<presence type='unavailable'/>").await?;
+    normal.sync().await?;
+    juliet.send_str("<message to='romeo@localhost' type='chat' id='m-neg'><body>anyone?</body></message>").await?;
+    let bounce = juliet.expect().await?;
+    assert_eq!(bounce.attr("id"), Some("m-neg"));
+    assert_error(&bounce, "service-unavailable");
+    negative.expect_silence(QUIET).await?;
+    normal.expect_silence(QUIET).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn highest_priority_resource_wins() -> anyhow::Result<()> {
+    let server = server().await?;
+    let mut low = with_resource(&server, "romeo", "low").await?;
+    let mut high = with_resource(&server, "romeo", "high").await?;
+    let mut default = with_resource(&server, "romeo", "default").await?;
+    available_with_priority(&mut low, 1).await?;
+    available_with_priority(&mut high, 5).await?;
+    default.available().await?;
+    let mut juliet = server.client("juliet").await?;
+    juliet.send_str(&message("romeo@localhost", "top")).await?;
+    assert_eq!(body(&high.expect().await?).as_deref(), Some("top"));
+    low.expect_silence(QUIET).await?;
+    default.expect_silence(QUIET).await?;
+
+    // Priority changes take effect.
+    available_with_priority(&mut low, 10).await?;
+    juliet.send_str(&message("romeo@localhost", "new top")).await?;
+    assert_eq!(body(&low.expect().await?).as_deref(), Some("new top"));
+    high.expect_silence(QUIET).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bound_but_unavailable_resource_gets_no_bare_jid_messages() -> anyhow::Result<()> {
+    let server = server().await?;
+    let mut silent = server.client("romeo").await?;
+    let mut juliet = server.client("juliet").await?;
+    juliet.send_str("<message to='romeo@localhost' type='chat' id='m1'><body>hello?</body></message>").await?;
+    let bounce = juliet.expect().await?;
+    assert_error(&bounce, "service-unavailable");
+    assert_eq!(bounce.get_child("error", ns::CLIENT).and_then(|e| e.attr("type")), Some("cancel"));
+    silent.expect_silence(QUIET).await?;
+    Ok(())
+}
