@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# Interop tests: Tern against real clients nobody on the team wrote.
+#
+#   bash tests/interop/run.sh
+#
+# Installs (idempotently) slixmpp 1.17.0 in tests/interop/.venv, @xmpp/client 0.14.0 in
+# tests/interop/node_modules (from package-lock.json) and Debian's go-sendxmpp; builds
+# `tern` (debug); starts it on two free loopback ports with a throwaway config, data and
+# certificate folder; adds accounts; runs slixmpp_check.py, xmppjs_check.mjs and
+# go-sendxmpp (PLAIN over STARTTLS and over direct TLS, received by a slixmpp and an
+# xmpp.js listener). One PASS/FAIL line per check, then `N passed, M failed`.
+# Exit status 1 if anything failed. On failure the work folder (tern.log with
+# RUST_LOG=debug, slixmpp.log and xmppjs.log with the XML exchanged, go-sendxmpp
+# debug output) is kept and its path printed.
+#
+# Environment: TERN_INTEROP_KEEP=1 keeps the work folder even when all passed;
+# RUST_LOG overrides the server's log filter (default tern=debug,info).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+VENV="$HERE/.venv"
+DOMAIN=localhost
+
+PASSES=0
+FAILS=0
+pass() { PASSES=$((PASSES + 1)); echo "PASS $*"; }
+fail() { FAILS=$((FAILS + 1)); echo "FAIL $*"; }
+note() { echo "---- $*"; }
+
+summary() {
+  echo "$PASSES passed, $FAILS failed"
+}
+
+# ---------------------------------------------------------------- dependencies
+note "dependencies"
+if ! [ -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import slixmpp, sys; sys.exit(slixmpp.__version__ != "1.17.0")' 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check slixmpp==1.17.0
+fi
+echo "slixmpp $("$VENV/bin/python" -c 'import slixmpp; print(slixmpp.__version__)')"
+
+xmppjs_version() {
+  node -e 'console.log(require(process.argv[1]).version)' "$HERE/node_modules/@xmpp/client/package.json" 2>/dev/null || true
+}
+if [ "$(xmppjs_version)" != "0.14.0" ]; then
+  (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+echo "node $(node --version), @xmpp/client $(xmppjs_version)"
+
+if ! command -v go-sendxmpp >/dev/null 2>&1; then
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q go-sendxmpp >/dev/null 2>&1; then
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q go-sendxmpp >/dev/null
+  fi
+fi
+echo "go-sendxmpp $(dpkg-query -W -f='${Version}' go-sendxmpp 2>/dev/null || echo '?')"
+
+# ---------------------------------------------------------------- build
+note "cargo build --bin tern"
+if ! (cd "$ROOT" && cargo build --quiet --bin tern); then
+  fail "setup cargo build --bin tern"
+  summary
+  exit 1
+fi
+TERN="$ROOT/target/debug/tern"
+
+# ---------------------------------------------------------------- server
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/tern-interop.XXXXXX")"
+TERN_PID=""
+BG_PIDS=()
+cleanup() {
+  local status=$?
+  for pid in "${BG_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  if [ -n "$TERN_PID" ]; then
+    kill "$TERN_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      kill -0 "$TERN_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$TERN_PID" 2>/dev/null || true
+    wait "$TERN_PID" 2>/dev/null || true
+  fi
+  if [ "$FAILS" -gt 0 ] || [ "$status" -ne 0 ] || [ "${TERN_INTEROP_KEEP:-0}" = 1 ]; then
+    echo "logs kept in $WORK (tern.log, slixmpp.log, xmppjs.log, go-sendxmpp-*.log)"
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+read -r PORT_STARTTLS PORT_TLS < <(python3 - <<'EOF'
+import socket
+socks = []
+for _ in range(2):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(*(s.getsockname()[1] for s in socks))
+EOF
+)
+
+cat >"$WORK/tern.toml" <<EOF
+data_dir = "data"
+storage = "sled"
+require_encryption = true
+modules_enabled = ["disco", "ping", "version", "time"]
+
+[listen]
+c2s = ["127.0.0.1:$PORT_STARTTLS"]
+c2s_direct_tls = ["127.0.0.1:$PORT_TLS"]
+
+[tls]
+certs_dir = "certs"
+
+[hosts.$DOMAIN]
+EOF
+CONFIG="$WORK/tern.toml"
+CA="$WORK/certs/$DOMAIN.crt"
+
+ALICE_PW="alice-Pw-$RANDOM$RANDOM"
+BOB_PW="bob-Pw-$RANDOM$RANDOM"
+CAROL_PW="carol-Pw-$RANDOM$RANDOM"
+DAVE_PW="dave-Pw-$RANDOM$RANDOM"
+
+note "server on 127.0.0.1:$PORT_STARTTLS (STARTTLS) and 127.0.0.1:$PORT_TLS (direct TLS), work folder $WORK"
+
+# dave is created while the server is stopped (offline path), the others through the
+# admin socket of the running server.
+if "$TERN" adduser "dave@$DOMAIN" --password "$DAVE_PW" --config "$CONFIG" >"$WORK/adduser-dave.log" 2>&1; then
+  pass "setup adduser dave (server not running)"
+else
+  fail "setup adduser dave (server not running): $(tail -n 3 "$WORK/adduser-dave.log")"
+fi
+
+RUST_LOG="${RUST_LOG:-tern=debug,info}" "$TERN" run --config "$CONFIG" >"$WORK/tern.log" 2>&1 &
+TERN_PID=$!
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+started=0
+for _ in $(seq 1 150); do
+  if ! kill -0 "$TERN_PID" 2>/dev/null; then
+    break
+  fi
+  if port_open "$PORT_STARTTLS" && port_open "$PORT_TLS" && [ -s "$CA" ]; then
+    started=1
+    break
+  fi
+  sleep 0.1
+done
+if [ "$started" = 1 ]; then
+  pass "setup tern run listening on both ports, self-signed certificate at certs/$DOMAIN.crt"
+else
+  fail "setup tern run did not start listening within 15 s; last log lines:"
+  tail -n 30 "$WORK/tern.log" | sed 's/^/    /'
+  summary
+  exit 1
+fi
+
+for u in alice:"$ALICE_PW" bob:"$BOB_PW" carol:"$CAROL_PW"; do
+  name="${u%%:*}"
+  pw="${u#*:}"
+  if timeout 20 "$TERN" adduser "$name@$DOMAIN" --password "$pw" --config "$CONFIG" >"$WORK/adduser-$name.log" 2>&1; then
+    pass "setup adduser $name (through the admin socket of the running server)"
+  else
+    fail "setup adduser $name (running server): $(tail -n 3 "$WORK/adduser-$name.log")"
+  fi
+done
+
+# Runs a client script, echoing its lines and counting its PASS/FAIL lines.
+run_client() {
+  local name="$1"
+  shift
+  local out="$WORK/$name.out"
+  local rc=0
+  timeout 150 "$@" >"$out" 2>&1 || rc=$?
+  while IFS= read -r line; do
+    case "$line" in
+      PASS\ *) PASSES=$((PASSES + 1)); echo "$line" ;;
+      FAIL\ *) FAILS=$((FAILS + 1)); echo "$line" ;;
+      *) echo "    $line" ;;
+    esac
+  done <"$out"
+  if [ "$rc" -ne 0 ] && ! grep -q '^FAIL ' "$out"; then
+    fail "$name exited with status $rc without reporting a failure"
+  fi
+}
+
+# ---------------------------------------------------------------- slixmpp
+note "slixmpp"
+run_client slixmpp "$VENV/bin/python" "$HERE/slixmpp_check.py" \
+  --ca "$CA" --log "$WORK/slixmpp.log" --deadline 120 \
+  check --starttls-port "$PORT_STARTTLS" --tls-port "$PORT_TLS" \
+  --alice "alice@$DOMAIN" --alice-password "$ALICE_PW" \
+  --bob "bob@$DOMAIN" --bob-password "$BOB_PW"
+
+# ---------------------------------------------------------------- xmpp.js
+note "xmpp.js"
+run_client xmppjs env NODE_EXTRA_CA_CERTS="$CA" node "$HERE/xmppjs_check.mjs" check \
+  --starttls-port "$PORT_STARTTLS" --tls-port "$PORT_TLS" --domain "$DOMAIN" \
+  --alice alice --alice-password "$ALICE_PW" --bob bob --bob-password "$BOB_PW" \
+  --log "$WORK/xmppjs.log" --deadline 120
+
+# ---------------------------------------------------------------- go-sendxmpp
+# Starts a listener (slixmpp or xmpp.js) as carol, waits for READY, sends with
+# go-sendxmpp as dave, then requires the listener to report RECEIVED.
+wait_ready() {
+  local file="$1" pid="$2"
+  for _ in $(seq 1 150); do
+    grep -q '^READY ' "$file" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+go_sendxmpp_check() {
+  local label="$1" listener="$2" port="$3" tls_flag="$4"
+  local body
+  body="go-sendxmpp $label $RANDOM$RANDOM"
+  local lout="$WORK/go-sendxmpp-$label-listener.out"
+  local slog="$WORK/go-sendxmpp-$label.log"
+  local lpid
+  if [ "$listener" = slixmpp ]; then
+    timeout 60 "$VENV/bin/python" "$HERE/slixmpp_check.py" --ca "$CA" \
+      --log "$WORK/slixmpp-listener-$label.log" --deadline 50 \
+      listen --port "$PORT_STARTTLS" --jid "carol@$DOMAIN" --password "$CAROL_PW" \
+      --expect-body "$body" --expect-from "dave@$DOMAIN" --timeout 30 >"$lout" 2>&1 &
+  else
+    NODE_EXTRA_CA_CERTS="$CA" timeout 60 node "$HERE/xmppjs_check.mjs" listen \
+      --service "xmpps://$DOMAIN:$PORT_TLS" --domain "$DOMAIN" --jid "carol@$DOMAIN" \
+      --password "$CAROL_PW" --expect-body "$body" --expect-from "dave@$DOMAIN" --timeout 30 \
+      --log "$WORK/xmppjs-listener-$label.log" --deadline 50 >"$lout" 2>&1 &
+  fi
+  lpid=$!
+  BG_PIDS+=("$lpid")
+  if ! wait_ready "$lout" "$lpid"; then
+    fail "go-sendxmpp $label: $listener listener did not log in: $(tail -n 3 "$lout" | tr '\n' ' ')"
+    return
+  fi
+  local src=0
+  # -f: an empty config file, so nothing from the user's ~/.config is used.
+  : >"$WORK/sendxmpprc"
+  echo "$body" | SSL_CERT_FILE="$CA" HOME="$WORK" timeout 40 go-sendxmpp -d -f "$WORK/sendxmpprc" \
+    -u "dave@$DOMAIN" -p "$DAVE_PW" -j "$DOMAIN:$port" $tls_flag --timeout 15 \
+    "carol@$DOMAIN" >"$slog" 2>&1 || src=$?
+  if [ "$src" -eq 0 ]; then
+    pass "go-sendxmpp $label plain send (exit 0)"
+  else
+    fail "go-sendxmpp $label plain send: exit $src: $(grep -v '^\s*$' "$slog" | tail -n 3 | tr '\n' ' ')"
+    # Nothing will arrive: give the listener 2 s for a stray message, then stop it.
+    sleep 2
+    kill "$lpid" 2>/dev/null || true
+  fi
+  local lrc=0
+  wait "$lpid" || lrc=$?
+  if [ "$lrc" -eq 0 ] && grep -q '^RECEIVED' "$lout"; then
+    pass "go-sendxmpp $label message received by $listener ($(grep '^GOT ' "$lout" | tail -n 1))"
+  else
+    local why="exit $lrc"
+    [ "$src" -eq 0 ] || why="go-sendxmpp failed, listener stopped"
+    fail "go-sendxmpp $label message not received by $listener ($why): $(tail -n 3 "$lout" | tr '\n' ' ')"
+  fi
+}
+
+note "go-sendxmpp"
+go_sendxmpp_check starttls slixmpp "$PORT_STARTTLS" ""
+go_sendxmpp_check direct-tls xmppjs "$PORT_TLS" "-t"
+
+# ---------------------------------------------------------------- server health
+if kill -0 "$TERN_PID" 2>/dev/null; then
+  pass "server still running after all clients"
+else
+  fail "server exited during the run; last log lines:"
+  tail -n 30 "$WORK/tern.log" | sed 's/^/    /'
+fi
+panics=$(grep -c -i 'panicked' "$WORK/tern.log" || true)
+if [ "$panics" = 0 ]; then
+  pass "server log has no panic"
+else
+  fail "server log has $panics panic(s): $(grep -i -m1 'panicked' "$WORK/tern.log")"
+fi
+
+summary
+[ "$FAILS" -eq 0 ]
