@@ -2,6 +2,7 @@
 //! `modules_enabled`.
 
 pub mod disco;
+pub mod external_services;
 pub mod ping;
 pub mod time;
 pub mod version;

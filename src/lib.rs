@@ -62,6 +62,7 @@ pub mod api {
     pub use crate::items::{ItemAdded, ItemId, ItemRemoved};
     pub use crate::module::{ModuleContext, ModuleDescriptor};
     pub use crate::router::{OutgoingStanza, StanzaEvent, Target, UndeliverableMessage};
+    pub use crate::server::ConfigReloaded;
     pub use crate::session::{SessionBound, SessionClosed, SessionHandle, SessionInfo};
     pub use crate::stanza::{
         error_reply, iq_result, Condition, ErrorType, StanzaError, StanzaKind,

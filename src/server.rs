@@ -268,6 +268,12 @@ fn load_tls(config: &Config, generate: bool) -> anyhow::Result<Option<TlsSetup>>
     Ok(Some(TlsSetup::load(&certs)?))
 }
 
+/// Fired on every host after a successful reload swapped in the new config. Modules
+/// that cached options re-read them here (`host.module_options(name)`).
+pub struct ConfigReloaded {
+    pub host: Arc<Host>,
+}
+
 /// A running (or ready to run) server.
 #[derive(Clone)]
 pub struct Server {
@@ -328,6 +334,69 @@ impl Server {
             }
         }
         Ok(())
+    }
+
+    /// Applies a new config without dropping sessions: module options, enabled modules
+    /// per host and limits. A config with errors is rejected (the old one keeps running)
+    /// and its diagnostics returned. Hosts, listeners, storage and TLS need a restart.
+    pub async fn reload(&self, config: Config) -> Result<Vec<crate::config::Diagnostic>, Vec<crate::config::Diagnostic>> {
+        let diagnostics = config.diagnostics.all();
+        if config.diagnostics.has_errors() {
+            tracing::error!("reload rejected: the new config has errors; the old one keeps running");
+            return Err(diagnostics);
+        }
+        let old = self.inner.config();
+        let old_hosts: Vec<&str> = old.hosts.iter().map(|h| h.name.as_str()).collect();
+        let new_hosts: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
+        if old_hosts != new_hosts {
+            tracing::warn!("reload: adding or removing hosts needs a restart; host list unchanged");
+        }
+        if old.c2s != config.c2s || old.c2s_direct_tls != config.c2s_direct_tls || old.data_dir != config.data_dir {
+            tracing::warn!("reload: listeners and data_dir changes need a restart");
+        }
+        *self.inner.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config.clone());
+        for host in self.inner.hosts() {
+            let Some(host_config) = config.host(&host.name) else {
+                continue;
+            };
+            for loaded in crate::module::loaded(&host) {
+                if !host_config.modules.contains(&loaded) {
+                    crate::module::unload(&host, &loaded);
+                    tracing::info!(host = %host.name, module = %loaded, "module unloaded by reload");
+                }
+            }
+            for name in &host_config.modules {
+                if crate::module::is_loaded(&host, name) {
+                    continue;
+                }
+                match self.inner.modules.iter().find(|m| m.name == name.as_str()) {
+                    Some(descriptor) => match crate::module::load(&host, descriptor, &self.inner.modules) {
+                        Ok(()) => tracing::info!(host = %host.name, module = %name, "module loaded by reload"),
+                        Err(err) => tracing::error!("{err:#}"),
+                    },
+                    None => tracing::error!(module = %name, "reload: unknown module"),
+                }
+            }
+            let mut event = ConfigReloaded { host: host.clone() };
+            if let Err(err) = host.events.fire(&mut event).await {
+                tracing::error!(host = %host.name, %err, "a module failed to apply the reloaded config");
+            }
+        }
+        tracing::info!("config reloaded");
+        Ok(config.diagnostics.all())
+    }
+
+    /// Re-reads the config file the server was started with.
+    pub async fn reload_from_file(&self) -> anyhow::Result<Vec<crate::config::Diagnostic>> {
+        let current = self.inner.config();
+        let config = match &current.source_path {
+            Some(path) => Config::load(path)?,
+            None => Config::load_default()?,
+        };
+        self.reload(config).await.map_err(|diagnostics| {
+            let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("the new config was rejected:\n{}", lines.join("\n"))
+        })
     }
 
     pub fn available_modules(&self) -> Vec<&'static str> {
