@@ -484,8 +484,20 @@ async fn deliver_message(
         .into_iter()
         .filter(|s| s.is_available() && s.priority() >= 0)
         .collect();
-    if message_type == "groupchat" || message_type == "error" {
-        return;
+    match message_type.as_str() {
+        // RFC 6121 §8.5.2.1.1 / §8.5.2.2.1: a groupchat message to a bare JID is never
+        // delivered; the sender MUST get an error.
+        "groupchat" => {
+            bounce(
+                server,
+                &stanza,
+                StanzaError::new(Condition::ServiceUnavailable),
+            )
+            .await;
+            return;
+        }
+        "error" => return,
+        _ => {}
     }
     if available.is_empty() {
         let mut event = UndeliverableMessage {

@@ -213,3 +213,55 @@ async fn bound_but_unavailable_resource_gets_no_bare_jid_messages() -> anyhow::R
     silent.expect_silence(QUIET).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn stanzas_pipelined_with_the_bind_request_are_processed() -> anyhow::Result<()> {
+    let server = server().await?;
+    let mut juliet = server.client("juliet").await?;
+    juliet.available().await?;
+    let mut raw = server.raw().await?;
+    raw.open_stream("localhost").await?;
+    raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
+    let features = raw.open_stream("localhost").await?;
+    assert!(features.get_child("bind", ns::BIND).is_some());
+    // Bind, presence, a message and a ping in one write: the stanzas after the bind
+    // request are read by the negotiation and must survive into the session.
+    raw.send_raw(&format!(
+        "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>fast</resource></bind></iq><presence/>{}<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+        message("juliet@localhost", "pipelined")
+    ))
+    .await?;
+    let seen = [raw.read_element().await?, raw.read_element().await?];
+    assert_eq!(seen[0].attr("id"), Some("b1"));
+    assert_eq!(seen[0].attr("type"), Some("result"));
+    assert_eq!(seen[1].attr("id"), Some("p1"));
+    assert_eq!(seen[1].attr("type"), Some("result"));
+    let got = juliet.expect().await?;
+    assert_eq!(body(&got).as_deref(), Some("pipelined"));
+    assert_eq!(got.attr("from"), Some("romeo@localhost/fast"));
+    // The pipelined presence made the session available.
+    let host = server.host("localhost").expect("host");
+    assert!(host.sessions_of("romeo").iter().all(|s| s.is_available()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn closing_the_stream_ends_the_session() -> anyhow::Result<()> {
+    let server = server().await?;
+    let host = server.host("localhost").expect("host");
+    let romeo = with_resource(&server, "romeo", "leaving").await?;
+    assert_eq!(host.sessions_of("romeo").len(), 1);
+    romeo.close().await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !host.sessions_of("romeo").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the session stayed in the table");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Its full JID is gone: an IQ to it now fails.
+    let mut juliet = server.client("juliet").await?;
+    let reply = juliet
+        .iq_str("<iq type='get' to='romeo@localhost/leaving'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await?;
+    assert_error(&reply, "service-unavailable");
+    Ok(())
+}

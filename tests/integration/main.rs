@@ -4,4 +4,5 @@ mod basics;
 mod binding;
 mod common;
 mod negotiation;
+mod routing;
 mod sasl;

@@ -376,3 +376,28 @@ async fn sasl_elements_after_authentication_are_not_accepted() -> anyhow::Result
     assert!(!elements.iter().any(|e| e.is("challenge", ns::SASL)), "{elements:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn plain_authzid_must_be_the_user_itself() -> anyhow::Result<()> {
+    let server = TestServer::builder().tls(true).user("romeo", "pw").user("juliet", "pw").start().await?;
+    let mut raw = ready(&server).await?;
+    // Authorising as someone else is refused.
+    let condition = expect_failure(
+        &mut raw,
+        &format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+            B64.encode("juliet@localhost\0romeo\0pw")
+        ),
+    )
+    .await?;
+    assert!(condition == "invalid-authzid" || condition == "not-authorized", "{condition}");
+    // One's own JID as authzid is fine.
+    raw.send_raw(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+        B64.encode("romeo@localhost\0romeo\0pw")
+    ))
+    .await?;
+    let success = raw.read_element().await?;
+    assert!(success.is("success", ns::SASL), "{}", writer::to_string(&success));
+    finish_login(&mut raw).await
+}
