@@ -10,5 +10,10 @@ pub mod version;
 use crate::module::ModuleDescriptor;
 
 /// Every compiled-in module.
-pub const BUILTIN: &[ModuleDescriptor] =
-    &[disco::MODULE, ping::MODULE, version::MODULE, time::MODULE];
+pub const BUILTIN: &[ModuleDescriptor] = &[
+    disco::MODULE,
+    ping::MODULE,
+    version::MODULE,
+    time::MODULE,
+    external_services::MODULE,
+];

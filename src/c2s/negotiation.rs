@@ -347,7 +347,7 @@ impl Negotiation<'_> {
     async fn starttls(&mut self) -> Result<(), StreamError> {
         // STARTTLS command injection (CVE-2011-0411 and kin): anything the client sent
         // after <starttls/> arrived in plaintext and must never be processed.
-        if self.conn.framer.pending_bytes() > 0 {
+        if !self.conn.framer.pending_is_whitespace() {
             return Err(StreamError::with_text(
                 StreamErrorCondition::PolicyViolation,
                 "data was sent after <starttls/> before the TLS handshake",

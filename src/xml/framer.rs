@@ -117,6 +117,13 @@ impl Framer {
         self.input.len() + self.lexer_pending
     }
 
+    /// Whether everything pending is XML whitespace that the parser has not taken in yet.
+    /// Clients such as go-sendxmpp send `<starttls/>` followed by a newline in one write;
+    /// that is harmless, unlike a pipelined stanza.
+    pub fn pending_is_whitespace(&self) -> bool {
+        self.lexer_pending == 0 && self.input.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+    }
+
     /// Whether a stanza is partially read (used to decide whether an idle timeout or EOF
     /// interrupted one).
     pub fn in_stanza(&self) -> bool {
@@ -475,5 +482,19 @@ mod tests {
             Ok(Some(Frame::Stanza(_)))
         ));
         assert_eq!(framer.pending_bytes(), 0);
+
+        let mut framer = Framer::new(FramerLimits::default());
+        framer.feed(HEADER.as_bytes());
+        framer.feed(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\n ");
+        assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Open(_)))));
+        assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Stanza(_)))));
+        assert!(framer.pending_is_whitespace());
+
+        let mut framer = Framer::new(FramerLimits::default());
+        framer.feed(HEADER.as_bytes());
+        framer.feed(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\n<iq/>");
+        assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Open(_)))));
+        assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Stanza(_)))));
+        assert!(!framer.pending_is_whitespace());
     }
 }

@@ -1,0 +1,3 @@
+//! XEP-0215 through a real server: the external_services module.
+
+mod basics;
