@@ -5,6 +5,7 @@ pub mod disco;
 pub mod external_services;
 pub mod ping;
 pub mod time;
+pub mod turn_external;
 pub mod version;
 
 use crate::module::ModuleDescriptor;
@@ -16,4 +17,5 @@ pub const BUILTIN: &[ModuleDescriptor] = &[
     version::MODULE,
     time::MODULE,
     external_services::MODULE,
+    turn_external::MODULE,
 ];

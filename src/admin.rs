@@ -25,6 +25,10 @@ pub enum AdminRequest {
     Passwd { jid: String, password: String },
     DelUser { jid: String },
     Users { host: Option<String> },
+    /// Re-read the config file (as SIGHUP does). Only through a running server.
+    Reload,
+    /// What `jid` would receive from external_services now, credentials included.
+    Extdisco { jid: String, kind: Option<String> },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -32,8 +36,9 @@ pub struct AdminResponse {
     pub ok: bool,
     /// Human-readable outcome or error.
     pub message: String,
+    /// Output lines (accounts, services).
     #[serde(default)]
-    pub users: Vec<String>,
+    pub lines: Vec<String>,
 }
 
 impl AdminResponse {
@@ -41,7 +46,7 @@ impl AdminResponse {
         AdminResponse {
             ok: true,
             message: message.into(),
-            users: Vec::new(),
+            lines: Vec::new(),
         }
     }
 }
@@ -128,7 +133,52 @@ pub async fn execute(
             Ok(AdminResponse {
                 ok: true,
                 message: format!("{} account(s)", users.len()),
-                users,
+                lines: users,
+            })
+        }
+        AdminRequest::Reload => {
+            let Some(server) = server else {
+                bail!("the server is not running; nothing to reload");
+            };
+            let diagnostics = crate::server::Server::from_inner(server.clone()).reload_from_file().await?;
+            Ok(AdminResponse {
+                ok: true,
+                message: "config reloaded".to_string(),
+                lines: diagnostics.iter().map(ToString::to_string).collect(),
+            })
+        }
+        AdminRequest::Extdisco { jid, kind } => {
+            let (user, host_name) = parse_account(config, &jid)?;
+            let bare = jid::BareJid::new(&format!("{user}@{host_name}"))?;
+            let preview = |host: Arc<crate::host::Host>| async move {
+                if !crate::module::is_loaded(&host, crate::modules::external_services::MODULE.name) {
+                    bail!("external_services is not enabled on {}", host.name);
+                }
+                crate::modules::external_services::preview(&host, &bare, kind.as_deref()).await
+            };
+            let services = match server {
+                Some(server) => {
+                    let host = server.host(&host_name).context("unknown host")?;
+                    preview(host).await?
+                }
+                None => {
+                    // Offline: the same modules on an in-memory store.
+                    let offline = crate::server::Server::builder(config.clone())
+                        .storage(Arc::new(crate::storage::memory::MemoryStorage::default()))
+                        .generate_certificates(false)
+                        .build()?;
+                    offline.load_modules()?;
+                    let host = offline.host(&host_name).context("unknown host")?;
+                    let services = preview(host.clone()).await;
+                    crate::module::unload_all(&host);
+                    services?
+                }
+            };
+            let lines = services.iter().map(crate::modules::external_services::describe).collect();
+            Ok(AdminResponse {
+                ok: true,
+                message: format!("{} service(s) for {user}@{host_name}", services.len()),
+                lines,
             })
         }
     }
@@ -192,14 +242,14 @@ async fn answer(server: Arc<ServerInner>, stream: UnixStream) -> anyhow::Result<
                     Err(err) => AdminResponse {
                         ok: false,
                         message: format!("{err:#}"),
-                        users: Vec::new(),
+                        lines: Vec::new(),
                     },
                 }
             }
             Err(err) => AdminResponse {
                 ok: false,
                 message: format!("bad request: {err}"),
-                users: Vec::new(),
+                lines: Vec::new(),
             },
         };
         let mut out = serde_json::to_vec(&response)?;

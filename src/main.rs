@@ -44,6 +44,16 @@ enum Command {
     Users { host: Option<String> },
     /// Check the config and print every diagnostic (exit status 1 on errors).
     Check,
+    /// Ask the running server to re-read its config (as SIGHUP does).
+    Reload,
+    /// Print the external services (XEP-0215) a user would receive now, credentials included.
+    Extdisco {
+        /// user@host
+        jid: String,
+        /// Only services of this type (stun, turn, ...).
+        #[arg(long = "type")]
+        kind: Option<String>,
+    },
     /// Write a self-signed certificate for the hosts into the certificate folder.
     Cert {
         #[arg(required = true)]
@@ -113,6 +123,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Deluser { jid } => account(&config, AdminRequest::DelUser { jid }).await,
         Command::Users { host } => account(&config, AdminRequest::Users { host }).await,
+        Command::Reload => {
+            let socket = config.admin_socket_path();
+            match admin::request_via_socket(&socket, &AdminRequest::Reload).await? {
+                Some(response) => print_response(response),
+                None => bail!("no running server answers on {}", socket.display()),
+            }
+        }
+        Command::Extdisco { jid, kind } => account(&config, AdminRequest::Extdisco { jid, kind }).await,
     }
 }
 
@@ -150,7 +168,29 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "serving {}; add a user with: tern adduser alice@{example}{config_flag}",
         hosts.join(", ")
     );
+    spawn_reload_on_sighup(server.clone());
     server.serve(listeners, shutdown_signal()).await
+}
+
+/// SIGHUP re-reads the config file; a broken one is rejected and the old one runs on.
+fn spawn_reload_on_sighup(server: Server) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; use `tern reload`");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config");
+            match server.reload_from_file().await {
+                Ok(diagnostics) => {
+                    for diagnostic in diagnostics {
+                        tracing::warn!("config {diagnostic}");
+                    }
+                }
+                Err(err) => tracing::error!("reload failed, the previous config stays in force: {err:#}"),
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {
@@ -244,13 +284,17 @@ async fn account(config: &Config, request: AdminRequest) -> anyhow::Result<ExitC
                 Err(err) => AdminResponse {
                     ok: false,
                     message: format!("{err:#}"),
-                    users: Vec::new(),
+                    lines: Vec::new(),
                 },
             }
         }
     };
-    for user in &response.users {
-        println!("{user}");
+    print_response(response)
+}
+
+fn print_response(response: AdminResponse) -> anyhow::Result<ExitCode> {
+    for line in &response.lines {
+        println!("{line}");
     }
     if response.ok {
         eprintln!("{}", response.message);

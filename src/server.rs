@@ -285,6 +285,10 @@ impl Server {
         ServerBuilder::new(config)
     }
 
+    pub(crate) fn from_inner(inner: Arc<ServerInner>) -> Server {
+        Server { inner }
+    }
+
     pub fn inner(&self) -> &Arc<ServerInner> {
         &self.inner
     }

@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod credentials;
+pub mod lint;
 pub mod prepare;
 pub mod push;
 pub mod rate_limit;
@@ -136,6 +137,7 @@ pub fn read_settings(options: &ModuleOptions) -> (Settings, bool) {
         }
     };
     let refresh_at = options.integer("refresh_at", 10..=95).map(|p| p as f64 / 100.0).unwrap_or(0.8);
+    lint::lint(&services, refresh_at, &diagnostics);
     let settings = Settings {
         services,
         access: access::Access::from_options(options),
@@ -415,4 +417,28 @@ pub async fn preview(host: &Arc<Host>, jid: &BareJid, requested_type: Option<&st
         mint(&state, &settings, service, &who).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     Ok(services)
+}
+
+/// One line per service for admin output (`tern extdisco`).
+pub fn describe(service: &ExternalService) -> String {
+    let mut line = format!(
+        "{} {}:{} {}",
+        service.kind,
+        service.host,
+        service.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+        service.transport.as_deref().unwrap_or("?")
+    );
+    if service.restricted {
+        line.push_str(" restricted");
+    }
+    if let (Some(username), Some(password)) = (&service.username, &service.password) {
+        line.push_str(&format!(" username={username} password={password}"));
+    }
+    if let Some(expires) = service.expires {
+        line.push_str(&format!(" expires={}", prepare::format_timestamp(expires)));
+    }
+    if let Some(name) = service.name_for(None) {
+        line.push_str(&format!(" name={name:?}"));
+    }
+    line
 }

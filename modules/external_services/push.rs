@@ -34,6 +34,9 @@ pub(crate) struct Pushes {
     /// Credential refresh deadlines.
     schedule: Mutex<BTreeSet<(Instant, SessionId, Option<String>)>>,
     wake: Notify,
+    /// Serialises recomputations: item events arrive in bursts (a reload replaces every
+    /// item), and two concurrent diffs against the same `last` would push twice.
+    updating: tokio::sync::Mutex<()>,
 }
 
 impl Pushes {
@@ -144,6 +147,7 @@ fn diff(old: &[ExternalService], new: &[ExternalService], mode: Mode) -> Vec<(Ac
 
 /// Recomputes one subscription and sends what changed.
 async fn update(state: Arc<State>, key: Key, mode: Mode) {
+    let _serial = state.pushes.updating.lock().await;
     let (session, requested_type, lang, last) = {
         let subscriptions = state.pushes.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
         let Some(sub) = subscriptions.get(&key) else {
