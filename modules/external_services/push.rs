@@ -194,6 +194,7 @@ async fn update(state: Arc<State>, key: Key, mode: Mode) {
     let iq = Element::bare("iq", ns::CLIENT).with("type", "set").with_child(payload);
     let to = Jid::from(session.jid().clone());
     let host = state.host.clone();
+    let state = state.clone();
     // The reply may take a while; do not hold up other subscribers.
     tokio::spawn(async move {
         match host.send_iq(&to, iq, Duration::from_secs(30)).await {
