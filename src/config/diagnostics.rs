@@ -49,8 +49,17 @@ impl Diagnostics {
         }
     }
 
+    /// The line of `key`, else of the closest enclosing entry that is in the file (a
+    /// missing field is reported at its table).
     pub fn line_of(&self, key: &str) -> Option<usize> {
-        self.lines.get(key).copied()
+        let mut key = key;
+        loop {
+            if let Some(line) = self.lines.get(key) {
+                return Some(*line);
+            }
+            let cut = key.rfind(['.', '['])?;
+            key = &key[..cut];
+        }
     }
 
     pub fn push(&self, severity: Severity, key: &str, message: impl Into<String>) {
