@@ -157,12 +157,18 @@ impl RawClient {
         }
     }
 
-    /// Sends a stream header and returns the features.
-    pub async fn open_stream(&mut self, host: &str) -> anyhow::Result<Element> {
+    /// Forgets the parser state for a stream restart: call before sending a new stream
+    /// header by hand ([`RawClient::open_stream`] does this itself).
+    pub fn restart_framer(&mut self) {
         self.framer = Framer::new(FramerLimits {
             max_stanza_bytes: 16 * 1024 * 1024,
             max_depth: 256,
         });
+    }
+
+    /// Sends a stream header and returns the features.
+    pub async fn open_stream(&mut self, host: &str) -> anyhow::Result<Element> {
+        self.restart_framer();
         self.send_raw(&format!(
             "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{}' version='1.0' xml:lang='en'>",
             writer::escape(host)

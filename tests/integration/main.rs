@@ -3,6 +3,7 @@
 mod basics;
 mod binding;
 mod common;
+mod module_system;
 mod negotiation;
 mod routing;
 mod sasl;

@@ -432,3 +432,29 @@ async fn slow_negotiation_is_a_connection_timeout() -> anyhow::Result<()> {
     assert_alive(&server, &mut witness, "romeo").await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn header_to_is_case_insensitive() -> anyhow::Result<()> {
+    let server = TestServer::builder().user("romeo", "pw").start().await?;
+    let mut raw = server.raw().await?;
+    raw.open_stream("LocalHost").await?;
+    assert_eq!(raw.server_header.as_ref().and_then(|h| h.from.clone()).as_deref(), Some("localhost"));
+    raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
+    raw.open_stream("localhost").await?;
+    let jid = raw.bind(None).await?;
+    assert_eq!(jid.domain().as_str(), "localhost");
+    Ok(())
+}
+
+#[tokio::test]
+async fn restarted_stream_must_address_the_same_host() -> anyhow::Result<()> {
+    let server = TestServer::builder().host("a.test").host("b.test").user("romeo@a.test", "pw").start().await?;
+    let mut raw = server.raw().await?;
+    raw.open_stream("a.test").await?;
+    raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
+    // By hand: open_stream expects features, which a refused header does not get.
+    raw.restart_framer();
+    raw.send_raw(&header("to='b.test' version='1.0'")).await?;
+    assert_eq!(finish(&mut raw).await?.as_deref(), Some("host-unknown"));
+    Ok(())
+}

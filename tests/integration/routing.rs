@@ -461,3 +461,19 @@ async fn whitespace_keepalives_are_ignored() -> anyhow::Result<()> {
     romeo.expect_silence(QUIET).await?;
     romeo.sync().await
 }
+
+#[tokio::test]
+async fn addresses_are_compared_after_normalisation() -> anyhow::Result<()> {
+    let server = server().await?;
+    let mut romeo = server.client("romeo").await?;
+    let mut juliet = with_resource(&server, "juliet", "Desk").await?;
+    juliet.available().await?;
+    // Localpart and domain are case-insensitive, the resource is not.
+    romeo.send_str(&message("Juliet@LOCALHOST", "bare")).await?;
+    assert_eq!(body(&juliet.expect().await?).as_deref(), Some("bare"));
+    romeo.send_str(&message("JULIET@localhost/Desk", "full")).await?;
+    assert_eq!(body(&juliet.expect().await?).as_deref(), Some("full"));
+    let pong = romeo.iq_str("<iq type='get' to='LocalHost'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
+    assert_eq!(pong.attr("type"), Some("result"), "{}", writer::to_string(&pong));
+    Ok(())
+}
