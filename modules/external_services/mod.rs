@@ -107,7 +107,7 @@ pub fn read_settings(options: &ModuleOptions) -> (Settings, bool) {
             Vec::new()
         }
     };
-    let default_ttl = Duration::from_secs(options.integer("ttl", 60..=30 * 86400).unwrap_or(86400) as u64);
+    let default_ttl = Duration::from_secs(options.integer("ttl", 1..=30 * 86400).unwrap_or(86400) as u64);
     let defaults = prepare::Defaults {
         host: options.string("host"),
         port: options.integer("port", 1..=65535).and_then(|p| u16::try_from(p).ok()),

@@ -109,6 +109,7 @@ impl TestServerBuilder {
             host_tables.insert(host.clone(), Value::Table(Table::new()));
         }
         root.insert("hosts".into(), Value::Table(host_tables));
+        let base = root.clone();
         for extra in &self.extra_config {
             let table: Table = extra.parse().context("TestServer config_toml")?;
             merge(&mut root, table);
@@ -166,6 +167,7 @@ impl TestServerBuilder {
             ca_cert,
             stop: Some(stop_tx),
             serving: Some(serving),
+            base,
             _dir: dir,
         })
     }
@@ -191,6 +193,8 @@ pub struct TestServer {
     ca_cert: Option<PathBuf>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     serving: Option<tokio::task::JoinHandle<()>>,
+    /// The generated config before `config_toml` additions, for reloads.
+    base: Table,
     _dir: tempfile::TempDir,
 }
 
@@ -263,6 +267,37 @@ impl TestServer {
 
     pub async fn client_with(&self, options: ClientOptions) -> anyhow::Result<TestClient> {
         TestClient::connect(options).await
+    }
+
+    /// Reloads the server with the generated base config plus `toml` (replacing what
+    /// `config_toml` added), as SIGHUP does. Returns the diagnostics, or those that made
+    /// the reload fail.
+    pub async fn reload_toml(&self, toml: &str) -> Result<Vec<crate::config::Diagnostic>, Vec<crate::config::Diagnostic>> {
+        let mut root = self.base.clone();
+        match toml.parse::<Table>() {
+            Ok(table) => merge(&mut root, table),
+            Err(err) => {
+                return Err(vec![crate::config::Diagnostic {
+                    severity: crate::config::Severity::Error,
+                    key: String::new(),
+                    line: None,
+                    message: format!("TOML syntax error: {err}"),
+                }])
+            }
+        }
+        let source = toml::to_string(&root).unwrap_or_default();
+        let config = match Config::parse(&source, self._dir.path()) {
+            Ok(config) => config,
+            Err(err) => {
+                return Err(vec![crate::config::Diagnostic {
+                    severity: crate::config::Severity::Error,
+                    key: String::new(),
+                    line: None,
+                    message: format!("{err:#}"),
+                }])
+            }
+        };
+        self.server.reload(config).await
     }
 
     /// A raw TCP connection, for negotiation tests.

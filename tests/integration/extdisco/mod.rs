@@ -3,3 +3,4 @@
 mod basics;
 mod example_module;
 pub mod jid_credentials;
+mod pushes;
