@@ -271,17 +271,9 @@ async fn deliver_local(
     target: Target,
     origin: Option<Arc<SessionInfo>>,
 ) {
-    let iq_type = stanza.attr("type").unwrap_or("").to_string();
-    if kind == StanzaKind::Iq
-        && (iq_type == "result" || iq_type == "error")
-        && target != Target::Host
-    {
-        // Replies to the server's own requests come back addressed to the host or account.
-    }
-    if kind == StanzaKind::Iq
-        && (iq_type == "result" || iq_type == "error")
-        && !matches!(target, Target::Full(_))
-    {
+    let is_iq_reply = kind == StanzaKind::Iq && matches!(stanza.attr("type"), Some("result") | Some("error"));
+    // Replies to the server's own requests come back addressed to the host or account.
+    if is_iq_reply && !matches!(target, Target::Full(_)) {
         if let Some(from) = stanza.attr("from").and_then(|f| Jid::new(f).ok()) {
             if host.take_iq_reply(&stanza, &from).is_some() {
                 return;
