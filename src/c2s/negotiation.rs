@@ -328,7 +328,9 @@ impl Negotiation<'_> {
                         "stanzas are accepted only after authentication and resource binding",
                     ));
                 }
-                (_, "", _) | (_, ns::STREAM, _) => {
+                // A stanza in another namespace (jabber:server on a client port): the same
+                // condition the bound session gives (RFC 6120 §4.9.3.10).
+                (_, "", _) | (_, ns::STREAM, _) | (_, _, "message" | "presence" | "iq") => {
                     return Err(StreamError::with_text(
                         StreamErrorCondition::InvalidNamespace,
                         "the stream's default namespace must be jabber:client",

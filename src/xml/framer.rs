@@ -290,6 +290,10 @@ fn classify(err: &rxml::Error) -> StreamErrorCondition {
         rxml::Error::RestrictedXml(reason) if reason.contains("long") => {
             StreamErrorCondition::PolicyViolation
         }
+        // `<?xml ... encoding='ISO-8859-1'?>`: RFC 6120 §4.9.3.22.
+        rxml::Error::RestrictedXml(reason) if reason.contains("encoding") => {
+            StreamErrorCondition::UnsupportedEncoding
+        }
         rxml::Error::RestrictedXml(_) | rxml::Error::UndeclaredEntity => {
             StreamErrorCondition::RestrictedXml
         }

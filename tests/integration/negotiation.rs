@@ -458,3 +458,59 @@ async fn restarted_stream_must_address_the_same_host() -> anyhow::Result<()> {
     assert_eq!(finish(&mut raw).await?.as_deref(), Some("host-unknown"));
     Ok(())
 }
+
+#[tokio::test]
+async fn more_header_checks() -> anyhow::Result<()> {
+    let (server, mut witness) = server_with_witness(TestServer::builder()).await?;
+    // Not <stream:stream> at all.
+    let features_root = format!(
+        "{HEADER_PREFIX}<stream:features xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>"
+    );
+    assert_eq!(error_for(&server, &features_root).await?.as_deref(), Some("bad-format"));
+    // RFC 6120 §4.9.3.22: only UTF-8.
+    let latin1 = format!(
+        "<?xml version='1.0' encoding='ISO-8859-1'?>{}",
+        header("to='localhost' version='1.0'").trim_start_matches(HEADER_PREFIX)
+    );
+    assert_eq!(error_for(&server, &latin1).await?.as_deref(), Some("unsupported-encoding"));
+    let mut raw = server.raw().await?;
+    raw.open_stream("localhost").await?;
+    raw.send_bytes(b"<message to='juliet@localhost'><body>\xff\xfe</body></message>").await?;
+    assert_eq!(finish(&mut raw).await?.as_deref(), Some("unsupported-encoding"));
+    assert_alive(&server, &mut witness, "romeo").await?;
+
+    // A higher version is answered with ours (RFC 6120 §4.7.5), not refused.
+    let mut raw = server.raw().await?;
+    raw.send_raw(&header("to='localhost' version='2.0'")).await?;
+    let Some(Frame::Open(ours)) = raw.read_frame().await? else {
+        bail!("expected a stream header");
+    };
+    assert_eq!(ours.version.as_deref(), Some("1.0"));
+    let features = raw.read_element().await?;
+    assert!(features.get_child("mechanisms", ns::SASL).is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn stanzas_in_another_namespace_are_invalid_namespace() -> anyhow::Result<()> {
+    let (server, mut witness) = server_with_witness(TestServer::builder()).await?;
+    // A server-to-server stream on the client port: the stanzas are in jabber:server.
+    let s2s = format!(
+        "{HEADER_PREFIX}<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'><message to='juliet@localhost'><body>x</body></message>"
+    );
+    assert_eq!(error_for(&server, &s2s).await?.as_deref(), Some("invalid-namespace"));
+    assert_alive(&server, &mut witness, "romeo").await?;
+    // The same before binding and after.
+    let mut raw = server.raw().await?;
+    raw.open_stream("localhost").await?;
+    raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
+    raw.open_stream("localhost").await?;
+    raw.send_raw("<iq xmlns='jabber:server' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>").await?;
+    assert_eq!(finish(&mut raw).await?.as_deref(), Some("invalid-namespace"));
+    let mut romeo = server.client("romeo").await?;
+    romeo.send_str("<message xmlns='jabber:server' to='juliet@localhost'><body>x</body></message>").await?;
+    assert_eq!(finish(romeo.raw()).await?.as_deref(), Some("invalid-namespace"));
+    witness.expect_silence(QUIET).await?;
+    assert_alive(&server, &mut witness, "romeo").await?;
+    Ok(())
+}
