@@ -3,6 +3,7 @@
 mod basics;
 mod binding;
 mod common;
+mod extdisco;
 mod module_system;
 mod negotiation;
 mod routing;
