@@ -4,6 +4,8 @@
 pub mod disco;
 pub mod external_services;
 pub mod ping;
+pub mod presence;
+pub mod roster;
 pub mod time;
 pub mod turn_external;
 pub mod version;
@@ -18,4 +20,6 @@ pub const BUILTIN: &[ModuleDescriptor] = &[
     time::MODULE,
     external_services::MODULE,
     turn_external::MODULE,
+    roster::MODULE,
+    presence::MODULE,
 ];

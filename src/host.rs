@@ -95,6 +95,11 @@ pub struct DiscoIdentity {
     pub name: Option<String>,
 }
 
+/// A stream feature a module offers to clients after authentication (e.g. roster
+/// versioning), listed beside `<bind/>`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamFeature(pub Element);
+
 struct PendingIq {
     expected_from: Jid,
     reply: oneshot::Sender<Element>,

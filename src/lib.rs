@@ -43,6 +43,7 @@ pub mod server;
 pub mod session;
 pub mod stanza;
 pub mod storage;
+pub mod stun;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
@@ -57,7 +58,7 @@ pub mod api {
     pub use crate::config::ModuleOptions;
     pub use crate::events::{Event, EventBus, Flow, HandlerError, HandlerResult, HookId};
     pub use crate::host::{
-        DiscoFeature, DiscoIdentity, Host, IqRequest, IqResult, IqTarget, IqType,
+        DiscoFeature, DiscoIdentity, Host, IqRequest, IqResult, IqTarget, IqType, StreamFeature,
     };
     pub use crate::items::{ItemAdded, ItemId, ItemRemoved};
     pub use crate::module::{ModuleContext, ModuleDescriptor};

@@ -262,6 +262,11 @@ impl Negotiation<'_> {
                 features.push_str(
                     "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>",
                 );
+                if let Some(host) = self.server.host(&self.info.host) {
+                    for feature in host.items.all::<crate::host::StreamFeature>() {
+                        features.push_str(&writer::to_string(&feature.0));
+                    }
+                }
             }
         }
         features.push_str("</stream:features>");

@@ -4,6 +4,7 @@ mod basics;
 mod binding;
 mod common;
 mod extdisco;
+mod im;
 mod module_system;
 mod negotiation;
 mod routing;

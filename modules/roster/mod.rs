@@ -1,0 +1,266 @@
+//! `roster` (RFC 6121 §2): get, set and remove, pushes to every interested resource,
+//! item validation, roster versioning (XEP-0237), stored durably.
+//!
+//! The [`RosterService`] item is how other modules (presence) read and change rosters:
+//! it serialises changes per account and pushes what changed.
+
+pub mod store;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use crate::api::*;
+use crate::session::SessionId;
+pub use store::{Roster, RosterItem, Subscription};
+
+pub const NS_ROSTER: &str = "jabber:iq:roster";
+pub const NS_ROSTER_VER: &str = "urn:xmpp:features:rosterver";
+
+pub const MODULE: ModuleDescriptor = ModuleDescriptor {
+    name: "roster",
+    depends: &[],
+    load,
+};
+
+/// Shared roster access, published as an item by the roster module.
+#[derive(Default)]
+pub struct RosterService {
+    /// One lock per account: read-modify-write of a roster must not interleave.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Sessions that asked for the roster get pushes (RFC 6121 §2.1.6).
+    interested: Mutex<HashSet<SessionId>>,
+}
+
+impl RosterService {
+    fn lock_for(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if locks.len() > 10_000 {
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        locks.entry(user.to_string()).or_default().clone()
+    }
+
+    pub fn read(&self, host: &Host, user: &str) -> Result<Roster, StanzaError> {
+        Roster::load(host, user).map_err(internal)
+    }
+
+    /// Changes `user`'s roster under its lock. `change` returns its result and the JIDs
+    /// of the items it changed; those are saved durably, then pushed.
+    pub async fn update<R>(
+        &self,
+        host: &Arc<Host>,
+        user: &str,
+        change: impl FnOnce(&mut Roster) -> (R, Vec<String>),
+    ) -> Result<R, StanzaError> {
+        let lock = self.lock_for(user);
+        let _guard = lock.lock().await;
+        let mut roster = Roster::load(host, user).map_err(internal)?;
+        let before = roster.clone();
+        let (result, changed) = change(&mut roster);
+        if roster != before {
+            roster.save(host, user).await.map_err(internal)?;
+            for jid in changed {
+                self.push(host, user, &roster, &jid);
+            }
+        }
+        Ok(result)
+    }
+
+    /// Sends a roster push for `jid` (removed when no longer in the roster).
+    fn push(&self, host: &Host, user: &str, roster: &Roster, jid: &str) {
+        let item = match roster.items.get(jid) {
+            Some(item) => item_element(jid, item),
+            None => element("item", NS_ROSTER).with("jid", jid).with("subscription", "remove"),
+        };
+        let query = element("query", NS_ROSTER)
+            .with("ver", roster.version.to_string())
+            .with_child(item);
+        let interested = self.interested.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for session in host.sessions_of(user) {
+            if !interested.contains(&session.id()) {
+                continue;
+            }
+            let push = element("iq", ns::CLIENT)
+                .with("type", "set")
+                .with("id", format!("push-{}", crate::util::random_id()))
+                .with("from", session.jid().to_bare().to_string())
+                .with("to", session.jid().to_string())
+                .with_child(query.clone());
+            session.send(push);
+        }
+    }
+}
+
+fn internal(err: crate::storage::StorageError) -> StanzaError {
+    tracing::error!(%err, "roster storage failed");
+    StanzaError::new(Condition::InternalServerError)
+}
+
+pub fn item_element(jid: &str, item: &RosterItem) -> Element {
+    let mut el = element("item", NS_ROSTER)
+        .with("jid", jid)
+        .with("subscription", item.subscription.name());
+    if let Some(name) = &item.name {
+        el.set("name", name.clone());
+    }
+    if item.ask {
+        el.set("ask", "subscribe");
+    }
+    if item.approved {
+        el.set("approved", "true");
+    }
+    for group in &item.groups {
+        el.append_child(element("group", NS_ROSTER).with_text(group.clone()));
+    }
+    el
+}
+
+/// The roster service of `host`, when the roster module is loaded.
+pub fn service(host: &Host) -> Option<Arc<RosterService>> {
+    host.items.all::<RosterService>().into_iter().next()
+}
+
+/// The requesting account, which must be the one addressed (RFC 6121 §2.1.5).
+fn own_account(request: &IqRequest) -> Result<(String, BareJid), StanzaError> {
+    let from = request.from.to_bare();
+    if request.to.to_bare() != from {
+        return Err(StanzaError::new(Condition::Forbidden).text("a roster belongs to its own account"));
+    }
+    let user = from.node().map(|n| n.to_string()).ok_or_else(|| StanzaError::new(Condition::Forbidden))?;
+    Ok((user, from))
+}
+
+fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
+    let roster = Arc::new(RosterService::default());
+    ctx.add_item(roster.clone());
+    ctx.add_item(Arc::new(crate::host::StreamFeature(element("ver", NS_ROSTER_VER))));
+
+    let service = roster.clone();
+    ctx.hook_iq(IqType::Get, IqTarget::Bare, NS_ROSTER, "query", move |request| {
+        let service = service.clone();
+        async move {
+            let (user, _) = own_account(&request)?;
+            if let Some(session) = &request.session {
+                service.interested.lock().unwrap_or_else(|p| p.into_inner()).insert(session.id);
+            }
+            let roster = service.read(&request.host, &user)?;
+            let version = roster.version.to_string();
+            // XEP-0237: the client's copy is current: an empty result, pushes follow.
+            if request.payload().attr("ver") == Some(version.as_str()) {
+                return Ok(None);
+            }
+            let mut query = element("query", NS_ROSTER).with("ver", version);
+            for (jid, item) in &roster.items {
+                query.append_child(item_element(jid, item));
+            }
+            Ok(Some(query))
+        }
+    });
+
+    let service = roster.clone();
+    ctx.hook_iq(IqType::Set, IqTarget::Bare, NS_ROSTER, "query", move |request| {
+        let service = service.clone();
+        async move { roster_set(&service, request).await }
+    });
+
+    let service = roster;
+    ctx.hook::<SessionClosed, _>(0, move |event| {
+        let service = service.clone();
+        Box::pin(async move {
+            service.interested.lock().unwrap_or_else(|p| p.into_inner()).remove(&event.session.id());
+            Ok(Flow::Continue)
+        })
+    });
+    Ok(())
+}
+
+/// A validated roster set.
+struct SetItem {
+    jid: String,
+    remove: bool,
+    name: Option<String>,
+    groups: Vec<String>,
+}
+
+fn parse_set(payload: &Element) -> Result<SetItem, StanzaError> {
+    let items: Vec<&Element> = payload.children().filter(|c| c.is("item", NS_ROSTER)).collect();
+    if items.len() != 1 || payload.children().count() != 1 {
+        return Err(StanzaError::bad_request("a roster set carries exactly one <item/>"));
+    }
+    let item = items[0];
+    let jid = item
+        .attr("jid")
+        .and_then(|j| Jid::new(j).ok())
+        .filter(|j| j.resource().is_none())
+        .map(|j| j.to_bare())
+        .ok_or_else(|| StanzaError::bad_request("the item needs a valid bare 'jid'"))?;
+    // Clients may only send subscription='remove'; other values (slixmpp sends 'none')
+    // are ignored, as RFC 6121 §2.1.2.5 allows.
+    let remove = item.attr("subscription") == Some("remove");
+    let name = item.attr("name").map(str::to_string).filter(|n| !n.is_empty());
+    if name.as_ref().is_some_and(|n| n.len() > 1023) {
+        return Err(StanzaError::new(Condition::NotAcceptable).text("the name is too long"));
+    }
+    let mut groups: Vec<String> = Vec::new();
+    for group in item.children().filter(|c| c.is("group", NS_ROSTER)) {
+        let text = group.text();
+        if text.is_empty() {
+            return Err(StanzaError::new(Condition::NotAcceptable).text("an empty group name"));
+        }
+        if text.len() > 1023 {
+            return Err(StanzaError::new(Condition::NotAcceptable).text("a group name is too long"));
+        }
+        if groups.contains(&text) {
+            return Err(StanzaError::bad_request("the same group twice"));
+        }
+        groups.push(text);
+    }
+    Ok(SetItem {
+        jid: jid.to_string(),
+        remove,
+        name,
+        groups,
+    })
+}
+
+async fn roster_set(service: &Arc<RosterService>, request: IqRequest) -> IqResult {
+    let (user, own) = own_account(&request)?;
+    let set = parse_set(request.payload())?;
+    let host = request.host.clone();
+    if set.remove {
+        // Cancel both directions of the subscription before forgetting the contact
+        // (RFC 6121 §2.5.2).
+        let removed = service
+            .update(&host, &user, |roster| {
+                let removed = roster.items.remove(&set.jid);
+                roster.pending_in.remove(&set.jid);
+                (removed, vec![set.jid.clone()])
+            })
+            .await?;
+        let Some(item) = removed else {
+            return Err(StanzaError::new(Condition::ItemNotFound).into());
+        };
+        let announce = |kind: &str| {
+            element("presence", ns::CLIENT)
+                .with("type", kind)
+                .with("from", own.to_string())
+                .with("to", set.jid.clone())
+        };
+        if item.subscription.to() || item.ask {
+            host.send(announce("unsubscribe")).await;
+        }
+        if item.subscription.from() {
+            host.send(announce("unsubscribed")).await;
+        }
+        return Ok(None);
+    }
+    service
+        .update(&host, &user, |roster| {
+            let entry = roster.items.entry(set.jid.clone()).or_default();
+            entry.name = set.name.clone();
+            entry.groups = set.groups.clone();
+            ((), vec![set.jid.clone()])
+        })
+        .await?;
+    Ok(None)
+}

@@ -1,0 +1,4 @@
+//! Instant messaging (RFC 6121) through a real server: roster and presence modules.
+
+mod roster;
+mod subscriptions;
