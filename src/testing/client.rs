@@ -215,8 +215,23 @@ impl RawClient {
 
     /// STARTTLS: send `<starttls/>`, expect `<proceed/>`, handshake trusting `ca_cert`.
     pub async fn starttls(&mut self, host: &str, ca_cert: &PathBuf) -> anyhow::Result<()> {
-        self.send_raw("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-            .await?;
+        self.starttls_sending(
+            "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>",
+            host,
+            ca_cert,
+        )
+        .await
+    }
+
+    /// [`RawClient::starttls`] with the command written as given (e.g. with a trailing
+    /// newline in the same write).
+    pub async fn starttls_sending(
+        &mut self,
+        command: &str,
+        host: &str,
+        ca_cert: &PathBuf,
+    ) -> anyhow::Result<()> {
+        self.send_raw(command).await?;
         let proceed = self.read_element().await?;
         if !proceed.is("proceed", ns::TLS) {
             bail!("expected <proceed/>, got {}", writer::to_string(&proceed));

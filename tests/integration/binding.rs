@@ -7,17 +7,29 @@ use tern::xml::{ns, writer};
 use crate::common::*;
 
 async fn server() -> anyhow::Result<TestServer> {
-    TestServer::builder().user("romeo", "pw").user("juliet", "pw").start().await
+    TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .start()
+        .await
 }
 
-async fn with_resource(server: &TestServer, user: &str, resource: &str) -> anyhow::Result<TestClient> {
+async fn with_resource(
+    server: &TestServer,
+    user: &str,
+    resource: &str,
+) -> anyhow::Result<TestClient> {
     let mut options = server.options(user, "pw");
     options.resource = Some(resource.to_string());
     server.client_with(options).await
 }
 
 async fn available_with_priority(client: &mut TestClient, priority: i32) -> anyhow::Result<()> {
-    client.send_str(&format!("<presence><priority>{priority}</priority></presence>")).await?;
+    client
+        .send_str(&format!(
+            "<presence><priority>{priority}</priority></presence>"
+        ))
+        .await?;
     client.sync().await
 }
 
@@ -28,7 +40,9 @@ async fn requested_resource_is_honoured() -> anyhow::Result<()> {
     assert_eq!(romeo.jid().to_string(), "romeo@localhost/balcony");
     // Messages to that full JID arrive, addressed to it.
     let mut juliet = server.client("juliet").await?;
-    juliet.send_str(&message("romeo@localhost/balcony", "hi")).await?;
+    juliet
+        .send_str(&message("romeo@localhost/balcony", "hi"))
+        .await?;
     let got = romeo.expect().await?;
     assert_eq!(got.attr("to"), Some("romeo@localhost/balcony"));
     assert_eq!(body(&got).as_deref(), Some("hi"));
@@ -44,7 +58,11 @@ async fn server_generates_a_resource_when_none_is_requested() -> anyhow::Result<
         assert_eq!(client.jid().to_bare().to_string(), "romeo@localhost");
         assert!(!client.jid().resource().as_str().is_empty());
     }
-    assert_ne!(first.jid(), second.jid(), "two sessions got the same generated resource");
+    assert_ne!(
+        first.jid(),
+        second.jid(),
+        "two sessions got the same generated resource"
+    );
     // An empty <resource/> also means "choose one for me".
     let mut raw = server.raw().await?;
     raw.open_stream("localhost").await?;
@@ -90,14 +108,25 @@ async fn same_resource_kicks_the_old_session_with_conflict() -> anyhow::Result<(
     // The new session is the one the server routes to.
     new.sync().await?;
     let mut juliet = server.client("juliet").await?;
-    juliet.send_str(&message("romeo@localhost/phone", "to the new one")).await?;
+    juliet
+        .send_str(&message("romeo@localhost/phone", "to the new one"))
+        .await?;
     let got = new.expect().await?;
     assert_eq!(body(&got).as_deref(), Some("to the new one"));
     // The old session's cleanup must not have removed the new session from the table.
     tokio::time::sleep(QUIET).await;
-    juliet.send_str(&message("romeo@localhost/phone", "still there")).await?;
+    juliet
+        .send_str(&message("romeo@localhost/phone", "still there"))
+        .await?;
     assert_eq!(body(&new.expect().await?).as_deref(), Some("still there"));
-    assert_eq!(server.host("localhost").expect("host").sessions_of("romeo").len(), 1);
+    assert_eq!(
+        server
+            .host("localhost")
+            .expect("host")
+            .sessions_of("romeo")
+            .len(),
+        1
+    );
     Ok(())
 }
 
@@ -109,13 +138,23 @@ async fn legacy_session_iq_gets_a_result() -> anyhow::Result<()> {
     let reply = romeo
         .iq_str("<iq type='set' id='sess-1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
         .await?;
-    assert_eq!(reply.attr("type"), Some("result"), "{}", writer::to_string(&reply));
+    assert_eq!(
+        reply.attr("type"),
+        Some("result"),
+        "{}",
+        writer::to_string(&reply)
+    );
     assert_eq!(reply.children().count(), 0);
     // Addressed to the server.
     let reply = romeo
         .iq_str("<iq type='set' id='sess-2' to='localhost'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
         .await?;
-    assert_eq!(reply.attr("type"), Some("result"), "{}", writer::to_string(&reply));
+    assert_eq!(
+        reply.attr("type"),
+        Some("result"),
+        "{}",
+        writer::to_string(&reply)
+    );
     romeo.sync().await?;
 
     // Between SASL and binding (some old clients do this).
@@ -123,9 +162,17 @@ async fn legacy_session_iq_gets_a_result() -> anyhow::Result<()> {
     raw.open_stream("localhost").await?;
     raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
     raw.open_stream("localhost").await?;
-    raw.send_raw("<iq type='set' id='sess-3'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>").await?;
+    raw.send_raw(
+        "<iq type='set' id='sess-3'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>",
+    )
+    .await?;
     let reply = raw.read_element().await?;
-    assert_eq!(reply.attr("type"), Some("result"), "{}", writer::to_string(&reply));
+    assert_eq!(
+        reply.attr("type"),
+        Some("result"),
+        "{}",
+        writer::to_string(&reply)
+    );
     assert_eq!(reply.attr("id"), Some("sess-3"));
     let jid = raw.bind(Some("after-session")).await?;
     assert_eq!(jid.resource().as_str(), "after-session");
@@ -159,17 +206,28 @@ async fn negative_priority_resource_gets_no_bare_jid_messages() -> anyhow::Resul
     available_with_priority(&mut negative, -1).await?;
     available_with_priority(&mut normal, 0).await?;
     let mut juliet = server.client("juliet").await?;
-    juliet.send_str(&message("romeo@localhost", "not for bots")).await?;
-    assert_eq!(body(&normal.expect().await?).as_deref(), Some("not for bots"));
+    juliet
+        .send_str(&message("romeo@localhost", "not for bots"))
+        .await?;
+    assert_eq!(
+        body(&normal.expect().await?).as_deref(),
+        Some("not for bots")
+    );
     negative.expect_silence(QUIET).await?;
     // A full-JID message still reaches it.
-    juliet.send_str(&message("romeo@localhost/bot", "direct")).await?;
+    juliet
+        .send_str(&message("romeo@localhost/bot", "direct"))
+        .await?;
     assert_eq!(body(&negative.expect().await?).as_deref(), Some("direct"));
 
     // With only negative-priority resources, the account counts as unavailable.
     normal.send_str("<presence type='unavailable'/>").await?;
     normal.sync().await?;
-    juliet.send_str("<message to='romeo@localhost' type='chat' id='m-neg'><body>anyone?</body></message>").await?;
+    juliet
+        .send_str(
+            "<message to='romeo@localhost' type='chat' id='m-neg'><body>anyone?</body></message>",
+        )
+        .await?;
     let bounce = juliet.expect().await?;
     assert_eq!(bounce.attr("id"), Some("m-neg"));
     assert_error(&bounce, "service-unavailable");
@@ -195,7 +253,9 @@ async fn highest_priority_resource_wins() -> anyhow::Result<()> {
 
     // Priority changes take effect.
     available_with_priority(&mut low, 10).await?;
-    juliet.send_str(&message("romeo@localhost", "new top")).await?;
+    juliet
+        .send_str(&message("romeo@localhost", "new top"))
+        .await?;
     assert_eq!(body(&low.expect().await?).as_deref(), Some("new top"));
     high.expect_silence(QUIET).await?;
     Ok(())
@@ -206,10 +266,17 @@ async fn bound_but_unavailable_resource_gets_no_bare_jid_messages() -> anyhow::R
     let server = server().await?;
     let mut silent = server.client("romeo").await?;
     let mut juliet = server.client("juliet").await?;
-    juliet.send_str("<message to='romeo@localhost' type='chat' id='m1'><body>hello?</body></message>").await?;
+    juliet
+        .send_str("<message to='romeo@localhost' type='chat' id='m1'><body>hello?</body></message>")
+        .await?;
     let bounce = juliet.expect().await?;
     assert_error(&bounce, "service-unavailable");
-    assert_eq!(bounce.get_child("error", ns::CLIENT).and_then(|e| e.attr("type")), Some("cancel"));
+    assert_eq!(
+        bounce
+            .get_child("error", ns::CLIENT)
+            .and_then(|e| e.attr("type")),
+        Some("cancel")
+    );
     silent.expect_silence(QUIET).await?;
     Ok(())
 }
@@ -254,7 +321,10 @@ async fn closing_the_stream_ends_the_session() -> anyhow::Result<()> {
     romeo.close().await?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     while !host.sessions_of("romeo").is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the session stayed in the table");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session stayed in the table"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     // Its full JID is gone: an IQ to it now fails.

@@ -68,11 +68,14 @@ pub async fn drain(raw: &mut RawClient) -> anyhow::Result<(Vec<Element>, bool)> 
 
 /// The condition of the stream error among `elements`.
 pub fn stream_error_of(elements: &[Element]) -> Option<String> {
-    elements.iter().find(|e| e.is("error", ns::STREAM)).and_then(|e| {
-        e.children()
-            .find(|c| c.ns() == ns::STREAMS_ERR && c.name() != "text")
-            .map(|c| c.name().to_string())
-    })
+    elements
+        .iter()
+        .find(|e| e.is("error", ns::STREAM))
+        .and_then(|e| {
+            e.children()
+                .find(|c| c.ns() == ns::STREAMS_ERR && c.name() != "text")
+                .map(|c| c.name().to_string())
+        })
 }
 
 /// After the server closed a stream, the connection must be gone too.
@@ -85,7 +88,11 @@ pub async fn assert_connection_closed(raw: &mut RawClient) -> anyhow::Result<()>
 
 /// Proves the server still serves: an existing session answers a ping and a fresh login
 /// works.
-pub async fn assert_alive(server: &TestServer, witness: &mut TestClient, user: &str) -> anyhow::Result<()> {
+pub async fn assert_alive(
+    server: &TestServer,
+    witness: &mut TestClient,
+    user: &str,
+) -> anyhow::Result<()> {
     witness.sync().await?;
     let mut fresh = server.client(user).await?;
     fresh.sync().await?;

@@ -26,14 +26,26 @@ struct Recorder {
 
 fn recorder(server: &TestServer) -> Arc<Recorder> {
     let host = server.host("localhost").expect("host");
-    host.items.all::<Recorder>().first().cloned().expect("test_mod is not loaded")
+    host.items
+        .all::<Recorder>()
+        .first()
+        .cloned()
+        .expect("test_mod is not loaded")
 }
 
 fn body_of(stanza: &Element) -> String {
-    stanza.get_child("body", ns::CLIENT).map(|b| b.text()).unwrap_or_default()
+    stanza
+        .get_child("body", ns::CLIENT)
+        .map(|b| b.text())
+        .unwrap_or_default()
 }
 
-fn recording_hook(ctx: &mut ModuleContext, recorder: &Arc<Recorder>, priority: i32, label: &'static str) {
+fn recording_hook(
+    ctx: &mut ModuleContext,
+    recorder: &Arc<Recorder>,
+    priority: i32,
+    label: &'static str,
+) {
     let recorder = recorder.clone();
     ctx.hook::<StanzaEvent, _>(priority, move |event| {
         let recorder = recorder.clone();
@@ -82,8 +94,12 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
                     recorder.order.lock().unwrap().push("ten");
                     Ok(Flow::Handled)
                 }
-                "forbidden" => Err(HandlerError::Stanza(StanzaError::new(Condition::Forbidden).text("not today"))),
-                "broken" => Err(HandlerError::Internal(anyhow::anyhow!("secret internal detail"))),
+                "forbidden" => Err(HandlerError::Stanza(
+                    StanzaError::new(Condition::Forbidden).text("not today"),
+                )),
+                "broken" => Err(HandlerError::Internal(anyhow::anyhow!(
+                    "secret internal detail"
+                ))),
                 "stamp" => {
                     event.stanza.append_child(element("stamped", TEST_NS));
                     Ok(Flow::Continue)
@@ -96,39 +112,92 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
 
     let r = recorder.clone();
     ctx.hook::<SessionBound, _>(0, move |event| {
-        r.sessions.lock().unwrap().push(format!("bound {}", event.session.jid()));
+        r.sessions
+            .lock()
+            .unwrap()
+            .push(format!("bound {}", event.session.jid()));
         async { Ok(Flow::Continue) }.boxed()
     });
     let r = recorder.clone();
     ctx.hook::<SessionClosed, _>(0, move |event| {
-        r.sessions.lock().unwrap().push(format!("closed {}", event.session.jid()));
+        r.sessions
+            .lock()
+            .unwrap()
+            .push(format!("closed {}", event.session.jid()));
         async { Ok(Flow::Continue) }.boxed()
     });
 
-    ctx.hook_iq(IqType::Get, IqTarget::Host, TEST_NS, "payload", |request| async move {
-        let session = request.session.as_ref().and_then(|s| s.jid.as_ref()).map(|j| j.to_string()).unwrap_or_default();
-        Ok(Some(
-            element("payload", TEST_NS)
-                .with("from", request.from.to_string())
-                .with("to", request.to.to_string())
-                .with("session", session)
-                .with_text("42"),
-        ))
-    });
-    ctx.hook_iq(IqType::Set, IqTarget::Host, TEST_NS, "empty", |_request| async { Ok(None) });
-    ctx.hook_iq(IqType::Get, IqTarget::Host, TEST_NS, "stanza-error", |_request| async {
-        Err(StanzaError::new(Condition::NotAcceptable).text("try again").into())
-    });
-    ctx.hook_iq(IqType::Get, IqTarget::Host, TEST_NS, "internal", |_request| async {
-        Err(HandlerError::Internal(anyhow::anyhow!("secret internal detail")))
-    });
-    ctx.hook_iq(IqType::Get, IqTarget::Host, TEST_NS, "slow", |_request| async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        Ok(Some(element("slow", TEST_NS).with_text("too late")))
-    });
-    ctx.hook_iq(IqType::Get, IqTarget::Bare, TEST_NS, "account", |request| async move {
-        Ok(Some(element("account", TEST_NS).with("to", request.to.to_string())))
-    });
+    ctx.hook_iq(
+        IqType::Get,
+        IqTarget::Host,
+        TEST_NS,
+        "payload",
+        |request| async move {
+            let session = request
+                .session
+                .as_ref()
+                .and_then(|s| s.jid.as_ref())
+                .map(|j| j.to_string())
+                .unwrap_or_default();
+            Ok(Some(
+                element("payload", TEST_NS)
+                    .with("from", request.from.to_string())
+                    .with("to", request.to.to_string())
+                    .with("session", session)
+                    .with_text("42"),
+            ))
+        },
+    );
+    ctx.hook_iq(
+        IqType::Set,
+        IqTarget::Host,
+        TEST_NS,
+        "empty",
+        |_request| async { Ok(None) },
+    );
+    ctx.hook_iq(
+        IqType::Get,
+        IqTarget::Host,
+        TEST_NS,
+        "stanza-error",
+        |_request| async {
+            Err(StanzaError::new(Condition::NotAcceptable)
+                .text("try again")
+                .into())
+        },
+    );
+    ctx.hook_iq(
+        IqType::Get,
+        IqTarget::Host,
+        TEST_NS,
+        "internal",
+        |_request| async {
+            Err(HandlerError::Internal(anyhow::anyhow!(
+                "secret internal detail"
+            )))
+        },
+    );
+    ctx.hook_iq(
+        IqType::Get,
+        IqTarget::Host,
+        TEST_NS,
+        "slow",
+        |_request| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Ok(Some(element("slow", TEST_NS).with_text("too late")))
+        },
+    );
+    ctx.hook_iq(
+        IqType::Get,
+        IqTarget::Bare,
+        TEST_NS,
+        "account",
+        |request| async move {
+            Ok(Some(
+                element("account", TEST_NS).with("to", request.to.to_string()),
+            ))
+        },
+    );
     Ok(())
 }
 
@@ -151,7 +220,13 @@ const TEST_DEP: ModuleDescriptor = ModuleDescriptor {
 
 fn load_failing(ctx: &mut ModuleContext) -> anyhow::Result<()> {
     ctx.add_feature("urn:example:half-loaded");
-    ctx.hook_iq(IqType::Get, IqTarget::Host, "urn:example:half-loaded", "query", |_request| async { Ok(None) });
+    ctx.hook_iq(
+        IqType::Get,
+        IqTarget::Host,
+        "urn:example:half-loaded",
+        "query",
+        |_request| async { Ok(None) },
+    );
     anyhow::bail!("this module always fails to load")
 }
 
@@ -180,10 +255,19 @@ async fn disco_features(client: &mut tern::testing::TestClient) -> anyhow::Resul
     let reply = client
         .iq_str("<iq type='get' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
         .await?;
-    assert_eq!(reply.attr("type"), Some("result"), "{}", writer::to_string(&reply));
+    assert_eq!(
+        reply.attr("type"),
+        Some("result"),
+        "{}",
+        writer::to_string(&reply)
+    );
     Ok(reply
         .get_child("query", ns::DISCO_INFO)
-        .map(|q| q.children().filter_map(|c| c.attr("var").map(str::to_string)).collect())
+        .map(|q| {
+            q.children()
+                .filter_map(|c| c.attr("var").map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default())
 }
 
@@ -197,8 +281,13 @@ async fn hooks_run_in_priority_order() -> anyhow::Result<()> {
     let mut romeo = server.client("romeo").await?;
     let mut juliet = server.client("juliet").await?;
     juliet.available().await?;
-    romeo.send_str(&message("juliet@localhost", "order please")).await?;
-    assert_eq!(body(&juliet.expect().await?).as_deref(), Some("order please"));
+    romeo
+        .send_str(&message("juliet@localhost", "order please"))
+        .await?;
+    assert_eq!(
+        body(&juliet.expect().await?).as_deref(),
+        Some("order please")
+    );
     let order = recorder(&server).order.lock().unwrap().clone();
     assert_eq!(order, vec!["ten", "five", "zero-a", "zero-b", "minus-five"]);
     Ok(())
@@ -210,13 +299,17 @@ async fn handled_stops_lower_priority_handlers_and_delivery() -> anyhow::Result<
     let mut romeo = server.client("romeo").await?;
     let mut juliet = server.client("juliet").await?;
     juliet.available().await?;
-    romeo.send_str(&message("juliet@localhost", "swallow")).await?;
+    romeo
+        .send_str(&message("juliet@localhost", "swallow"))
+        .await?;
     romeo.sync().await?;
     juliet.expect_silence(QUIET).await?;
     romeo.expect_silence(QUIET).await?;
     assert_eq!(recorder(&server).order.lock().unwrap().clone(), vec!["ten"]);
     // Other messages still flow.
-    romeo.send_str(&message("juliet@localhost", "normal")).await?;
+    romeo
+        .send_str(&message("juliet@localhost", "normal"))
+        .await?;
     assert_eq!(body(&juliet.expect().await?).as_deref(), Some("normal"));
     Ok(())
 }
@@ -227,9 +320,15 @@ async fn handlers_may_rewrite_the_stanza() -> anyhow::Result<()> {
     let mut romeo = server.client("romeo").await?;
     let mut juliet = server.client("juliet").await?;
     juliet.available().await?;
-    romeo.send_str(&message("juliet@localhost", "stamp")).await?;
+    romeo
+        .send_str(&message("juliet@localhost", "stamp"))
+        .await?;
     let got = juliet.expect().await?;
-    assert!(got.get_child("stamped", TEST_NS).is_some(), "{}", writer::to_string(&got));
+    assert!(
+        got.get_child("stamped", TEST_NS).is_some(),
+        "{}",
+        writer::to_string(&got)
+    );
     Ok(())
 }
 
@@ -239,7 +338,11 @@ async fn handler_errors_reach_the_sender() -> anyhow::Result<()> {
     let mut romeo = server.client("romeo").await?;
     let mut juliet = server.client("juliet").await?;
     juliet.available().await?;
-    romeo.send_str("<message to='juliet@localhost' type='chat' id='f1'><body>forbidden</body></message>").await?;
+    romeo
+        .send_str(
+            "<message to='juliet@localhost' type='chat' id='f1'><body>forbidden</body></message>",
+        )
+        .await?;
     let error = romeo.expect().await?;
     assert_eq!(error.attr("id"), Some("f1"));
     assert_error(&error, "forbidden");
@@ -250,11 +353,19 @@ async fn handler_errors_reach_the_sender() -> anyhow::Result<()> {
         .map(|t| t.text());
     assert_eq!(text.as_deref(), Some("not today"));
     // An internal failure is internal-server-error, without the internal detail.
-    romeo.send_str("<message to='juliet@localhost' type='chat' id='f2'><body>broken</body></message>").await?;
+    romeo
+        .send_str(
+            "<message to='juliet@localhost' type='chat' id='f2'><body>broken</body></message>",
+        )
+        .await?;
     let error = romeo.expect().await?;
     assert_eq!(error.attr("id"), Some("f2"));
     assert_error(&error, "internal-server-error");
-    assert!(!writer::to_string(&error).contains("secret"), "{}", writer::to_string(&error));
+    assert!(
+        !writer::to_string(&error).contains("secret"),
+        "{}",
+        writer::to_string(&error)
+    );
     juliet.expect_silence(QUIET).await?;
     Ok(())
 }
@@ -264,13 +375,21 @@ async fn iq_handler_payload_becomes_the_result() -> anyhow::Result<()> {
     let server = server_with(&[ENABLED]).await?;
     let mut romeo = server.client("romeo").await?;
     let reply = romeo.iq_str(&iq("payload", "get")).await?;
-    assert_eq!(reply.attr("type"), Some("result"), "{}", writer::to_string(&reply));
+    assert_eq!(
+        reply.attr("type"),
+        Some("result"),
+        "{}",
+        writer::to_string(&reply)
+    );
     assert_eq!(reply.attr("from"), Some("localhost"));
     let payload = reply.get_child("payload", TEST_NS).expect("payload");
     assert_eq!(payload.text(), "42");
     assert_eq!(payload.attr("from"), Some(romeo.jid().to_string().as_str()));
     assert_eq!(payload.attr("to"), Some("localhost"));
-    assert_eq!(payload.attr("session"), Some(romeo.jid().to_string().as_str()));
+    assert_eq!(
+        payload.attr("session"),
+        Some(romeo.jid().to_string().as_str())
+    );
     // No payload: an empty result.
     let reply = romeo.iq_str(&iq("empty", "set")).await?;
     assert_eq!(reply.attr("type"), Some("result"));
@@ -280,10 +399,22 @@ async fn iq_handler_payload_becomes_the_result() -> anyhow::Result<()> {
     assert_error(&reply, "service-unavailable");
     // An account-level handler sees the addressed bare JID.
     let reply = romeo
-        .iq_str(&format!("<iq type='get' to='juliet@localhost'><account xmlns='{TEST_NS}'/></iq>"))
+        .iq_str(&format!(
+            "<iq type='get' to='juliet@localhost'><account xmlns='{TEST_NS}'/></iq>"
+        ))
         .await?;
-    assert_eq!(reply.attr("type"), Some("result"), "{}", writer::to_string(&reply));
-    assert_eq!(reply.get_child("account", TEST_NS).and_then(|a| a.attr("to")), Some("juliet@localhost"));
+    assert_eq!(
+        reply.attr("type"),
+        Some("result"),
+        "{}",
+        writer::to_string(&reply)
+    );
+    assert_eq!(
+        reply
+            .get_child("account", TEST_NS)
+            .and_then(|a| a.attr("to")),
+        Some("juliet@localhost")
+    );
     romeo.expect_silence(QUIET).await?;
     Ok(())
 }
@@ -297,7 +428,11 @@ async fn iq_handler_errors_become_the_error_reply() -> anyhow::Result<()> {
     assert_eq!(error_type(&reply).as_deref(), Some("modify"));
     let reply = romeo.iq_str(&iq("internal", "get")).await?;
     assert_error(&reply, "internal-server-error");
-    assert!(!writer::to_string(&reply).contains("secret"), "{}", writer::to_string(&reply));
+    assert!(
+        !writer::to_string(&reply).contains("secret"),
+        "{}",
+        writer::to_string(&reply)
+    );
     romeo.expect_silence(QUIET).await?;
     Ok(())
 }
@@ -310,8 +445,14 @@ async fn slow_iq_handler_gets_exactly_one_error_reply() -> anyhow::Result<()> {
     let reply = romeo.iq_str(&iq("slow", "get")).await?;
     let elapsed = started.elapsed();
     assert_error(&reply, "internal-server-error");
-    assert!(elapsed >= Duration::from_millis(900), "answered before the timeout: {elapsed:?}");
-    assert!(elapsed < Duration::from_millis(1450), "answered after the handler finished: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "answered before the timeout: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(1450),
+        "answered after the handler finished: {elapsed:?}"
+    );
     // The handler would have finished at 1.5 s: no late second reply.
     romeo.expect_silence(Duration::from_millis(800)).await?;
     romeo.sync().await
@@ -324,7 +465,9 @@ async fn module_items_show_in_disco_and_unloading_removes_everything() -> anyhow
     let mut romeo = server.client("romeo").await?;
     let mut juliet = server.client("juliet").await?;
     juliet.available().await?;
-    assert!(disco_features(&mut romeo).await?.contains(&FEATURE.to_string()));
+    assert!(disco_features(&mut romeo)
+        .await?
+        .contains(&FEATURE.to_string()));
     assert!(tern::module::loaded(&host).contains(&"test_mod".to_string()));
 
     assert!(tern::module::unload(&host, "test_mod"));
@@ -332,13 +475,21 @@ async fn module_items_show_in_disco_and_unloading_removes_everything() -> anyhow
     assert!(!tern::module::loaded(&host).contains(&"test_mod".to_string()));
     let features = disco_features(&mut romeo).await?;
     assert!(!features.contains(&FEATURE.to_string()), "{features:?}");
-    assert!(features.contains(&ns::PING.to_string()), "other modules' features went too");
-    assert!(host.items.all::<Recorder>().is_empty(), "the module's item survived");
+    assert!(
+        features.contains(&ns::PING.to_string()),
+        "other modules' features went too"
+    );
+    assert!(
+        host.items.all::<Recorder>().is_empty(),
+        "the module's item survived"
+    );
     // Its IQ handlers are gone.
     let reply = romeo.iq_str(&iq("payload", "get")).await?;
     assert_error(&reply, "service-unavailable");
     // Its hooks are gone: a message it used to swallow is delivered.
-    romeo.send_str(&message("juliet@localhost", "swallow")).await?;
+    romeo
+        .send_str(&message("juliet@localhost", "swallow"))
+        .await?;
     assert_eq!(body(&juliet.expect().await?).as_deref(), Some("swallow"));
     Ok(())
 }
@@ -355,7 +506,13 @@ async fn session_events_fire_on_bind_and_close() -> anyhow::Result<()> {
     loop {
         let sessions = recorder.sessions.lock().unwrap().clone();
         if sessions.len() >= 2 {
-            assert_eq!(sessions, vec!["bound romeo@localhost/events", "closed romeo@localhost/events"]);
+            assert_eq!(
+                sessions,
+                vec![
+                    "bound romeo@localhost/events",
+                    "closed romeo@localhost/events"
+                ]
+            );
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{sessions:?}");
@@ -367,10 +524,16 @@ async fn session_events_fire_on_bind_and_close() -> anyhow::Result<()> {
 #[tokio::test]
 async fn wrong_typed_option_uses_the_default_and_reports_the_key() -> anyhow::Result<()> {
     let server = server_with(&[ENABLED, "[modules.test_mod]\ncount = \"abc\""]).await?;
-    assert_eq!(*recorder(&server).count.lock().unwrap(), 3, "the default was not used");
+    assert_eq!(
+        *recorder(&server).count.lock().unwrap(),
+        3,
+        "the default was not used"
+    );
     let diagnostics = server.server().config().diagnostics.all();
     assert!(
-        diagnostics.iter().any(|d| d.key == "modules.test_mod.count"),
+        diagnostics
+            .iter()
+            .any(|d| d.key == "modules.test_mod.count"),
         "no diagnostic for modules.test_mod.count in {diagnostics:?}"
     );
     // The server runs regardless.
@@ -383,15 +546,27 @@ async fn valid_and_out_of_range_options() -> anyhow::Result<()> {
     let server = server_with(&[ENABLED, "[modules.test_mod]\ncount = 7"]).await?;
     assert_eq!(*recorder(&server).count.lock().unwrap(), 7);
     let diagnostics = server.server().config().diagnostics.all();
-    assert!(!diagnostics.iter().any(|d| d.key.contains("test_mod")), "{diagnostics:?}");
+    assert!(
+        !diagnostics.iter().any(|d| d.key.contains("test_mod")),
+        "{diagnostics:?}"
+    );
 
     let server = server_with(&[ENABLED, "[modules.test_mod]\ncount = 50"]).await?;
     assert_eq!(*recorder(&server).count.lock().unwrap(), 3);
     let diagnostics = server.server().config().diagnostics.all();
-    assert!(diagnostics.iter().any(|d| d.key == "modules.test_mod.count"), "{diagnostics:?}");
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.key == "modules.test_mod.count"),
+        "{diagnostics:?}"
+    );
 
     // Host options override global ones.
-    let server = server_with(&[ENABLED, "[modules.test_mod]\ncount = 2\n[hosts.localhost.modules.test_mod]\ncount = 9"]).await?;
+    let server = server_with(&[
+        ENABLED,
+        "[modules.test_mod]\ncount = 2\n[hosts.localhost.modules.test_mod]\ncount = 9",
+    ])
+    .await?;
     assert_eq!(*recorder(&server).count.lock().unwrap(), 9);
     Ok(())
 }
@@ -406,14 +581,23 @@ async fn per_host_disabled_module_is_not_loaded_there() -> anyhow::Result<()> {
         .start()
         .await?;
     let mut romeo = server.client("romeo").await?;
-    let reply = romeo.iq_str("<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
+    let reply = romeo
+        .iq_str("<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await?;
     assert_error(&reply, "service-unavailable");
     let features = disco_features(&mut romeo).await?;
     assert!(!features.contains(&ns::PING.to_string()), "{features:?}");
     assert!(features.contains(&ns::VERSION.to_string()), "{features:?}");
     // The other host still runs it.
-    let reply = romeo.iq_str("<iq type='get' to='other.test'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
-    assert_eq!(reply.attr("type"), Some("result"), "{}", writer::to_string(&reply));
+    let reply = romeo
+        .iq_str("<iq type='get' to='other.test'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await?;
+    assert_eq!(
+        reply.attr("type"),
+        Some("result"),
+        "{}",
+        writer::to_string(&reply)
+    );
     let other = server.host("other.test").expect("host");
     assert!(tern::module::loaded(&other).contains(&"ping".to_string()));
     let local = server.host("localhost").expect("host");
@@ -435,9 +619,16 @@ async fn per_host_enabled_module_is_loaded_only_there() -> anyhow::Result<()> {
     let here = romeo.iq_str(&iq("payload", "get")).await?;
     assert_error(&here, "service-unavailable");
     let there = romeo
-        .iq_str(&format!("<iq type='get' to='other.test'><payload xmlns='{TEST_NS}'/></iq>"))
+        .iq_str(&format!(
+            "<iq type='get' to='other.test'><payload xmlns='{TEST_NS}'/></iq>"
+        ))
         .await?;
-    assert_eq!(there.attr("type"), Some("result"), "{}", writer::to_string(&there));
+    assert_eq!(
+        there.attr("type"),
+        Some("result"),
+        "{}",
+        writer::to_string(&there)
+    );
     Ok(())
 }
 
@@ -446,29 +637,56 @@ async fn dependencies_are_loaded_first() -> anyhow::Result<()> {
     let server = server_with(&["modules_enabled = [\"disco\", \"ping\", \"test_dep\"]"]).await?;
     let host = server.host("localhost").expect("host");
     let loaded = tern::module::loaded(&host);
-    let version = loaded.iter().position(|m| m == "version").expect("version was not loaded");
-    let dependent = loaded.iter().position(|m| m == "test_dep").expect("test_dep was not loaded");
+    let version = loaded
+        .iter()
+        .position(|m| m == "version")
+        .expect("version was not loaded");
+    let dependent = loaded
+        .iter()
+        .position(|m| m == "test_dep")
+        .expect("test_dep was not loaded");
     assert!(version < dependent, "{loaded:?}");
     let mut romeo = server.client("romeo").await?;
-    let reply = romeo.iq_str("<iq type='get' to='localhost'><query xmlns='jabber:iq:version'/></iq>").await?;
+    let reply = romeo
+        .iq_str("<iq type='get' to='localhost'><query xmlns='jabber:iq:version'/></iq>")
+        .await?;
     assert_eq!(reply.attr("type"), Some("result"));
     Ok(())
 }
 
 #[tokio::test]
 async fn a_failing_module_leaves_nothing_behind_and_the_server_runs() -> anyhow::Result<()> {
-    let server = server_with(&["modules_enabled = [\"disco\", \"ping\", \"test_fail\", \"no_such_module\"]"]).await?;
+    let server = server_with(&[
+        "modules_enabled = [\"disco\", \"ping\", \"test_fail\", \"no_such_module\"]",
+    ])
+    .await?;
     let host = server.host("localhost").expect("host");
     assert!(!tern::module::loaded(&host).contains(&"test_fail".to_string()));
     let mut romeo = server.client("romeo").await?;
     let features = disco_features(&mut romeo).await?;
-    assert!(!features.contains(&"urn:example:half-loaded".to_string()), "{features:?}");
+    assert!(
+        !features.contains(&"urn:example:half-loaded".to_string()),
+        "{features:?}"
+    );
     let reply = romeo
         .iq_str("<iq type='get' to='localhost'><query xmlns='urn:example:half-loaded'/></iq>")
         .await?;
     assert_error(&reply, "service-unavailable");
-    let diagnostics: Vec<String> = server.server().config().diagnostics.all().iter().map(|d| d.to_string()).collect();
-    assert!(diagnostics.iter().any(|d| d.contains("test_fail")), "{diagnostics:?}");
-    assert!(diagnostics.iter().any(|d| d.contains("no_such_module")), "{diagnostics:?}");
+    let diagnostics: Vec<String> = server
+        .server()
+        .config()
+        .diagnostics
+        .all()
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert!(
+        diagnostics.iter().any(|d| d.contains("test_fail")),
+        "{diagnostics:?}"
+    );
+    assert!(
+        diagnostics.iter().any(|d| d.contains("no_such_module")),
+        "{diagnostics:?}"
+    );
     Ok(())
 }

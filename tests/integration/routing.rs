@@ -7,10 +7,18 @@ use tern::xml::{ns, writer, Element};
 use crate::common::*;
 
 async fn server() -> anyhow::Result<TestServer> {
-    TestServer::builder().user("romeo", "pw").user("juliet", "pw").start().await
+    TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .start()
+        .await
 }
 
-async fn with_resource(server: &TestServer, user: &str, resource: &str) -> anyhow::Result<TestClient> {
+async fn with_resource(
+    server: &TestServer,
+    user: &str,
+    resource: &str,
+) -> anyhow::Result<TestClient> {
     let mut options = server.options(user, "pw");
     options.resource = Some(resource.to_string());
     server.client_with(options).await
@@ -27,16 +35,23 @@ async fn from_is_stamped_with_the_full_jid() -> anyhow::Result<()> {
     let mut juliet = server.client("juliet").await?;
     juliet.available().await?;
     let romeo_jid = romeo.jid().to_string();
-    romeo.send_str(&message("juliet@localhost", "stamped")).await?;
+    romeo
+        .send_str(&message("juliet@localhost", "stamped"))
+        .await?;
     let got = juliet.expect().await?;
     assert_eq!(got.attr("from"), Some(romeo_jid.as_str()));
     // A bare 'from' is replaced by the full JID too.
     romeo
         .send_str("<message from='romeo@localhost' to='juliet@localhost' type='chat'><body>b</body></message>")
         .await?;
-    assert_eq!(juliet.expect().await?.attr("from"), Some(romeo_jid.as_str()));
+    assert_eq!(
+        juliet.expect().await?.attr("from"),
+        Some(romeo_jid.as_str())
+    );
     // Directed presence as well.
-    romeo.send_str(&format!("<presence to='{}'/>", juliet.jid())).await?;
+    romeo
+        .send_str(&format!("<presence to='{}'/>", juliet.jid()))
+        .await?;
     let presence = juliet.expect().await?;
     assert_eq!(presence.name(), "presence");
     assert_eq!(presence.attr("from"), Some(romeo_jid.as_str()));
@@ -51,14 +66,18 @@ async fn message_to_a_full_jid_reaches_only_that_resource() -> anyhow::Result<()
     let mut desk = with_resource(&server, "juliet", "desk").await?;
     phone.available().await?;
     desk.available().await?;
-    romeo.send_str(&message("juliet@localhost/desk", "desk only")).await?;
+    romeo
+        .send_str(&message("juliet@localhost/desk", "desk only"))
+        .await?;
     let got = desk.expect().await?;
     assert_eq!(body(&got).as_deref(), Some("desk only"));
     assert_eq!(got.attr("to"), Some("juliet@localhost/desk"));
     phone.expect_silence(QUIET).await?;
     // A full JID reaches a resource even before it sent presence.
     let mut quiet = with_resource(&server, "juliet", "quiet").await?;
-    romeo.send_str(&message("juliet@localhost/quiet", "psst")).await?;
+    romeo
+        .send_str(&message("juliet@localhost/quiet", "psst"))
+        .await?;
     assert_eq!(body(&quiet.expect().await?).as_deref(), Some("psst"));
     Ok(())
 }
@@ -69,12 +88,18 @@ async fn message_to_an_offline_full_jid_falls_back_to_the_bare_jid() -> anyhow::
     let mut romeo = server.client("romeo").await?;
     let mut desk = with_resource(&server, "juliet", "desk").await?;
     desk.available().await?;
-    romeo.send_str(&message("juliet@localhost/gone", "fallback")).await?;
+    romeo
+        .send_str(&message("juliet@localhost/gone", "fallback"))
+        .await?;
     assert_eq!(body(&desk.expect().await?).as_deref(), Some("fallback"));
     // No resource at all: bounced.
     desk.send_str("<presence type='unavailable'/>").await?;
     desk.sync().await?;
-    romeo.send_str("<message to='juliet@localhost/gone' type='chat' id='fb2'><body>x</body></message>").await?;
+    romeo
+        .send_str(
+            "<message to='juliet@localhost/gone' type='chat' id='fb2'><body>x</body></message>",
+        )
+        .await?;
     let bounce = romeo.expect().await?;
     assert_eq!(bounce.attr("id"), Some("fb2"));
     assert_error(&bounce, "service-unavailable");
@@ -86,7 +111,11 @@ async fn message_to_an_offline_full_jid_falls_back_to_the_bare_jid() -> anyhow::
 async fn message_to_bare_jid_without_available_resource_bounces() -> anyhow::Result<()> {
     let server = server().await?;
     let mut romeo = server.client("romeo").await?;
-    romeo.send_str("<message to='juliet@localhost' type='chat' id='m1'><body>anyone?</body></message>").await?;
+    romeo
+        .send_str(
+            "<message to='juliet@localhost' type='chat' id='m1'><body>anyone?</body></message>",
+        )
+        .await?;
     let bounce = romeo.expect().await?;
     assert_eq!(bounce.name(), "message");
     assert_eq!(bounce.attr("id"), Some("m1"));
@@ -95,8 +124,12 @@ async fn message_to_bare_jid_without_available_resource_bounces() -> anyhow::Res
     assert_error(&bounce, "service-unavailable");
     assert_eq!(error_type(&bounce).as_deref(), Some("cancel"));
     // Headlines are dropped silently (RFC 6121 §8.5.2.1.1), errors never bounce.
-    romeo.send_str("<message to='juliet@localhost' type='headline'><body>news</body></message>").await?;
-    romeo.send_str("<message to='juliet@localhost' type='error' id='e1'/>").await?;
+    romeo
+        .send_str("<message to='juliet@localhost' type='headline'><body>news</body></message>")
+        .await?;
+    romeo
+        .send_str("<message to='juliet@localhost' type='error' id='e1'/>")
+        .await?;
     romeo.expect_silence(QUIET).await?;
     Ok(())
 }
@@ -106,14 +139,20 @@ async fn message_to_unknown_user_is_service_unavailable() -> anyhow::Result<()> 
     let server = server().await?;
     let mut romeo = server.client("romeo").await?;
     for to in ["nobody@localhost", "nobody@localhost/res"] {
-        romeo.send_str(&format!("<message to='{to}' type='chat' id='u1'><body>x</body></message>")).await?;
+        romeo
+            .send_str(&format!(
+                "<message to='{to}' type='chat' id='u1'><body>x</body></message>"
+            ))
+            .await?;
         let bounce = romeo.expect().await?;
         assert_eq!(bounce.attr("id"), Some("u1"));
         assert_eq!(bounce.attr("from"), Some(to));
         assert_error(&bounce, "service-unavailable");
     }
     // An error to an unknown user is dropped, not bounced back (no loops).
-    romeo.send_str("<message to='nobody@localhost' type='error'/>").await?;
+    romeo
+        .send_str("<message to='nobody@localhost' type='error'/>")
+        .await?;
     romeo.expect_silence(QUIET).await?;
     Ok(())
 }
@@ -122,12 +161,16 @@ async fn message_to_unknown_user_is_service_unavailable() -> anyhow::Result<()> 
 async fn other_domains_are_remote_server_not_found() -> anyhow::Result<()> {
     let server = server().await?;
     let mut romeo = server.client("romeo").await?;
-    romeo.send_str("<message to='friar@verona.example' type='chat' id='r1'><body>x</body></message>").await?;
+    romeo
+        .send_str("<message to='friar@verona.example' type='chat' id='r1'><body>x</body></message>")
+        .await?;
     let bounce = romeo.expect().await?;
     assert_eq!(bounce.attr("id"), Some("r1"));
     assert_eq!(bounce.attr("from"), Some("friar@verona.example"));
     assert_error(&bounce, "remote-server-not-found");
-    let reply = romeo.iq_str("<iq type='get' to='verona.example'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
+    let reply = romeo
+        .iq_str("<iq type='get' to='verona.example'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await?;
     assert_error(&reply, "remote-server-not-found");
     Ok(())
 }
@@ -136,7 +179,9 @@ async fn other_domains_are_remote_server_not_found() -> anyhow::Result<()> {
 async fn malformed_to_is_jid_malformed() -> anyhow::Result<()> {
     let server = server().await?;
     let mut romeo = server.client("romeo").await?;
-    romeo.send_str("<message to='@@bad@@' type='chat' id='j1'><body>x</body></message>").await?;
+    romeo
+        .send_str("<message to='@@bad@@' type='chat' id='j1'><body>x</body></message>")
+        .await?;
     let reply = romeo.expect().await?;
     assert_eq!(reply.attr("id"), Some("j1"));
     assert_error(&reply, "jid-malformed");
@@ -147,7 +192,9 @@ async fn malformed_to_is_jid_malformed() -> anyhow::Result<()> {
 async fn message_to_the_server_is_service_unavailable() -> anyhow::Result<()> {
     let server = server().await?;
     let mut romeo = server.client("romeo").await?;
-    romeo.send_str("<message to='localhost' type='chat' id='s1'><body>hi server</body></message>").await?;
+    romeo
+        .send_str("<message to='localhost' type='chat' id='s1'><body>hi server</body></message>")
+        .await?;
     let reply = romeo.expect().await?;
     assert_eq!(reply.attr("id"), Some("s1"));
     assert_error(&reply, "service-unavailable");
@@ -184,7 +231,9 @@ async fn iq_with_wrong_child_count_is_bad_request() -> anyhow::Result<()> {
     assert_error(&two, "bad-request");
     let none = romeo.iq_str("<iq type='get' to='localhost'/>").await?;
     assert_error(&none, "bad-request");
-    let bad_type = romeo.iq_str("<iq type='fetch' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
+    let bad_type = romeo
+        .iq_str("<iq type='fetch' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await?;
     assert_error(&bad_type, "bad-request");
     // Exactly one reply each.
     romeo.expect_silence(QUIET).await?;
@@ -195,7 +244,9 @@ async fn iq_with_wrong_child_count_is_bad_request() -> anyhow::Result<()> {
 async fn iq_without_id_is_bad_request() -> anyhow::Result<()> {
     let server = server().await?;
     let mut romeo = server.client("romeo").await?;
-    romeo.send_str("<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
+    romeo
+        .send_str("<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await?;
     let reply = romeo.expect().await?;
     assert!(is_iq_error(&reply), "{}", writer::to_string(&reply));
     assert_error(&reply, "bad-request");
@@ -212,7 +263,9 @@ async fn iq_between_clients_goes_there_and_back() -> anyhow::Result<()> {
     let romeo_jid = romeo.jid().to_string();
     let juliet_jid = juliet.jid().to_string();
     romeo
-        .send_str(&format!("<iq type='get' id='v1' to='{juliet_jid}'><query xmlns='jabber:iq:version'/></iq>"))
+        .send_str(&format!(
+            "<iq type='get' id='v1' to='{juliet_jid}'><query xmlns='jabber:iq:version'/></iq>"
+        ))
         .await?;
     let request = juliet.expect().await?;
     assert_eq!(request.attr("type"), Some("get"));
@@ -228,14 +281,22 @@ async fn iq_between_clients_goes_there_and_back() -> anyhow::Result<()> {
     assert_eq!(result.attr("type"), Some("result"));
     assert_eq!(result.attr("id"), Some("v1"));
     assert_eq!(result.attr("from"), Some(juliet_jid.as_str()));
-    let name = result.get_child("query", ns::VERSION).and_then(|q| q.get_child("name", ns::VERSION)).map(|n| n.text());
+    let name = result
+        .get_child("query", ns::VERSION)
+        .and_then(|q| q.get_child("name", ns::VERSION))
+        .map(|n| n.text());
     assert_eq!(name.as_deref(), Some("Nurse"));
     // Errors travel back the same way.
     romeo
-        .send_str(&format!("<iq type='set' id='v2' to='{juliet_jid}'><x xmlns='urn:example'/></iq>"))
+        .send_str(&format!(
+            "<iq type='set' id='v2' to='{juliet_jid}'><x xmlns='urn:example'/></iq>"
+        ))
         .await?;
     let request = juliet.expect().await?;
-    let error = tern::stanza::error_reply(&request, &tern::stanza::StanzaError::new(tern::stanza::Condition::FeatureNotImplemented));
+    let error = tern::stanza::error_reply(
+        &request,
+        &tern::stanza::StanzaError::new(tern::stanza::Condition::FeatureNotImplemented),
+    );
     juliet.send(&error).await?;
     let got = romeo.expect().await?;
     assert_eq!(got.attr("id"), Some("v2"));
@@ -248,10 +309,14 @@ async fn iq_to_offline_full_jid_or_other_bare_jid_is_service_unavailable() -> an
     let server = server().await?;
     let mut romeo = server.client("romeo").await?;
     let _juliet = server.client("juliet").await?;
-    let offline = romeo.iq_str("<iq type='get' to='juliet@localhost/nope'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
+    let offline = romeo
+        .iq_str("<iq type='get' to='juliet@localhost/nope'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await?;
     assert_error(&offline, "service-unavailable");
     assert_eq!(offline.attr("from"), Some("juliet@localhost/nope"));
-    let bare = romeo.iq_str("<iq type='get' to='juliet@localhost'><query xmlns='urn:example:nothing'/></iq>").await?;
+    let bare = romeo
+        .iq_str("<iq type='get' to='juliet@localhost'><query xmlns='urn:example:nothing'/></iq>")
+        .await?;
     assert_error(&bare, "service-unavailable");
     Ok(())
 }
@@ -262,9 +327,13 @@ async fn iq_result_to_missing_resource_is_dropped_silently() -> anyhow::Result<(
     let mut romeo = server.client("romeo").await?;
     let mut juliet = server.client("juliet").await?;
     juliet.available().await?;
-    romeo.send_str("<iq type='result' id='stale' to='juliet@localhost/nope'/>").await?;
+    romeo
+        .send_str("<iq type='result' id='stale' to='juliet@localhost/nope'/>")
+        .await?;
     romeo.send_str("<iq type='error' id='stale2' to='juliet@localhost/nope'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>").await?;
-    romeo.send_str("<iq type='result' id='stale3' to='nobody@localhost/x'/>").await?;
+    romeo
+        .send_str("<iq type='result' id='stale3' to='nobody@localhost/x'/>")
+        .await?;
     romeo.sync().await?;
     romeo.expect_silence(QUIET).await?;
     juliet.expect_silence(QUIET).await?;
@@ -290,11 +359,15 @@ async fn virtual_hosts_route_between_each_other_and_keep_sessions_apart() -> any
         client.available().await?;
     }
 
-    romeo_a.send_str(&message("juliet@b.test", "across hosts")).await?;
+    romeo_a
+        .send_str(&message("juliet@b.test", "across hosts"))
+        .await?;
     let got = juliet_b.expect().await?;
     assert_eq!(body(&got).as_deref(), Some("across hosts"));
     assert_eq!(got.attr("from"), Some(romeo_a.jid().to_string().as_str()));
-    juliet_b.send_str(&message(&romeo_a.jid().to_string(), "back")).await?;
+    juliet_b
+        .send_str(&message(&romeo_a.jid().to_string(), "back"))
+        .await?;
     assert_eq!(body(&romeo_a.expect().await?).as_deref(), Some("back"));
     // Same localpart, different host: different account and session.
     juliet_b.send_str(&message("romeo@b.test", "for b")).await?;
@@ -306,7 +379,9 @@ async fn virtual_hosts_route_between_each_other_and_keep_sessions_apart() -> any
     assert_eq!(b.sessions_of("romeo").len(), 1);
     assert_eq!(a.sessions_of("juliet").len(), 0);
     // Each host answers for itself.
-    let pong = romeo_a.iq_str("<iq type='get' to='b.test'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
+    let pong = romeo_a
+        .iq_str("<iq type='get' to='b.test'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await?;
     assert_eq!(pong.attr("type"), Some("result"));
     assert_eq!(pong.attr("from"), Some("b.test"));
     // juliet has no account on a.test.
@@ -315,7 +390,9 @@ async fn virtual_hosts_route_between_each_other_and_keep_sessions_apart() -> any
     let refused = raw.authenticate("SCRAM-SHA-1", "juliet", "pw").await?;
     assert!(refused.is_err(), "juliet@b.test logged in on a.test");
     // Unknown users on the other host bounce.
-    romeo_a.send_str("<message to='juliet@a.test' type='chat' id='x1'><body>x</body></message>").await?;
+    romeo_a
+        .send_str("<message to='juliet@a.test' type='chat' id='x1'><body>x</body></message>")
+        .await?;
     assert_error(&romeo_a.expect().await?, "service-unavailable");
     Ok(())
 }
@@ -330,19 +407,37 @@ async fn disco_info_lists_the_server_features_and_identity() -> anyhow::Result<(
         "<iq type='get'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
     ] {
         let reply = romeo.iq_str(iq).await?;
-        assert_eq!(reply.attr("type"), Some("result"), "{}", writer::to_string(&reply));
+        assert_eq!(
+            reply.attr("type"),
+            Some("result"),
+            "{}",
+            writer::to_string(&reply)
+        );
         let query = reply.get_child("query", ns::DISCO_INFO).expect("query");
         let features: Vec<String> = query
             .children()
             .filter(|c| c.name() == "feature")
             .filter_map(|c| c.attr("var").map(str::to_string))
             .collect();
-        for expected in [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING, ns::VERSION, ns::TIME] {
-            assert!(features.iter().any(|f| f == expected), "{expected} missing from {features:?}");
+        for expected in [
+            ns::DISCO_INFO,
+            ns::DISCO_ITEMS,
+            ns::PING,
+            ns::VERSION,
+            ns::TIME,
+        ] {
+            assert!(
+                features.iter().any(|f| f == expected),
+                "{expected} missing from {features:?}"
+            );
         }
         let mut sorted = features.clone();
         sorted.dedup();
-        assert_eq!(sorted.len(), features.len(), "duplicate features: {features:?}");
+        assert_eq!(
+            sorted.len(),
+            features.len(),
+            "duplicate features: {features:?}"
+        );
         let identity = query
             .children()
             .find(|c| c.name() == "identity")
@@ -374,14 +469,28 @@ async fn disco_info_for_an_unknown_node_is_item_not_found() -> anyhow::Result<()
 async fn version_answers_tern() -> anyhow::Result<()> {
     let server = server().await?;
     let mut romeo = server.client("romeo").await?;
-    let reply = romeo.iq_str("<iq type='get' to='localhost'><query xmlns='jabber:iq:version'/></iq>").await?;
+    let reply = romeo
+        .iq_str("<iq type='get' to='localhost'><query xmlns='jabber:iq:version'/></iq>")
+        .await?;
     assert_eq!(reply.attr("type"), Some("result"));
     assert_eq!(reply.attr("from"), Some("localhost"));
     let query = reply.get_child("query", ns::VERSION).expect("query");
-    assert_eq!(query.get_child("name", ns::VERSION).map(|n| n.text()).as_deref(), Some("Tern"));
-    let version = query.get_child("version", ns::VERSION).map(|n| n.text()).unwrap_or_default();
+    assert_eq!(
+        query
+            .get_child("name", ns::VERSION)
+            .map(|n| n.text())
+            .as_deref(),
+        Some("Tern")
+    );
+    let version = query
+        .get_child("version", ns::VERSION)
+        .map(|n| n.text())
+        .unwrap_or_default();
     assert!(!version.is_empty());
-    assert!(query.get_child("os", ns::VERSION).is_none(), "the OS is shown by default");
+    assert!(
+        query.get_child("os", ns::VERSION).is_none(),
+        "the OS is shown by default"
+    );
     Ok(())
 }
 
@@ -389,17 +498,29 @@ async fn version_answers_tern() -> anyhow::Result<()> {
 async fn time_has_utc_and_tzo() -> anyhow::Result<()> {
     let server = server().await?;
     let mut romeo = server.client("romeo").await?;
-    let reply = romeo.iq_str("<iq type='get' to='localhost'><time xmlns='urn:xmpp:time'/></iq>").await?;
+    let reply = romeo
+        .iq_str("<iq type='get' to='localhost'><time xmlns='urn:xmpp:time'/></iq>")
+        .await?;
     assert_eq!(reply.attr("type"), Some("result"));
     let time = reply.get_child("time", ns::TIME).expect("time");
-    let utc = time.get_child("utc", ns::TIME).map(|u| u.text()).unwrap_or_default();
-    let tzo = time.get_child("tzo", ns::TIME).map(|u| u.text()).unwrap_or_default();
+    let utc = time
+        .get_child("utc", ns::TIME)
+        .map(|u| u.text())
+        .unwrap_or_default();
+    let tzo = time
+        .get_child("tzo", ns::TIME)
+        .map(|u| u.text())
+        .unwrap_or_default();
     // XEP-0082 DateTime in UTC, e.g. 2024-01-31T12:34:56Z (fractions allowed).
-    let parsed = chrono::DateTime::parse_from_rfc3339(&utc).map_err(|e| anyhow::anyhow!("utc {utc:?}: {e}"))?;
+    let parsed = chrono::DateTime::parse_from_rfc3339(&utc)
+        .map_err(|e| anyhow::anyhow!("utc {utc:?}: {e}"))?;
     assert!(utc.ends_with('Z'), "{utc}");
     let skew = (chrono::Utc::now().timestamp() - parsed.timestamp()).abs();
     assert!(skew < 60, "server clock off by {skew}s");
-    assert!(tzo == "Z" || (tzo.len() == 6 && (tzo.starts_with('+') || tzo.starts_with('-'))), "{tzo:?}");
+    assert!(
+        tzo == "Z" || (tzo.len() == 6 && (tzo.starts_with('+') || tzo.starts_with('-'))),
+        "{tzo:?}"
+    );
     Ok(())
 }
 
@@ -407,14 +528,30 @@ async fn time_has_utc_and_tzo() -> anyhow::Result<()> {
 async fn ping_without_to_is_answered_by_the_server() -> anyhow::Result<()> {
     let server = server().await?;
     let mut romeo = server.client("romeo").await?;
-    let pong = romeo.iq_str("<iq type='get'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
-    assert_eq!(pong.attr("type"), Some("result"), "{}", writer::to_string(&pong));
+    let pong = romeo
+        .iq_str("<iq type='get'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await?;
+    assert_eq!(
+        pong.attr("type"),
+        Some("result"),
+        "{}",
+        writer::to_string(&pong)
+    );
     assert_eq!(pong.children().count(), 0);
     // To one's own bare JID, too.
-    let pong = romeo.iq_str("<iq type='get' to='romeo@localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
-    assert_eq!(pong.attr("type"), Some("result"), "{}", writer::to_string(&pong));
+    let pong = romeo
+        .iq_str("<iq type='get' to='romeo@localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await?;
+    assert_eq!(
+        pong.attr("type"),
+        Some("result"),
+        "{}",
+        writer::to_string(&pong)
+    );
     // But not on someone else's behalf.
-    let other = romeo.iq_str("<iq type='get' to='juliet@localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
+    let other = romeo
+        .iq_str("<iq type='get' to='juliet@localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await?;
     assert_error(&other, "service-unavailable");
     romeo.expect_silence(QUIET).await?;
     Ok(())
@@ -429,7 +566,9 @@ async fn groupchat_to_a_bare_jid_is_never_delivered() -> anyhow::Result<()> {
     juliet.available().await?;
     for to in ["juliet@localhost", "juliet@localhost/gone"] {
         romeo
-            .send_str(&format!("<message to='{to}' type='groupchat' id='gc'><body>x</body></message>"))
+            .send_str(&format!(
+                "<message to='{to}' type='groupchat' id='gc'><body>x</body></message>"
+            ))
             .await?;
         let bounce = romeo.expect().await?;
         assert_eq!(bounce.attr("id"), Some("gc"), "{to}");
@@ -438,14 +577,18 @@ async fn groupchat_to_a_bare_jid_is_never_delivered() -> anyhow::Result<()> {
     juliet.expect_silence(QUIET).await?;
     // To the full JID of an online resource it is delivered (a MUC would do this).
     romeo
-        .send_str("<message to='juliet@localhost/desk' type='groupchat'><body>room</body></message>")
+        .send_str(
+            "<message to='juliet@localhost/desk' type='groupchat'><body>room</body></message>",
+        )
         .await?;
     assert_eq!(body(&juliet.expect().await?).as_deref(), Some("room"));
     // Without an available resource: still an error.
     juliet.send_str("<presence type='unavailable'/>").await?;
     juliet.sync().await?;
     romeo
-        .send_str("<message to='juliet@localhost' type='groupchat' id='gc2'><body>x</body></message>")
+        .send_str(
+            "<message to='juliet@localhost' type='groupchat' id='gc2'><body>x</body></message>",
+        )
         .await?;
     assert_error(&romeo.expect().await?, "service-unavailable");
     Ok(())
@@ -471,9 +614,18 @@ async fn addresses_are_compared_after_normalisation() -> anyhow::Result<()> {
     // Localpart and domain are case-insensitive, the resource is not.
     romeo.send_str(&message("Juliet@LOCALHOST", "bare")).await?;
     assert_eq!(body(&juliet.expect().await?).as_deref(), Some("bare"));
-    romeo.send_str(&message("JULIET@localhost/Desk", "full")).await?;
+    romeo
+        .send_str(&message("JULIET@localhost/Desk", "full"))
+        .await?;
     assert_eq!(body(&juliet.expect().await?).as_deref(), Some("full"));
-    let pong = romeo.iq_str("<iq type='get' to='LocalHost'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
-    assert_eq!(pong.attr("type"), Some("result"), "{}", writer::to_string(&pong));
+    let pong = romeo
+        .iq_str("<iq type='get' to='LocalHost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await?;
+    assert_eq!(
+        pong.attr("type"),
+        Some("result"),
+        "{}",
+        writer::to_string(&pong)
+    );
     Ok(())
 }

@@ -20,7 +20,11 @@ async fn server() -> anyhow::Result<TestServer> {
 }
 
 async fn tls_server() -> anyhow::Result<TestServer> {
-    TestServer::builder().tls(true).user("romeo", "pw").start().await
+    TestServer::builder()
+        .tls(true)
+        .user("romeo", "pw")
+        .start()
+        .await
 }
 
 /// A raw client that opened its stream and, on a TLS server, did STARTTLS.
@@ -35,7 +39,10 @@ async fn ready(server: &TestServer) -> anyhow::Result<RawClient> {
 }
 
 fn failure_condition(element: &Element) -> Option<String> {
-    element.children().find(|c| c.name() != "text").map(|c| c.name().to_string())
+    element
+        .children()
+        .find(|c| c.name() != "text")
+        .map(|c| c.name().to_string())
 }
 
 /// Sends raw SASL XML and returns the condition of the `<failure/>` that must follow.
@@ -63,7 +70,11 @@ async fn exchange(
     loop {
         let reply = raw.read_element().await?;
         let text = reply.text();
-        let data = if text.trim() == "=" { Vec::new() } else { B64.decode(text.trim())? };
+        let data = if text.trim() == "=" {
+            Vec::new()
+        } else {
+            B64.decode(text.trim())?
+        };
         match reply.name() {
             "challenge" => {
                 let response = client.response(&data).map_err(|e| anyhow!("client: {e}"))?;
@@ -74,7 +85,9 @@ async fn exchange(
                 .await?;
             }
             "success" => {
-                client.success(&data).map_err(|e| anyhow!("server signature: {e}"))?;
+                client
+                    .success(&data)
+                    .map_err(|e| anyhow!("server signature: {e}"))?;
                 return Ok(Ok(()));
             }
             "failure" => return Ok(Err(failure_condition(&reply).unwrap_or_default())),
@@ -89,7 +102,8 @@ async fn finish_login(raw: &mut RawClient) -> anyhow::Result<()> {
     assert!(features.get_child("bind", ns::BIND).is_some());
     let jid = raw.bind(None).await?;
     assert_eq!(jid.to_bare().to_string(), "romeo@localhost");
-    raw.send_raw("<iq type='get' id='ping1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
+    raw.send_raw("<iq type='get' id='ping1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await?;
     let pong = raw.read_element().await?;
     assert_eq!(pong.attr("type"), Some("result"));
     assert_eq!(pong.attr("id"), Some("ping1"));
@@ -113,7 +127,13 @@ async fn scram_mechanisms_over_plain_tcp() -> anyhow::Result<()> {
 async fn every_mechanism_over_tls() -> anyhow::Result<()> {
     let server = tls_server().await?;
     for tls in [TlsMode::StartTls, TlsMode::Direct] {
-        for mechanism in ["PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS"] {
+        for mechanism in [
+            "PLAIN",
+            "SCRAM-SHA-1",
+            "SCRAM-SHA-256",
+            "SCRAM-SHA-1-PLUS",
+            "SCRAM-SHA-256-PLUS",
+        ] {
             let mut options = server.options("romeo", "pw");
             options.mechanism = mechanism.to_string();
             options.tls = tls;
@@ -135,10 +155,20 @@ async fn wrong_password_and_unknown_user_are_both_not_authorized() -> anyhow::Re
     let server = server().await?;
     for mechanism in ["SCRAM-SHA-1", "SCRAM-SHA-256"] {
         let mut raw = ready(&server).await?;
-        let wrong = raw.authenticate(mechanism, "romeo", "not-the-password").await?;
-        assert_eq!(wrong, Err(SaslRefusal("not-authorized".into())), "{mechanism} wrong password");
+        let wrong = raw
+            .authenticate(mechanism, "romeo", "not-the-password")
+            .await?;
+        assert_eq!(
+            wrong,
+            Err(SaslRefusal("not-authorized".into())),
+            "{mechanism} wrong password"
+        );
         let unknown = raw.authenticate(mechanism, "nobody", "pw").await?;
-        assert_eq!(unknown, Err(SaslRefusal("not-authorized".into())), "{mechanism} unknown user");
+        assert_eq!(
+            unknown,
+            Err(SaslRefusal("not-authorized".into())),
+            "{mechanism} unknown user"
+        );
         // Two failures are under the limit: the right password still works here.
         raw.authenticate(mechanism, "romeo", "pw").await??;
         finish_login(&mut raw).await?;
@@ -150,8 +180,14 @@ async fn wrong_password_and_unknown_user_are_both_not_authorized() -> anyhow::Re
 async fn plain_wrong_password_and_unknown_user_over_tls() -> anyhow::Result<()> {
     let server = tls_server().await?;
     let mut raw = ready(&server).await?;
-    assert_eq!(raw.authenticate("PLAIN", "romeo", "nope").await?, Err(SaslRefusal("not-authorized".into())));
-    assert_eq!(raw.authenticate("PLAIN", "nobody", "pw").await?, Err(SaslRefusal("not-authorized".into())));
+    assert_eq!(
+        raw.authenticate("PLAIN", "romeo", "nope").await?,
+        Err(SaslRefusal("not-authorized".into()))
+    );
+    assert_eq!(
+        raw.authenticate("PLAIN", "nobody", "pw").await?,
+        Err(SaslRefusal("not-authorized".into()))
+    );
     raw.authenticate("PLAIN", "romeo", "pw").await??;
     finish_login(&mut raw).await
 }
@@ -170,14 +206,21 @@ async fn unknown_user_gets_a_challenge_with_a_stable_salt() -> anyhow::Result<()
         ))
         .await?;
         let challenge = raw.read_element().await?;
-        assert!(challenge.is("challenge", ns::SASL), "{}", writer::to_string(&challenge));
+        assert!(
+            challenge.is("challenge", ns::SASL),
+            "{}",
+            writer::to_string(&challenge)
+        );
         let server_first = String::from_utf8(B64.decode(challenge.text().trim())?)?;
         let salt = server_first
             .split(',')
             .find_map(|part| part.strip_prefix("s="))
             .ok_or_else(|| anyhow!("no salt in {server_first}"))?
             .to_string();
-        assert!(server_first.starts_with("r=clientnonce123"), "{server_first}");
+        assert!(
+            server_first.starts_with("r=clientnonce123"),
+            "{server_first}"
+        );
         salts.push(salt);
     }
     assert_eq!(salts[0], salts[1], "the fake salt changes between attempts");
@@ -190,19 +233,46 @@ async fn three_failures_close_the_stream_with_policy_violation() -> anyhow::Resu
     let mut raw = ready(&server).await?;
     for attempt in 1..=3 {
         let outcome = raw.authenticate("SCRAM-SHA-1", "romeo", "wrong").await?;
-        assert_eq!(outcome, Err(SaslRefusal("not-authorized".into())), "attempt {attempt}");
+        assert_eq!(
+            outcome,
+            Err(SaslRefusal("not-authorized".into())),
+            "attempt {attempt}"
+        );
     }
     let (elements, closed) = drain(&mut raw).await?;
     assert!(closed);
-    assert_eq!(stream_error_of(&elements).as_deref(), Some("policy-violation"));
+    assert_eq!(
+        stream_error_of(&elements).as_deref(),
+        Some("policy-violation")
+    );
     assert_connection_closed(&mut raw).await?;
     // Other failure kinds count too.
     let mut raw = ready(&server).await?;
-    assert_eq!(expect_failure(&mut raw, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='X-NOPE'/>").await?, "invalid-mechanism");
-    assert_eq!(expect_failure(&mut raw, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>***</auth>").await?, "incorrect-encoding");
-    assert_eq!(raw.authenticate("SCRAM-SHA-256", "romeo", "wrong").await?, Err(SaslRefusal("not-authorized".into())));
+    assert_eq!(
+        expect_failure(
+            &mut raw,
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='X-NOPE'/>"
+        )
+        .await?,
+        "invalid-mechanism"
+    );
+    assert_eq!(
+        expect_failure(
+            &mut raw,
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>***</auth>"
+        )
+        .await?,
+        "incorrect-encoding"
+    );
+    assert_eq!(
+        raw.authenticate("SCRAM-SHA-256", "romeo", "wrong").await?,
+        Err(SaslRefusal("not-authorized".into()))
+    );
     let (elements, _) = drain(&mut raw).await?;
-    assert_eq!(stream_error_of(&elements).as_deref(), Some("policy-violation"));
+    assert_eq!(
+        stream_error_of(&elements).as_deref(),
+        Some("policy-violation")
+    );
     // A new connection starts with a clean slate.
     let mut client = server.client("romeo").await?;
     client.sync().await
@@ -215,16 +285,26 @@ async fn plain_needs_tls() -> anyhow::Result<()> {
     let initial = B64.encode("\0romeo\0pw");
     let condition = expect_failure(
         &mut raw,
-        &format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{initial}</auth>"),
+        &format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{initial}</auth>"
+        ),
     )
     .await?;
-    assert!(condition == "encryption-required" || condition == "invalid-mechanism", "{condition}");
+    assert!(
+        condition == "encryption-required" || condition == "invalid-mechanism",
+        "{condition}"
+    );
     // The password was not accepted: the stream is still unauthenticated, so binding is
     // refused.
-    raw.send_raw("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>").await?;
+    raw.send_raw("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+        .await?;
     let (elements, closed) = drain(&mut raw).await?;
     assert!(closed);
-    assert_eq!(stream_error_of(&elements).as_deref(), Some("not-authorized"), "{elements:?}");
+    assert_eq!(
+        stream_error_of(&elements).as_deref(),
+        Some("not-authorized"),
+        "{elements:?}"
+    );
     Ok(())
 }
 
@@ -232,7 +312,12 @@ async fn plain_needs_tls() -> anyhow::Result<()> {
 async fn plus_mechanisms_are_refused_without_tls() -> anyhow::Result<()> {
     let server = server().await?;
     let mut raw = ready(&server).await?;
-    let client = Scram::<Sha1>::new("romeo", "pw".to_string(), ChannelBinding::TlsExporter(vec![0; 32])).map_err(|e| anyhow!("{e:?}"))?;
+    let client = Scram::<Sha1>::new(
+        "romeo",
+        "pw".to_string(),
+        ChannelBinding::TlsExporter(vec![0; 32]),
+    )
+    .map_err(|e| anyhow!("{e:?}"))?;
     let outcome = exchange(&mut raw, "SCRAM-SHA-1-PLUS", Box::new(client)).await?;
     assert_eq!(outcome, Err("invalid-mechanism".to_string()));
     Ok(())
@@ -256,7 +341,11 @@ async fn invalid_base64_is_incorrect_encoding() -> anyhow::Result<()> {
     .await?;
     let challenge = raw.read_element().await?;
     assert!(challenge.is("challenge", ns::SASL));
-    let condition = expect_failure(&mut raw, "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%%%</response>").await?;
+    let condition = expect_failure(
+        &mut raw,
+        "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%%%</response>",
+    )
+    .await?;
     assert_eq!(condition, "incorrect-encoding");
     Ok(())
 }
@@ -268,7 +357,10 @@ async fn unknown_mechanism_is_invalid_mechanism() -> anyhow::Result<()> {
     for mechanism in ["DIGEST-MD5", "scram-sha-1", ""] {
         let condition = expect_failure(
             &mut raw,
-            &format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{}</auth>", B64.encode("x")),
+            &format!(
+                "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{}</auth>",
+                B64.encode("x")
+            ),
         )
         .await?;
         assert_eq!(condition, "invalid-mechanism", "{mechanism:?}");
@@ -291,8 +383,16 @@ async fn abort_mid_exchange_is_aborted_and_does_not_count() -> anyhow::Result<()
         ))
         .await?;
         let challenge = raw.read_element().await?;
-        assert!(challenge.is("challenge", ns::SASL), "{}", writer::to_string(&challenge));
-        let condition = expect_failure(&mut raw, "<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>").await?;
+        assert!(
+            challenge.is("challenge", ns::SASL),
+            "{}",
+            writer::to_string(&challenge)
+        );
+        let condition = expect_failure(
+            &mut raw,
+            "<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
+        )
+        .await?;
         assert_eq!(condition, "aborted");
     }
     // Three aborts, still allowed to log in.
@@ -304,11 +404,17 @@ async fn abort_mid_exchange_is_aborted_and_does_not_count() -> anyhow::Result<()
 async fn auth_without_initial_response_gets_an_empty_challenge() -> anyhow::Result<()> {
     let server = server().await?;
     let mut raw = ready(&server).await?;
-    let mut client = Scram::<Sha256>::new("romeo", "pw".to_string(), ChannelBinding::None).map_err(|e| anyhow!("{e:?}"))?;
-    raw.send_raw("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'/>").await?;
+    let mut client = Scram::<Sha256>::new("romeo", "pw".to_string(), ChannelBinding::None)
+        .map_err(|e| anyhow!("{e:?}"))?;
+    raw.send_raw("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'/>")
+        .await?;
     let empty = raw.read_element().await?;
     assert!(empty.is("challenge", ns::SASL));
-    assert!(matches!(empty.text().trim(), "" | "="), "expected an empty challenge: {:?}", empty.text());
+    assert!(
+        matches!(empty.text().trim(), "" | "="),
+        "expected an empty challenge: {:?}",
+        empty.text()
+    );
     raw.send_raw(&format!(
         "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
         B64.encode(client.initial())
@@ -320,8 +426,11 @@ async fn auth_without_initial_response_gets_an_empty_challenge() -> anyhow::Resu
         match reply.name() {
             "challenge" => {
                 let response = client.response(&data).map_err(|e| anyhow!("{e}"))?;
-                raw.send_raw(&format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", B64.encode(response)))
-                    .await?;
+                raw.send_raw(&format!(
+                    "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+                    B64.encode(response)
+                ))
+                .await?;
             }
             "success" => {
                 client.success(&data).map_err(|e| anyhow!("{e}"))?;
@@ -339,23 +448,49 @@ async fn channel_binding_downgrade_and_mismatch_are_refused() -> anyhow::Result<
     // 'y': the client claims the server does not support channel binding, but it offered
     // -PLUS: a man in the middle stripped it (RFC 5802 §6).
     let mut raw = ready(&server).await?;
-    let client = Scram::<Sha1>::new("romeo", "pw".to_string(), ChannelBinding::Unsupported).map_err(|e| anyhow!("{e:?}"))?;
+    let client = Scram::<Sha1>::new("romeo", "pw".to_string(), ChannelBinding::Unsupported)
+        .map_err(|e| anyhow!("{e:?}"))?;
     let outcome = exchange(&mut raw, "SCRAM-SHA-1", Box::new(client)).await?;
-    assert_eq!(outcome, Err("not-authorized".to_string()), "a 'y' GS2 flag was accepted although -PLUS was offered");
+    assert_eq!(
+        outcome,
+        Err("not-authorized".to_string()),
+        "a 'y' GS2 flag was accepted although -PLUS was offered"
+    );
     // -PLUS with binding data from another TLS connection.
     let mut raw = ready(&server).await?;
-    let client = Scram::<Sha256>::new("romeo", "pw".to_string(), ChannelBinding::TlsExporter(vec![7; 32])).map_err(|e| anyhow!("{e:?}"))?;
+    let client = Scram::<Sha256>::new(
+        "romeo",
+        "pw".to_string(),
+        ChannelBinding::TlsExporter(vec![7; 32]),
+    )
+    .map_err(|e| anyhow!("{e:?}"))?;
     let outcome = exchange(&mut raw, "SCRAM-SHA-256-PLUS", Box::new(client)).await?;
-    assert_eq!(outcome, Err("not-authorized".to_string()), "wrong channel binding data was accepted");
+    assert_eq!(
+        outcome,
+        Err("not-authorized".to_string()),
+        "wrong channel binding data was accepted"
+    );
     // -PLUS with a channel binding type we did not offer.
     let mut raw = ready(&server).await?;
-    let client = Scram::<Sha256>::new("romeo", "pw".to_string(), ChannelBinding::TlsUnique(vec![7; 12])).map_err(|e| anyhow!("{e:?}"))?;
+    let client = Scram::<Sha256>::new(
+        "romeo",
+        "pw".to_string(),
+        ChannelBinding::TlsUnique(vec![7; 12]),
+    )
+    .map_err(|e| anyhow!("{e:?}"))?;
     let outcome = exchange(&mut raw, "SCRAM-SHA-256-PLUS", Box::new(client)).await?;
-    assert_eq!(outcome, Err("not-authorized".to_string()), "tls-unique was accepted");
+    assert_eq!(
+        outcome,
+        Err("not-authorized".to_string()),
+        "tls-unique was accepted"
+    );
     // Plain 'n' (client without channel binding support) is fine inside TLS.
     let mut raw = ready(&server).await?;
-    let client = Scram::<Sha256>::new("romeo", "pw".to_string(), ChannelBinding::None).map_err(|e| anyhow!("{e:?}"))?;
-    exchange(&mut raw, "SCRAM-SHA-256", Box::new(client)).await?.map_err(|c| anyhow!("refused: {c}"))?;
+    let client = Scram::<Sha256>::new("romeo", "pw".to_string(), ChannelBinding::None)
+        .map_err(|e| anyhow!("{e:?}"))?;
+    exchange(&mut raw, "SCRAM-SHA-256", Box::new(client))
+        .await?
+        .map_err(|c| anyhow!("refused: {c}"))?;
     finish_login(&mut raw).await
 }
 
@@ -373,13 +508,21 @@ async fn sasl_elements_after_authentication_are_not_accepted() -> anyhow::Result
     let (elements, closed) = drain(&mut raw).await?;
     assert!(closed, "a second authentication was allowed: {elements:?}");
     assert!(stream_error_of(&elements).is_some(), "{elements:?}");
-    assert!(!elements.iter().any(|e| e.is("challenge", ns::SASL)), "{elements:?}");
+    assert!(
+        !elements.iter().any(|e| e.is("challenge", ns::SASL)),
+        "{elements:?}"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn plain_authzid_must_be_the_user_itself() -> anyhow::Result<()> {
-    let server = TestServer::builder().tls(true).user("romeo", "pw").user("juliet", "pw").start().await?;
+    let server = TestServer::builder()
+        .tls(true)
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .start()
+        .await?;
     let mut raw = ready(&server).await?;
     // Authorising as someone else is refused.
     let condition = expect_failure(
@@ -390,7 +533,10 @@ async fn plain_authzid_must_be_the_user_itself() -> anyhow::Result<()> {
         ),
     )
     .await?;
-    assert!(condition == "invalid-authzid" || condition == "not-authorized", "{condition}");
+    assert!(
+        condition == "invalid-authzid" || condition == "not-authorized",
+        "{condition}"
+    );
     // One's own JID as authzid is fine.
     raw.send_raw(&format!(
         "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
@@ -398,6 +544,10 @@ async fn plain_authzid_must_be_the_user_itself() -> anyhow::Result<()> {
     ))
     .await?;
     let success = raw.read_element().await?;
-    assert!(success.is("success", ns::SASL), "{}", writer::to_string(&success));
+    assert!(
+        success.is("success", ns::SASL),
+        "{}",
+        writer::to_string(&success)
+    );
     finish_login(&mut raw).await
 }
