@@ -3,6 +3,7 @@
 
 pub mod disco;
 pub mod external_services;
+pub mod offline;
 pub mod ping;
 pub mod presence;
 pub mod roster;
@@ -22,4 +23,5 @@ pub const BUILTIN: &[ModuleDescriptor] = &[
     turn_external::MODULE,
     roster::MODULE,
     presence::MODULE,
+    offline::MODULE,
 ];

@@ -1,4 +1,5 @@
 //! Instant messaging (RFC 6121) through a real server: roster and presence modules.
 
+mod offline;
 mod roster;
 mod subscriptions;
