@@ -183,7 +183,7 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
         TEST_NS,
         "slow",
         |_request| async {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            tokio::time::sleep(Duration::from_millis(2000)).await;
             Ok(Some(element("slow", TEST_NS).with_text("too late")))
         },
     );
@@ -450,11 +450,11 @@ async fn slow_iq_handler_gets_exactly_one_error_reply() -> anyhow::Result<()> {
         "answered before the timeout: {elapsed:?}"
     );
     assert!(
-        elapsed < Duration::from_millis(1450),
+        elapsed < Duration::from_millis(1900),
         "answered after the handler finished: {elapsed:?}"
     );
-    // The handler would have finished at 1.5 s: no late second reply.
-    romeo.expect_silence(Duration::from_millis(800)).await?;
+    // The handler would have finished at 2 s: no late second reply.
+    romeo.expect_silence(Duration::from_millis(1300)).await?;
     romeo.sync().await
 }
 
