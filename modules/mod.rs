@@ -3,12 +3,14 @@
 
 pub mod disco;
 pub mod external_services;
+pub mod last;
 pub mod offline;
 pub mod ping;
 pub mod presence;
 pub mod roster;
 pub mod time;
 pub mod turn_external;
+pub mod vcard;
 pub mod version;
 
 use crate::module::ModuleDescriptor;
@@ -24,4 +26,6 @@ pub const BUILTIN: &[ModuleDescriptor] = &[
     roster::MODULE,
     presence::MODULE,
     offline::MODULE,
+    vcard::MODULE,
+    last::MODULE,
 ];

@@ -165,6 +165,7 @@ impl SessionHandle {
 
 /// Fired on the host after a session bound its resource and joined the session table.
 pub struct SessionBound {
+    pub host: std::sync::Arc<crate::host::Host>,
     pub session: SessionHandle,
 }
 
@@ -172,6 +173,7 @@ pub struct SessionBound {
 /// dropped TCP connection, replaced by a conflicting bind, shutdown). The session is no
 /// longer in the table.
 pub struct SessionClosed {
+    pub host: std::sync::Arc<crate::host::Host>,
     pub session: SessionHandle,
     /// Why, for logs and for modules that care (e.g. "connection reset").
     pub reason: String,

@@ -33,6 +33,7 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo)
     host.add_session(handle.clone());
     tracing::info!(jid = %jid, peer = %info.peer, "session bound");
     let mut bound = SessionBound {
+        host: host.clone(),
         session: handle.clone(),
     };
     if let Err(err) = host.events.fire(&mut bound).await {
@@ -94,6 +95,7 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo)
     host.remove_session(&handle);
     tracing::info!(jid = %jid, reason, "session closed");
     let mut closed = SessionClosed {
+        host: host.clone(),
         session: handle.clone(),
         reason,
     };

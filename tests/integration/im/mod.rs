@@ -1,5 +1,6 @@
 //! Instant messaging (RFC 6121) through a real server: roster and presence modules.
 
+mod account;
 mod offline;
 mod roster;
 mod subscriptions;
