@@ -1,6 +1,7 @@
 //! Instant messaging (RFC 6121) through a real server: roster and presence modules.
 
 mod account;
+mod durability;
 mod offline;
 mod roster;
 mod subscriptions;
