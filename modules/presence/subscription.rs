@@ -113,6 +113,8 @@ pub(super) async fn inbound(state: &Arc<State>, user: &str, contact: &BareJid, s
     stanza.set("to", own.to_string());
     enum After {
         Deliver,
+        /// The contact stopped watching: it also hears the user go unavailable (§3.3.3).
+        DeliverAndSendUnavailable,
         /// Already subscribed or pre-approved: answer `subscribed` and send presence.
         AutoApprove,
         Nothing,
@@ -148,7 +150,7 @@ pub(super) async fn inbound(state: &Arc<State>, user: &str, contact: &BareJid, s
                 match roster.items.get_mut(&key) {
                     Some(item) if item.subscription.from() => {
                         item.subscription = item.subscription.with_from(false);
-                        (After::Deliver, vec![key.clone()])
+                        (After::DeliverAndSendUnavailable, vec![key.clone()])
                     }
                     _ if was_pending => (After::Deliver, vec![]),
                     _ => (After::Nothing, vec![]),
@@ -169,6 +171,16 @@ pub(super) async fn inbound(state: &Arc<State>, user: &str, contact: &BareJid, s
         After::Deliver => {
             for session in state.host.sessions_of(user).into_iter().filter(SessionHandle::is_available) {
                 session.send(stanza.clone());
+            }
+        }
+        After::DeliverAndSendUnavailable => {
+            for session in state.host.sessions_of(user).into_iter().filter(SessionHandle::is_available) {
+                session.send(stanza.clone());
+                let unavailable = element("presence", ns::CLIENT)
+                    .with("type", "unavailable")
+                    .with("from", session.jid().to_string())
+                    .with("to", key.clone());
+                state.host.send(unavailable).await;
             }
         }
         After::AutoApprove => {
