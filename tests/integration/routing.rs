@@ -403,8 +403,6 @@ async fn disco_info_lists_the_server_features_and_identity() -> anyhow::Result<(
     let mut romeo = server.client("romeo").await?;
     for iq in [
         "<iq type='get' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
-        // Without 'to': the account, which the server answers for.
-        "<iq type='get'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
     ] {
         let reply = romeo.iq_str(iq).await?;
         assert_eq!(
@@ -445,6 +443,21 @@ async fn disco_info_lists_the_server_features_and_identity() -> anyhow::Result<(
         assert_eq!(identity.attr("category"), Some("server"));
         assert_eq!(identity.attr("type"), Some("im"));
     }
+    // Without 'to' it is about one's own account, which the server answers for.
+    let account = romeo
+        .iq_str("<iq type='get'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        .await?;
+    assert_eq!(
+        account.attr("type"),
+        Some("result"),
+        "{}",
+        writer::to_string(&account)
+    );
+    let identity = account
+        .get_child("query", ns::DISCO_INFO)
+        .and_then(|q| q.children().find(|c| c.name() == "identity"))
+        .expect("an account identity");
+    assert_eq!(identity.attr("category"), Some("account"));
     let items = romeo
         .iq_str("<iq type='get' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
         .await?;
