@@ -54,12 +54,12 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
                 session: request.session.clone(),
                 from: request.from.clone(),
                 node: node.clone(),
-                identities: host
-                    .items
-                    .all::<DiscoIdentity>()
-                    .iter()
-                    .map(|i| (**i).clone())
-                    .collect(),
+                // Nodes are answered by the modules that own them (through the event).
+                identities: if node.is_some() {
+                    Vec::new()
+                } else {
+                    host.items.all::<DiscoIdentity>().iter().map(|i| (**i).clone()).collect()
+                },
                 features: if node.is_some() {
                     Vec::new()
                 } else {

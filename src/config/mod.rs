@@ -351,7 +351,9 @@ impl Config {
 }
 
 /// Modules a host runs when `modules_enabled` is not set.
-pub const DEFAULT_MODULES: &[&str] = &["disco", "ping", "version", "time"];
+pub const DEFAULT_MODULES: &[&str] = &[
+    "disco", "ping", "version", "time", "roster", "presence", "offline", "vcard", "last",
+];
 
 fn top_string(top: &ModuleOptions, key: &str) -> Option<String> {
     match top.table().get(key)? {

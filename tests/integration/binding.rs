@@ -7,7 +7,7 @@ use tern::xml::{ns, writer};
 use crate::common::*;
 
 async fn server() -> anyhow::Result<TestServer> {
-    TestServer::builder()
+    core_server()
         .user("romeo", "pw")
         .user("juliet", "pw")
         .start()

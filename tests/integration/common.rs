@@ -108,3 +108,12 @@ pub fn message(to: &str, body: &str) -> String {
 pub fn body(stanza: &Element) -> Option<String> {
     stanza.get_child("body", ns::CLIENT).map(|b| b.text())
 }
+
+/// The server modules only, without the IM modules (roster, presence, offline...): for
+/// tests of the core's own stream handling and routing rules.
+pub const CORE_MODULES: &str = r#"modules_enabled = ["disco", "ping", "version", "time"]"#;
+
+/// A builder for a server running only [`CORE_MODULES`].
+pub fn core_server() -> tern::testing::TestServerBuilder {
+    TestServer::builder().config_toml(CORE_MODULES)
+}

@@ -63,7 +63,7 @@ async fn finish(raw: &mut RawClient) -> anyhow::Result<Option<String>> {
 
 #[tokio::test]
 async fn server_header_has_id_from_version_and_lang() -> anyhow::Result<()> {
-    let server = TestServer::builder().user("romeo", "pw").start().await?;
+    let server = core_server().user("romeo", "pw").start().await?;
     let mut raw = server.raw().await?;
     raw.send_raw(&header(
         "to='localhost' from='romeo@localhost' version='1.0' xml:lang='fr'",
@@ -128,7 +128,7 @@ async fn server_header_has_id_from_version_and_lang() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn features_before_tls_offer_only_required_starttls() -> anyhow::Result<()> {
-    let server = TestServer::builder()
+    let server = core_server()
         .tls(true)
         .user("romeo", "pw")
         .start()
@@ -159,7 +159,7 @@ async fn features_before_tls_offer_only_required_starttls() -> anyhow::Result<()
 
 #[tokio::test]
 async fn features_after_tls_offer_all_mechanisms_and_channel_bindings() -> anyhow::Result<()> {
-    let server = TestServer::builder()
+    let server = core_server()
         .tls(true)
         .user("romeo", "pw")
         .start()
@@ -220,7 +220,7 @@ async fn features_after_tls_offer_all_mechanisms_and_channel_bindings() -> anyho
 
 #[tokio::test]
 async fn features_without_tls_offer_no_plain_and_no_plus() -> anyhow::Result<()> {
-    let server = TestServer::builder().user("romeo", "pw").start().await?;
+    let server = core_server().user("romeo", "pw").start().await?;
     let mut raw = server.raw().await?;
     let features = raw.open_stream("localhost").await?;
     let mut offered = mechanisms(&features);
@@ -241,7 +241,7 @@ async fn features_without_tls_offer_no_plain_and_no_plus() -> anyhow::Result<()>
 
 #[tokio::test]
 async fn features_after_auth_offer_bind_and_optional_session() -> anyhow::Result<()> {
-    let server = TestServer::builder().user("romeo", "pw").start().await?;
+    let server = core_server().user("romeo", "pw").start().await?;
     let mut raw = server.raw().await?;
     raw.open_stream("localhost").await?;
     raw.authenticate("SCRAM-SHA-256", "romeo", "pw").await??;
@@ -267,7 +267,7 @@ async fn features_after_auth_offer_bind_and_optional_session() -> anyhow::Result
 
 #[tokio::test]
 async fn header_errors() -> anyhow::Result<()> {
-    let (server, mut witness) = server_with_witness(TestServer::builder()).await?;
+    let (server, mut witness) = server_with_witness(core_server()).await?;
     let cases: Vec<(&str, String, &str)> = vec![
         ("unknown host", header("to='elsewhere.example' version='1.0'"), "host-unknown"),
         ("missing to", header("version='1.0'"), "host-unknown"),
@@ -295,7 +295,7 @@ async fn header_errors() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn stream_error_is_preceded_by_a_server_header() -> anyhow::Result<()> {
-    let server = TestServer::builder().start().await?;
+    let server = core_server().start().await?;
     let mut raw = server.raw().await?;
     raw.send_raw(&header("to='elsewhere.example' version='1.0'"))
         .await?;
@@ -311,7 +311,7 @@ async fn stream_error_is_preceded_by_a_server_header() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn xml_errors_before_authentication() -> anyhow::Result<()> {
-    let (server, mut witness) = server_with_witness(TestServer::builder()).await?;
+    let (server, mut witness) = server_with_witness(core_server()).await?;
     let cases = [
         (
             "mismatched tags",
@@ -346,7 +346,7 @@ async fn xml_errors_before_authentication() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn xml_errors_in_a_bound_session() -> anyhow::Result<()> {
-    let (server, mut witness) = server_with_witness(TestServer::builder()).await?;
+    let (server, mut witness) = server_with_witness(core_server()).await?;
     let cases = [
         (
             "mismatched tags",
@@ -374,7 +374,7 @@ async fn xml_errors_in_a_bound_session() -> anyhow::Result<()> {
 #[tokio::test]
 async fn oversize_stanza_is_a_policy_violation() -> anyhow::Result<()> {
     let (server, mut witness) =
-        server_with_witness(TestServer::builder().config_toml("[limits]\nmax_stanza_size = 2048"))
+        server_with_witness(core_server().config_toml("[limits]\nmax_stanza_size = 2048"))
             .await?;
     witness.available().await?;
     let mut romeo = server.client("romeo").await?;
@@ -411,7 +411,7 @@ async fn oversize_stanza_is_a_policy_violation() -> anyhow::Result<()> {
 #[tokio::test]
 async fn nesting_too_deep_is_a_policy_violation() -> anyhow::Result<()> {
     let (server, mut witness) =
-        server_with_witness(TestServer::builder().config_toml("[limits]\nmax_depth = 8")).await?;
+        server_with_witness(core_server().config_toml("[limits]\nmax_depth = 8")).await?;
     witness.available().await?;
     let mut romeo = server.client("romeo").await?;
     // Depth 5 (message, x, a, a, a): fine.
@@ -438,7 +438,7 @@ async fn nesting_too_deep_is_a_policy_violation() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn stanzas_before_authentication_are_not_authorized() -> anyhow::Result<()> {
-    let (server, mut witness) = server_with_witness(TestServer::builder()).await?;
+    let (server, mut witness) = server_with_witness(core_server()).await?;
     witness.available().await?;
     for stanza in [
         message("juliet@localhost", "sneaky"),
@@ -467,7 +467,7 @@ async fn stanzas_before_authentication_are_not_authorized() -> anyhow::Result<()
 
 #[tokio::test]
 async fn stanzas_before_bind_are_not_authorized() -> anyhow::Result<()> {
-    let (server, mut witness) = server_with_witness(TestServer::builder()).await?;
+    let (server, mut witness) = server_with_witness(core_server()).await?;
     witness.available().await?;
     for stanza in [
         message("juliet@localhost", "sneaky"),
@@ -497,7 +497,7 @@ async fn stanzas_before_bind_are_not_authorized() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn data_pipelined_after_starttls_is_refused_and_not_processed() -> anyhow::Result<()> {
-    let server = TestServer::builder()
+    let server = core_server()
         .tls(true)
         .user("romeo", "pw")
         .user("juliet", "pw")
@@ -537,7 +537,7 @@ async fn data_pipelined_after_starttls_is_refused_and_not_processed() -> anyhow:
 
 #[tokio::test]
 async fn wrong_from_is_invalid_from() -> anyhow::Result<()> {
-    let (server, mut witness) = server_with_witness(TestServer::builder()).await?;
+    let (server, mut witness) = server_with_witness(core_server()).await?;
     witness.available().await?;
     let mut romeo = server.client("romeo").await?;
     // Own bare and full JIDs are acceptable 'from's.
@@ -577,7 +577,7 @@ async fn wrong_from_is_invalid_from() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn unknown_top_level_element_is_unsupported_stanza_type() -> anyhow::Result<()> {
-    let (server, mut witness) = server_with_witness(TestServer::builder()).await?;
+    let (server, mut witness) = server_with_witness(core_server()).await?;
     let mut romeo = server.client("romeo").await?;
     romeo.send_str("<foo xmlns='urn:example:foo'/>").await?;
     assert_eq!(
@@ -599,7 +599,7 @@ async fn unknown_top_level_element_is_unsupported_stanza_type() -> anyhow::Resul
 #[tokio::test]
 async fn slow_negotiation_is_a_connection_timeout() -> anyhow::Result<()> {
     let (server, mut witness) =
-        server_with_witness(TestServer::builder().config_toml("[limits]\nnegotiation_timeout = 1"))
+        server_with_witness(core_server().config_toml("[limits]\nnegotiation_timeout = 1"))
             .await?;
     let started = Instant::now();
     // One client stops after the header, one sends nothing at all, one after SASL.
@@ -635,7 +635,7 @@ async fn slow_negotiation_is_a_connection_timeout() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn header_to_is_case_insensitive() -> anyhow::Result<()> {
-    let server = TestServer::builder().user("romeo", "pw").start().await?;
+    let server = core_server().user("romeo", "pw").start().await?;
     let mut raw = server.raw().await?;
     raw.open_stream("LocalHost").await?;
     assert_eq!(
@@ -654,7 +654,7 @@ async fn header_to_is_case_insensitive() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn restarted_stream_must_address_the_same_host() -> anyhow::Result<()> {
-    let server = TestServer::builder()
+    let server = core_server()
         .host("a.test")
         .host("b.test")
         .user("romeo@a.test", "pw")
@@ -672,7 +672,7 @@ async fn restarted_stream_must_address_the_same_host() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn more_header_checks() -> anyhow::Result<()> {
-    let (server, mut witness) = server_with_witness(TestServer::builder()).await?;
+    let (server, mut witness) = server_with_witness(core_server()).await?;
     // Not <stream:stream> at all.
     let features_root = format!(
         "{HEADER_PREFIX}<stream:features xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>"
@@ -715,7 +715,7 @@ async fn more_header_checks() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn stanzas_in_another_namespace_are_invalid_namespace() -> anyhow::Result<()> {
-    let (server, mut witness) = server_with_witness(TestServer::builder()).await?;
+    let (server, mut witness) = server_with_witness(core_server()).await?;
     // A server-to-server stream on the client port: the stanzas are in jabber:server.
     let s2s = format!(
         "{HEADER_PREFIX}<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'><message to='juliet@localhost'><body>x</body></message>"
@@ -751,7 +751,7 @@ async fn stanzas_in_another_namespace_are_invalid_namespace() -> anyhow::Result<
 #[tokio::test]
 async fn whitespace_after_starttls_is_harmless_but_a_stanza_after_it_is_not() -> anyhow::Result<()>
 {
-    let server = TestServer::builder()
+    let server = core_server()
         .tls(true)
         .user("romeo", "pw")
         .start()

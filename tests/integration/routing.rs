@@ -7,7 +7,7 @@ use tern::xml::{ns, writer, Element};
 use crate::common::*;
 
 async fn server() -> anyhow::Result<TestServer> {
-    TestServer::builder()
+    core_server()
         .user("romeo", "pw")
         .user("juliet", "pw")
         .start()
@@ -342,7 +342,7 @@ async fn iq_result_to_missing_resource_is_dropped_silently() -> anyhow::Result<(
 
 #[tokio::test]
 async fn virtual_hosts_route_between_each_other_and_keep_sessions_apart() -> anyhow::Result<()> {
-    let server = TestServer::builder()
+    let server = core_server()
         .host("a.test")
         .host("b.test")
         .user("romeo@a.test", "pw")
@@ -467,7 +467,6 @@ async fn disco_info_lists_the_server_features_and_identity() -> anyhow::Result<(
 }
 
 #[tokio::test]
-#[ignore = "bug in modules/disco.rs (not ours to fix): node queries copy the host identities, so an unknown node is never item-not-found"]
 async fn disco_info_for_an_unknown_node_is_item_not_found() -> anyhow::Result<()> {
     let server = server().await?;
     let mut romeo = server.client("romeo").await?;
