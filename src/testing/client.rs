@@ -17,7 +17,8 @@ use crate::xml::framer::{Frame, Framer, FramerLimits, StreamHeader};
 use crate::xml::{ns, writer, Element, ElementExt};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-const TIMEOUT: Duration = Duration::from_secs(5);
+// Generous: CI machines run many servers at once on two cores.
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientIo for T {}
@@ -437,7 +438,7 @@ impl TestClient {
         self.raw.send_raw(xml).await
     }
 
-    /// The next stanza (within 5 s).
+    /// The next stanza (within 10 s).
     pub async fn expect(&mut self) -> anyhow::Result<Element> {
         if let Some(stanza) = self.queue.pop_front() {
             return Ok(stanza);

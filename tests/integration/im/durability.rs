@@ -23,7 +23,7 @@ fn start(config: &Path) -> anyhow::Result<Child> {
 }
 
 async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
-    for _ in 0..200 {
+    for _ in 0..600 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return Ok(());
         }
