@@ -285,6 +285,8 @@ async fn mint(state: &State, settings: &Settings, service: &mut ExternalService,
 }
 
 /// What `requester` may see now: the services answer and the source of pushes.
+/// `withhold`: leave out the credentials of `credentials = "on_request"` services, static
+/// or minted (everything but the admin preview).
 pub(crate) async fn visible_services(
     state: &State,
     session: Option<Arc<SessionInfo>>,
@@ -292,6 +294,7 @@ pub(crate) async fn visible_services(
     version: Version,
     requested_type: Option<&str>,
     push: bool,
+    withhold: bool,
 ) -> Result<Vec<ExternalService>, HandlerError> {
     let settings = state.settings();
     let who = Requester {
@@ -323,7 +326,7 @@ pub(crate) async fn visible_services(
         if requested_type.is_some_and(|t| t != service.kind) {
             continue;
         }
-        if service.delivery == Delivery::OnRequest && service.mints_credentials() {
+        if withhold && service.delivery == Delivery::OnRequest && (service.restricted || service.mints_credentials()) {
             service.username = None;
             service.password = None;
             service.expires = None;
@@ -347,7 +350,7 @@ async fn handle_services(state: &Arc<State>, request: IqRequest, version: Versio
     if mints {
         check_rate(state, &requester)?;
     }
-    let services = visible_services(state, request.session.clone(), &requester, version, requested_type.as_deref(), false).await?;
+    let services = visible_services(state, request.session.clone(), &requester, version, requested_type.as_deref(), false, true).await?;
     let lang = request.lang();
     if version == Version::V2 && settings.push {
         if let Some(session) = &request.session {
@@ -409,7 +412,7 @@ pub async fn preview(host: &Arc<Host>, jid: &BareJid, requested_type: Option<&st
         pushes: push::Pushes::default(),
     };
     let settings = state.settings();
-    let mut services = visible_services(&state, None, jid, Version::V2, requested_type, false)
+    let mut services = visible_services(&state, None, jid, Version::V2, requested_type, false, false)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let who = Requester { jid: jid.clone(), session: None };

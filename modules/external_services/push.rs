@@ -165,7 +165,7 @@ async fn update(state: Arc<State>, key: Key, mode: Mode) {
     let settings = state.settings();
     let authenticated_here = session.info().is_authenticated() && session.info().host == state.host.name;
     let now_visible = if settings.access.allows(&requester, &state.host.name, authenticated_here) {
-        match super::visible_services(&state, Some(session.info().clone()), &requester, Version::V2, requested_type.as_deref(), true).await {
+        match super::visible_services(&state, Some(session.info().clone()), &requester, Version::V2, requested_type.as_deref(), true, true).await {
             Ok(services) => services,
             Err(err) => {
                 tracing::warn!(jid = %session.jid(), %err, "could not compute a services push");
