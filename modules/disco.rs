@@ -58,7 +58,11 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
                 identities: if node.is_some() {
                     Vec::new()
                 } else {
-                    host.items.all::<DiscoIdentity>().iter().map(|i| (**i).clone()).collect()
+                    host.items
+                        .all::<DiscoIdentity>()
+                        .iter()
+                        .map(|i| (**i).clone())
+                        .collect()
                 },
                 features: if node.is_some() {
                     Vec::new()
@@ -106,24 +110,36 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
     // An account's bare JID (RFC 6121 §10.5 / XEP-0030): answered by the server for the
     // owner and for contacts subscribed to the account's presence; others learn nothing,
     // not even whether the account exists.
-    ctx.hook_iq(IqType::Get, IqTarget::Bare, ns::DISCO_INFO, "query", |request| async move {
-        if !may_see_account(&request) {
-            return Err(StanzaError::new(Condition::ServiceUnavailable).into());
-        }
-        let mut query = element("query", ns::DISCO_INFO).with_child(
-            element("identity", ns::DISCO_INFO)
-                .with("category", "account")
-                .with("type", "registered"),
-        );
-        query.append_child(element("feature", ns::DISCO_INFO).with("var", ns::DISCO_INFO));
-        Ok(Some(query))
-    });
-    ctx.hook_iq(IqType::Get, IqTarget::Bare, ns::DISCO_ITEMS, "query", |request| async move {
-        if !may_see_account(&request) {
-            return Err(StanzaError::new(Condition::ServiceUnavailable).into());
-        }
-        Ok(Some(element("query", ns::DISCO_ITEMS)))
-    });
+    ctx.hook_iq(
+        IqType::Get,
+        IqTarget::Bare,
+        ns::DISCO_INFO,
+        "query",
+        |request| async move {
+            if !may_see_account(&request) {
+                return Err(StanzaError::new(Condition::ServiceUnavailable).into());
+            }
+            let mut query = element("query", ns::DISCO_INFO).with_child(
+                element("identity", ns::DISCO_INFO)
+                    .with("category", "account")
+                    .with("type", "registered"),
+            );
+            query.append_child(element("feature", ns::DISCO_INFO).with("var", ns::DISCO_INFO));
+            Ok(Some(query))
+        },
+    );
+    ctx.hook_iq(
+        IqType::Get,
+        IqTarget::Bare,
+        ns::DISCO_ITEMS,
+        "query",
+        |request| async move {
+            if !may_see_account(&request) {
+                return Err(StanzaError::new(Condition::ServiceUnavailable).into());
+            }
+            Ok(Some(element("query", ns::DISCO_ITEMS)))
+        },
+    );
 
     ctx.hook_iq(
         IqType::Get,
@@ -159,12 +175,21 @@ fn may_see_account(request: &IqRequest) -> bool {
     let Some(user) = account.node().map(|n| n.to_string()) else {
         return false;
     };
-    if !host.storage().account_exists(&host.name, &user).unwrap_or(false) {
+    if !host
+        .storage()
+        .account_exists(&host.name, &user)
+        .unwrap_or(false)
+    {
         return false;
     }
     requester == account
         || crate::modules::roster::service(host)
             .and_then(|service| service.read(host, &user).ok())
-            .and_then(|roster| roster.items.get(&requester.to_string()).map(|i| i.subscription.from()))
+            .and_then(|roster| {
+                roster
+                    .items
+                    .get(&requester.to_string())
+                    .map(|i| i.subscription.from())
+            })
             .unwrap_or(false)
 }

@@ -29,7 +29,10 @@ struct State {
 
 fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
     let state = Arc::new(State {
-        max_messages: ctx.options().integer("max_messages", 1..=1_000_000).unwrap_or(1000) as usize,
+        max_messages: ctx
+            .options()
+            .integer("max_messages", 1..=1_000_000)
+            .unwrap_or(1000) as usize,
         counter: AtomicU64::new(0),
     });
     ctx.add_feature("msgoffline");
@@ -59,7 +62,10 @@ async fn store(state: &State, event: &mut UndeliverableMessage) -> HandlerResult
     }
     let host = &event.host;
     let prefix = format!("{}/", event.user);
-    let stored = host.storage().scan(&host.name, STORE, &prefix).map_err(|e| anyhow::anyhow!(e))?;
+    let stored = host
+        .storage()
+        .scan(&host.name, STORE, &prefix)
+        .map_err(|e| anyhow::anyhow!(e))?;
     if stored.len() >= state.max_messages {
         return Err(StanzaError::new(Condition::ServiceUnavailable)
             .text("the recipient's offline message store is full")
@@ -70,11 +76,22 @@ async fn store(state: &State, event: &mut UndeliverableMessage) -> HandlerResult
     message.append_child(
         element("delay", NS_DELAY)
             .with("from", host.name.clone())
-            .with("stamp", chrono::DateTime::<chrono::Utc>::from(now).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+            .with(
+                "stamp",
+                chrono::DateTime::<chrono::Utc>::from(now)
+                    .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                    .to_string(),
+            )
             .with_text("Offline Storage"),
     );
-    let nanos = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let key = format!("{prefix}{nanos:024}-{:08}", state.counter.fetch_add(1, Ordering::Relaxed) % 100_000_000);
+    let nanos = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let key = format!(
+        "{prefix}{nanos:024}-{:08}",
+        state.counter.fetch_add(1, Ordering::Relaxed) % 100_000_000
+    );
     let bytes = crate::xml::writer::to_bytes(&message);
     host.storage()
         .put(&host.name, STORE, &key, &bytes)

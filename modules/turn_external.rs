@@ -34,17 +34,26 @@ pub fn services_from(options: &ModuleOptions) -> Vec<ExternalService> {
         path: options.path("").trim_end_matches('.').to_string(),
     };
     let Some(host) = options.string("host") else {
-        options.diagnostics().error(&options.path("host"), "turn_external needs `host`; no services");
+        options.diagnostics().error(
+            &options.path("host"),
+            "turn_external needs `host`; no services",
+        );
         return Vec::new();
     };
     let secret = options.string("secret");
     if secret.is_none() {
-        options
-            .diagnostics()
-            .warn(&options.path("secret"), "no `secret`: only STUN is offered (TURN needs credentials)");
+        options.diagnostics().warn(
+            &options.path("secret"),
+            "no `secret`: only STUN is offered (TURN needs credentials)",
+        );
     }
-    let port = options.integer("port", 1..=65535).and_then(|p| u16::try_from(p).ok()).unwrap_or(3478);
-    let tls_port = options.integer("tls_port", 1..=65535).and_then(|p| u16::try_from(p).ok());
+    let port = options
+        .integer("port", 1..=65535)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(3478);
+    let tls_port = options
+        .integer("tls_port", 1..=65535)
+        .and_then(|p| u16::try_from(p).ok());
     let tcp = options.bool("tcp").unwrap_or(false);
     let ttl = Duration::from_secs(options.integer("ttl", 60..=30 * 86400).unwrap_or(86400) as u64);
     let user_part = prepare::user_part_option(options.raw("user"), &report);
@@ -81,7 +90,10 @@ pub fn services_from(options: &ModuleOptions) -> Vec<ExternalService> {
 
 fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
     let services = services_from(ctx.options());
-    let ids: Vec<ItemId> = services.into_iter().map(|s| ctx.add_item(Arc::new(s))).collect();
+    let ids: Vec<ItemId> = services
+        .into_iter()
+        .map(|s| ctx.add_item(Arc::new(s)))
+        .collect();
     let current = Arc::new(Mutex::new(ids));
     let name = ctx.name().to_string();
     ctx.hook::<ConfigReloaded, _>(10, move |event| {
@@ -89,11 +101,15 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
         let name = name.clone();
         Box::pin(async move {
             let services = services_from(&event.host.module_options(MODULE.name));
-            let old: Vec<ItemId> = std::mem::take(&mut *current.lock().unwrap_or_else(|p| p.into_inner()));
+            let old: Vec<ItemId> =
+                std::mem::take(&mut *current.lock().unwrap_or_else(|p| p.into_inner()));
             for id in old {
                 event.host.remove_item::<ExternalService>(id);
             }
-            let new: Vec<ItemId> = services.into_iter().map(|s| event.host.add_item(&name, Arc::new(s))).collect();
+            let new: Vec<ItemId> = services
+                .into_iter()
+                .map(|s| event.host.add_item(&name, Arc::new(s)))
+                .collect();
             *current.lock().unwrap_or_else(|p| p.into_inner()) = new;
             Ok(Flow::Continue)
         })
@@ -107,12 +123,22 @@ mod tests {
 
     #[test]
     fn derives_stun_turn_and_turns_with_credentials() {
-        let table: toml::Table = "secret = 's'\nhost = 'turn.example.org'\ntls_port = 5349\ntcp = true".parse().expect("toml");
+        let table: toml::Table =
+            "secret = 's'\nhost = 'turn.example.org'\ntls_port = 5349\ntcp = true"
+                .parse()
+                .expect("toml");
         let options = ModuleOptions::new(table, "modules.turn_external", Default::default());
         let services = services_from(&options);
         let summary: Vec<(String, Option<u16>, Option<String>, bool)> = services
             .iter()
-            .map(|s| (s.kind.clone(), s.port, s.transport.clone(), s.mints_credentials()))
+            .map(|s| {
+                (
+                    s.kind.clone(),
+                    s.port,
+                    s.transport.clone(),
+                    s.mints_credentials(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,
@@ -131,6 +157,9 @@ mod tests {
         let diagnostics = crate::config::Diagnostics::default();
         let options = ModuleOptions::new(table, "modules.turn_external", diagnostics.clone());
         assert_eq!(services_from(&options).len(), 1);
-        assert!(diagnostics.all().iter().any(|d| d.key == "modules.turn_external.secret"));
+        assert!(diagnostics
+            .all()
+            .iter()
+            .any(|d| d.key == "modules.turn_external.secret"));
     }
 }

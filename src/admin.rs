@@ -21,14 +21,27 @@ use crate::storage::SharedStorage;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum AdminRequest {
-    AddUser { jid: String, password: String },
-    Passwd { jid: String, password: String },
-    DelUser { jid: String },
-    Users { host: Option<String> },
+    AddUser {
+        jid: String,
+        password: String,
+    },
+    Passwd {
+        jid: String,
+        password: String,
+    },
+    DelUser {
+        jid: String,
+    },
+    Users {
+        host: Option<String>,
+    },
     /// Re-read the config file (as SIGHUP does). Only through a running server.
     Reload,
     /// What `jid` would receive from external_services now, credentials included.
-    Extdisco { jid: String, kind: Option<String> },
+    Extdisco {
+        jid: String,
+        kind: Option<String>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -140,7 +153,9 @@ pub async fn execute(
             let Some(server) = server else {
                 bail!("the server is not running; nothing to reload");
             };
-            let diagnostics = crate::server::Server::from_inner(server.clone()).reload_from_file().await?;
+            let diagnostics = crate::server::Server::from_inner(server.clone())
+                .reload_from_file()
+                .await?;
             Ok(AdminResponse {
                 ok: true,
                 message: "config reloaded".to_string(),
@@ -151,7 +166,8 @@ pub async fn execute(
             let (user, host_name) = parse_account(config, &jid)?;
             let bare = jid::BareJid::new(&format!("{user}@{host_name}"))?;
             let preview = |host: Arc<crate::host::Host>| async move {
-                if !crate::module::is_loaded(&host, crate::modules::external_services::MODULE.name) {
+                if !crate::module::is_loaded(&host, crate::modules::external_services::MODULE.name)
+                {
                     bail!("external_services is not enabled on {}", host.name);
                 }
                 crate::modules::external_services::preview(&host, &bare, kind.as_deref()).await
@@ -174,7 +190,10 @@ pub async fn execute(
                     services?
                 }
             };
-            let lines = services.iter().map(crate::modules::external_services::describe).collect();
+            let lines = services
+                .iter()
+                .map(crate::modules::external_services::describe)
+                .collect();
             Ok(AdminResponse {
                 ok: true,
                 message: format!("{} service(s) for {user}@{host_name}", services.len()),

@@ -130,7 +130,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => bail!("no running server answers on {}", socket.display()),
             }
         }
-        Command::Extdisco { jid, kind } => account(&config, AdminRequest::Extdisco { jid, kind }).await,
+        Command::Extdisco { jid, kind } => {
+            account(&config, AdminRequest::Extdisco { jid, kind }).await
+        }
     }
 }
 
@@ -174,7 +176,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
 /// SIGHUP re-reads the config file; a broken one is rejected and the old one runs on.
 fn spawn_reload_on_sighup(server: Server) {
-    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
         tracing::warn!("cannot listen for SIGHUP; use `tern reload`");
         return;
     };
@@ -187,7 +190,9 @@ fn spawn_reload_on_sighup(server: Server) {
                         tracing::warn!("config {diagnostic}");
                     }
                 }
-                Err(err) => tracing::error!("reload failed, the previous config stays in force: {err:#}"),
+                Err(err) => {
+                    tracing::error!("reload failed, the previous config stays in force: {err:#}")
+                }
             }
         }
     });

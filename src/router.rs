@@ -271,7 +271,8 @@ async fn deliver_local(
     target: Target,
     origin: Option<Arc<SessionInfo>>,
 ) {
-    let is_iq_reply = kind == StanzaKind::Iq && matches!(stanza.attr("type"), Some("result") | Some("error"));
+    let is_iq_reply =
+        kind == StanzaKind::Iq && matches!(stanza.attr("type"), Some("result") | Some("error"));
     // Replies to the server's own requests come back addressed to the host or account.
     if is_iq_reply && !matches!(target, Target::Full(_)) {
         if let Some(from) = stanza.attr("from").and_then(|f| Jid::new(f).ok()) {

@@ -343,10 +343,15 @@ impl Server {
     /// Applies a new config without dropping sessions: module options, enabled modules
     /// per host and limits. A config with errors is rejected (the old one keeps running)
     /// and its diagnostics returned. Hosts, listeners, storage and TLS need a restart.
-    pub async fn reload(&self, config: Config) -> Result<Vec<crate::config::Diagnostic>, Vec<crate::config::Diagnostic>> {
+    pub async fn reload(
+        &self,
+        config: Config,
+    ) -> Result<Vec<crate::config::Diagnostic>, Vec<crate::config::Diagnostic>> {
         let diagnostics = config.diagnostics.all();
         if config.diagnostics.has_errors() {
-            tracing::error!("reload rejected: the new config has errors; the old one keeps running");
+            tracing::error!(
+                "reload rejected: the new config has errors; the old one keeps running"
+            );
             return Err(diagnostics);
         }
         let old = self.inner.config();
@@ -355,7 +360,10 @@ impl Server {
         if old_hosts != new_hosts {
             tracing::warn!("reload: adding or removing hosts needs a restart; host list unchanged");
         }
-        if old.c2s != config.c2s || old.c2s_direct_tls != config.c2s_direct_tls || old.data_dir != config.data_dir {
+        if old.c2s != config.c2s
+            || old.c2s_direct_tls != config.c2s_direct_tls
+            || old.data_dir != config.data_dir
+        {
             tracing::warn!("reload: listeners and data_dir changes need a restart");
         }
         *self.inner.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config.clone());
@@ -374,10 +382,14 @@ impl Server {
                     continue;
                 }
                 match self.inner.modules.iter().find(|m| m.name == name.as_str()) {
-                    Some(descriptor) => match crate::module::load(&host, descriptor, &self.inner.modules) {
-                        Ok(()) => tracing::info!(host = %host.name, module = %name, "module loaded by reload"),
-                        Err(err) => tracing::error!("{err:#}"),
-                    },
+                    Some(descriptor) => {
+                        match crate::module::load(&host, descriptor, &self.inner.modules) {
+                            Ok(()) => {
+                                tracing::info!(host = %host.name, module = %name, "module loaded by reload")
+                            }
+                            Err(err) => tracing::error!("{err:#}"),
+                        }
+                    }
                     None => tracing::error!(module = %name, "reload: unknown module"),
                 }
             }

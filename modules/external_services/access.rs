@@ -70,15 +70,23 @@ mod tests {
         let bob = BareJid::new("bob@b.test").expect("jid");
         let default = Access::default();
         assert!(default.allows(&alice, "a.test", true));
-        assert!(!default.allows(&alice, "a.test", false), "never unauthenticated");
+        assert!(
+            !default.allows(&alice, "a.test", false),
+            "never unauthenticated"
+        );
         assert!(!default.allows(&bob, "a.test", true), "never remote");
-        let table: toml::Table = "access = ['bob@b.test', 'c.test', 'not a jid@@']".parse().expect("toml");
+        let table: toml::Table = "access = ['bob@b.test', 'c.test', 'not a jid@@']"
+            .parse()
+            .expect("toml");
         let diags = crate::config::Diagnostics::default();
         let options = ModuleOptions::new(table, "modules.external_services", diags.clone());
         let listed = Access::from_options(&options);
         assert!(listed.allows(&bob, "a.test", false));
         assert!(listed.allows(&BareJid::new("x@c.test").expect("jid"), "a.test", false));
-        assert!(!listed.allows(&alice, "a.test", true), "local is not implied when a list is given");
+        assert!(
+            !listed.allows(&alice, "a.test", true),
+            "local is not implied when a list is given"
+        );
         assert_eq!(diags.all().len(), 1);
     }
 }

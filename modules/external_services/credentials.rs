@@ -101,7 +101,8 @@ pub fn user_part(rule: &UserPart, secret: &str, requester: &BareJid) -> Option<S
         UserPart::Fixed(fixed) => Some(fixed.clone()),
         UserPart::Localpart => requester.node().map(|n| n.to_string()),
         UserPart::Hash => {
-            let mut mac = HmacSha256::new_from_slice(format!("tern-turn-user:{secret}").as_bytes()).ok()?;
+            let mut mac =
+                HmacSha256::new_from_slice(format!("tern-turn-user:{secret}").as_bytes()).ok()?;
             mac.update(requester.as_str().as_bytes());
             let digest = mac.finalize().into_bytes();
             Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..12]))
@@ -118,12 +119,21 @@ pub async fn resolve(
 ) -> Result<(), ProviderError> {
     match service.source.clone() {
         CredentialSource::Static => Ok(()),
-        CredentialSource::TurnRest(TurnRest { secrets, ttl, user_part: rule }) => {
+        CredentialSource::TurnRest(TurnRest {
+            secrets,
+            ttl,
+            user_part: rule,
+        }) => {
             let Some(secret) = secrets.first() else {
-                return Err(ProviderError::Internal("TURN REST service without a secret".into()));
+                return Err(ProviderError::Internal(
+                    "TURN REST service without a secret".into(),
+                ));
             };
             let expires = now + ttl;
-            let expiry_unix = expires.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let expiry_unix = expires
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
             let part = user_part(&rule, secret, &requester.jid);
             let (username, password) = turn_rest(secret, expiry_unix, part.as_deref());
             service.username = Some(username);
@@ -134,7 +144,9 @@ pub async fn resolve(
         }
         CredentialSource::Provider(name) => {
             let Some(item) = providers.iter().find(|p| p.name == name) else {
-                return Err(ProviderError::Internal(format!("no credential provider named {name:?} is loaded")));
+                return Err(ProviderError::Internal(format!(
+                    "no credential provider named {name:?} is loaded"
+                )));
             };
             let credentials = item.provider.credentials(requester, service).await?;
             service.username = Some(credentials.username);
@@ -154,7 +166,10 @@ mod tests {
     /// with `printf '%s' USER | openssl dgst -sha1 -hmac SECRET -binary | base64`.
     #[test]
     fn turn_rest_known_answers() {
-        assert_eq!(turn_password("north", "1700000000:alice"), "Cd/49soE35ICqcJF/bCTn8Z4OyE=");
+        assert_eq!(
+            turn_password("north", "1700000000:alice"),
+            "Cd/49soE35ICqcJF/bCTn8Z4OyE="
+        );
         let (user, pass) = turn_rest("north", 1700000000, Some("alice"));
         assert_eq!(user, "1700000000:alice");
         assert_eq!(pass, "Cd/49soE35ICqcJF/bCTn8Z4OyE=");
@@ -167,14 +182,27 @@ mod tests {
     fn user_parts() {
         let jid = BareJid::new("romeo@montague.lit").expect("jid");
         assert_eq!(user_part(&UserPart::None, "s", &jid), None);
-        assert_eq!(user_part(&UserPart::Localpart, "s", &jid).as_deref(), Some("romeo"));
-        assert_eq!(user_part(&UserPart::Fixed("x".into()), "s", &jid).as_deref(), Some("x"));
+        assert_eq!(
+            user_part(&UserPart::Localpart, "s", &jid).as_deref(),
+            Some("romeo")
+        );
+        assert_eq!(
+            user_part(&UserPart::Fixed("x".into()), "s", &jid).as_deref(),
+            Some("x")
+        );
         let hashed = user_part(&UserPart::Hash, "s", &jid).expect("hash");
         assert_eq!(hashed.len(), 16);
         assert!(!hashed.contains("romeo"));
-        assert_eq!(user_part(&UserPart::Hash, "s", &jid), Some(hashed.clone()), "stable");
+        assert_eq!(
+            user_part(&UserPart::Hash, "s", &jid),
+            Some(hashed.clone()),
+            "stable"
+        );
         let other = BareJid::new("juliet@capulet.lit").expect("jid");
-        assert_ne!(user_part(&UserPart::Hash, "s", &other), Some(hashed.clone()));
+        assert_ne!(
+            user_part(&UserPart::Hash, "s", &other),
+            Some(hashed.clone())
+        );
         assert_ne!(user_part(&UserPart::Hash, "t", &jid), Some(hashed));
     }
 }

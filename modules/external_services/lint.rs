@@ -32,10 +32,15 @@ pub fn lint(services: &[ExternalService], refresh_at: f64, diagnostics: &Diagnos
                 }
             }
         }
-        if matches!(service.kind.as_str(), "turns" | "stuns") && service.transport.as_deref() == Some("udp") {
+        if matches!(service.kind.as_str(), "turns" | "stuns")
+            && service.transport.as_deref() == Some("udp")
+        {
             diagnostics.warn(
                 &key("transport"),
-                format!("{} over udp would need DTLS, which clients do not use; use tcp", service.kind),
+                format!(
+                    "{} over udp would need DTLS, which clients do not use; use tcp",
+                    service.kind
+                ),
             );
         }
         if let CredentialSource::TurnRest(rest) = &service.source {
@@ -57,7 +62,11 @@ pub fn lint(services: &[ExternalService], refresh_at: f64, diagnostics: &Diagnos
 
 fn is_private(ip: &IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64,
+        IpAddr::V4(v4) => {
+            v4.is_private()
+                || v4.is_link_local()
+                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64
+        }
         IpAddr::V6(v6) => {
             let first = v6.segments()[0];
             (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
@@ -93,12 +102,33 @@ mod tests {
             &diagnostics,
         );
         let text: Vec<String> = diagnostics.all().iter().map(|d| d.to_string()).collect();
-        for needle in ["loopback", "private address", "IP address", "DTLS", "only resolves locally"] {
-            assert!(text.iter().any(|t| t.contains(needle)), "{needle}: {text:?}");
+        for needle in [
+            "loopback",
+            "private address",
+            "IP address",
+            "DTLS",
+            "only resolves locally",
+        ] {
+            assert!(
+                text.iter().any(|t| t.contains(needle)),
+                "{needle}: {text:?}"
+            );
         }
-        assert_eq!(text.iter().filter(|t| t.contains("private address")).count(), 2);
+        assert_eq!(
+            text.iter()
+                .filter(|t| t.contains("private address"))
+                .count(),
+            2
+        );
         let clean = Diagnostics::default();
-        lint(&[svc("turn", "turn.example.org", "udp"), svc("turns", "turn.example.org", "tcp")], 0.8, &clean);
+        lint(
+            &[
+                svc("turn", "turn.example.org", "udp"),
+                svc("turns", "turn.example.org", "tcp"),
+            ],
+            0.8,
+            &clean,
+        );
         assert!(clean.all().is_empty());
     }
 }

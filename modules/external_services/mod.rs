@@ -24,7 +24,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::api::*;
 use crate::config::ModuleOptions;
 
-pub use credentials::{CredentialProvider, CredentialProviderItem, Credentials, ProviderError, Requester};
+pub use credentials::{
+    CredentialProvider, CredentialProviderItem, Credentials, ProviderError, Requester,
+};
 pub use service::{CredentialSource, Delivery, ExternalService, TurnRest, UserPart};
 pub use xml::{ServiceQuery, Version, NS_V1, NS_V2};
 
@@ -81,19 +83,37 @@ pub(crate) struct State {
 
 impl State {
     fn settings(&self) -> Arc<Settings> {
-        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
 const KNOWN_OPTIONS: &[&str] = &[
-    "host", "port", "tls_port", "secret", "ttl", "access", "services", "user", "v1", "push", "refresh_at", "rate_limit",
+    "host",
+    "port",
+    "tls_port",
+    "secret",
+    "ttl",
+    "access",
+    "services",
+    "user",
+    "v1",
+    "push",
+    "refresh_at",
+    "rate_limit",
     "provider_timeout",
 ];
 
 /// Reads the settings; `None` when they contain errors (a reload then keeps the old ones).
 pub fn read_settings(options: &ModuleOptions) -> (Settings, bool) {
     let diagnostics = options.diagnostics().clone();
-    let errors_before = diagnostics.all().iter().filter(|d| d.severity == crate::config::Severity::Error).count();
+    let errors_before = diagnostics
+        .all()
+        .iter()
+        .filter(|d| d.severity == crate::config::Severity::Error)
+        .count();
     let report = prepare::ConfigReport {
         diagnostics: &diagnostics,
         path: options.path("").trim_end_matches('.').to_string(),
@@ -103,29 +123,51 @@ pub fn read_settings(options: &ModuleOptions) -> (Settings, bool) {
         Some(toml::Value::String(s)) if !s.is_empty() => vec![s.clone()],
         Some(toml::Value::Array(_)) => options.string_list("secret").unwrap_or_default(),
         Some(other) => {
-            diagnostics.warn(&options.path("secret"), format!("expected a string or a list of strings, found {}; ignored", crate::config::options::describe(other)));
+            diagnostics.warn(
+                &options.path("secret"),
+                format!(
+                    "expected a string or a list of strings, found {}; ignored",
+                    crate::config::options::describe(other)
+                ),
+            );
             Vec::new()
         }
     };
-    let default_ttl = Duration::from_secs(options.integer("ttl", 1..=30 * 86400).unwrap_or(86400) as u64);
+    let default_ttl =
+        Duration::from_secs(options.integer("ttl", 1..=30 * 86400).unwrap_or(86400) as u64);
     let defaults = prepare::Defaults {
         host: options.string("host"),
-        port: options.integer("port", 1..=65535).and_then(|p| u16::try_from(p).ok()),
-        tls_port: options.integer("tls_port", 1..=65535).and_then(|p| u16::try_from(p).ok()),
+        port: options
+            .integer("port", 1..=65535)
+            .and_then(|p| u16::try_from(p).ok()),
+        tls_port: options
+            .integer("tls_port", 1..=65535)
+            .and_then(|p| u16::try_from(p).ok()),
         secrets: Arc::new(secrets),
         ttl: default_ttl,
         user_part: prepare::user_part_option(options.raw("user"), &report),
     };
     let services = match options.raw("services") {
         None => default_services(&defaults, &report),
-        Some(toml::Value::Array(list)) => prepare::services_from_list(list, &defaults, &options.path("services"), &diagnostics),
+        Some(toml::Value::Array(list)) => {
+            prepare::services_from_list(list, &defaults, &options.path("services"), &diagnostics)
+        }
         Some(other) => {
-            diagnostics.error(&options.path("services"), format!("expected a list of service tables ([[...services]]), found {}; ignored", crate::config::options::describe(other)));
+            diagnostics.error(
+                &options.path("services"),
+                format!(
+                    "expected a list of service tables ([[...services]]), found {}; ignored",
+                    crate::config::options::describe(other)
+                ),
+            );
             Vec::new()
         }
     };
     let rate = match options.raw("rate_limit") {
-        None => Some(rate_limit::Rate { burst: 20, per_minute: 10 }),
+        None => Some(rate_limit::Rate {
+            burst: 20,
+            per_minute: 10,
+        }),
         Some(toml::Value::Boolean(false)) => None,
         Some(toml::Value::Integer(n)) if (1..=100_000).contains(n) => Some(rate_limit::Rate {
             burst: *n as u32,
@@ -133,10 +175,16 @@ pub fn read_settings(options: &ModuleOptions) -> (Settings, bool) {
         }),
         Some(other) => {
             diagnostics.warn(&options.path("rate_limit"), format!("expected false or requests per minute (1..=100000), found {}; using the default", crate::config::options::describe(other)));
-            Some(rate_limit::Rate { burst: 20, per_minute: 10 })
+            Some(rate_limit::Rate {
+                burst: 20,
+                per_minute: 10,
+            })
         }
     };
-    let refresh_at = options.integer("refresh_at", 10..=95).map(|p| p as f64 / 100.0).unwrap_or(0.8);
+    let refresh_at = options
+        .integer("refresh_at", 10..=95)
+        .map(|p| p as f64 / 100.0)
+        .unwrap_or(0.8);
     lint::lint(&services, refresh_at, &diagnostics);
     let settings = Settings {
         services,
@@ -145,7 +193,9 @@ pub fn read_settings(options: &ModuleOptions) -> (Settings, bool) {
         push: options.bool("push").unwrap_or(true),
         refresh_at,
         rate,
-        provider_timeout: Duration::from_secs(options.integer("provider_timeout", 1..=60).unwrap_or(10) as u64),
+        provider_timeout: Duration::from_secs(
+            options.integer("provider_timeout", 1..=60).unwrap_or(10) as u64,
+        ),
         default_ttl,
     };
     for key in options.table().keys() {
@@ -154,12 +204,19 @@ pub fn read_settings(options: &ModuleOptions) -> (Settings, bool) {
             diagnostics.warn(&options.path(key), "unknown option; ignored");
         }
     }
-    let errors_after = diagnostics.all().iter().filter(|d| d.severity == crate::config::Severity::Error).count();
+    let errors_after = diagnostics
+        .all()
+        .iter()
+        .filter(|d| d.severity == crate::config::Severity::Error)
+        .count();
     (settings, errors_after == errors_before)
 }
 
 /// Without a `services` list: STUN and TURN on the module `host`, as Prosody does.
-fn default_services(defaults: &prepare::Defaults, report: &dyn prepare::Report) -> Vec<ExternalService> {
+fn default_services(
+    defaults: &prepare::Defaults,
+    report: &dyn prepare::Report,
+) -> Vec<ExternalService> {
     if defaults.host.is_none() {
         return Vec::new();
     }
@@ -167,7 +224,9 @@ fn default_services(defaults: &prepare::Defaults, report: &dyn prepare::Report) 
     for kind in ["stun", "turn"] {
         let mut table = toml::Table::new();
         table.insert("type".into(), toml::Value::String(kind.into()));
-        if let Some(service) = prepare::from_table(&table, defaults, &format!("default {kind} service"), report) {
+        if let Some(service) =
+            prepare::from_table(&table, defaults, &format!("default {kind} service"), report)
+        {
             out.push(service);
         }
     }
@@ -186,19 +245,39 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
     for version in [Version::V2, Version::V1] {
         let namespace = version.namespace();
         let s = state.clone();
-        ctx.hook_iq(IqType::Get, IqTarget::Host, namespace, "services", move |request| {
-            let state = s.clone();
-            async move { handle_services(&state, request, version).await }
-        });
+        ctx.hook_iq(
+            IqType::Get,
+            IqTarget::Host,
+            namespace,
+            "services",
+            move |request| {
+                let state = s.clone();
+                async move { handle_services(&state, request, version).await }
+            },
+        );
         let s = state.clone();
-        ctx.hook_iq(IqType::Get, IqTarget::Host, namespace, "credentials", move |request| {
-            let state = s.clone();
-            async move { handle_credentials(&state, request, version).await }
-        });
+        ctx.hook_iq(
+            IqType::Get,
+            IqTarget::Host,
+            namespace,
+            "credentials",
+            move |request| {
+                let state = s.clone();
+                async move { handle_credentials(&state, request, version).await }
+            },
+        );
         for name in ["services", "credentials"] {
-            ctx.hook_iq(IqType::Set, IqTarget::Host, namespace, name, |_request| async {
-                Err(StanzaError::new(Condition::NotAllowed).text("services are discovered with an IQ get").into())
-            });
+            ctx.hook_iq(
+                IqType::Set,
+                IqTarget::Host,
+                namespace,
+                name,
+                |_request| async {
+                    Err(StanzaError::new(Condition::NotAllowed)
+                        .text("services are discovered with an IQ get")
+                        .into())
+                },
+            );
         }
     }
 
@@ -232,17 +311,30 @@ fn requester_of(session: Option<&SessionInfo>, from: &Jid) -> Option<BareJid> {
     }
 }
 
-fn allowed(settings: &Settings, host: &Host, session: Option<&SessionInfo>, requester: &BareJid) -> bool {
+fn allowed(
+    settings: &Settings,
+    host: &Host,
+    session: Option<&SessionInfo>,
+    requester: &BareJid,
+) -> bool {
     let authenticated_here = session.is_some_and(|s| s.is_authenticated() && s.host == host.name);
-    settings.access.allows(requester, &host.name, authenticated_here)
+    settings
+        .access
+        .allows(requester, &host.name, authenticated_here)
 }
 
 fn check_access(state: &State, request: &IqRequest) -> Result<BareJid, StanzaError> {
     let settings = state.settings();
     let requester = requester_of(request.session.as_deref(), &request.from)
         .ok_or_else(|| StanzaError::new(Condition::Forbidden))?;
-    if !allowed(&settings, &state.host, request.session.as_deref(), &requester) {
-        return Err(StanzaError::new(Condition::Forbidden).text("you may not use this server's external services"));
+    if !allowed(
+        &settings,
+        &state.host,
+        request.session.as_deref(),
+        &requester,
+    ) {
+        return Err(StanzaError::new(Condition::Forbidden)
+            .text("you may not use this server's external services"));
     }
     Ok(requester)
 }
@@ -256,8 +348,12 @@ fn check_version(state: &State, version: Version) -> Result<(), StanzaError> {
 
 fn check_rate(state: &State, requester: &BareJid) -> Result<(), StanzaError> {
     if let Some(rate) = state.settings().rate {
-        if !state.limiter.try_take(requester.as_str(), rate, Instant::now()) {
-            return Err(StanzaError::new(Condition::ResourceConstraint).text("too many credential requests; try again later"));
+        if !state
+            .limiter
+            .try_take(requester.as_str(), rate, Instant::now())
+        {
+            return Err(StanzaError::new(Condition::ResourceConstraint)
+                .text("too many credential requests; try again later"));
         }
     }
     Ok(())
@@ -267,17 +363,33 @@ fn check_rate(state: &State, requester: &BareJid) -> Result<(), StanzaError> {
 fn all_services(state: &State, settings: &Settings) -> Vec<ExternalService> {
     let mut services = settings.services.clone();
     for item in state.host.items.all::<ExternalService>() {
-        let origin = if item.origin.is_empty() { "item".to_string() } else { item.origin.clone() };
-        if let Some(prepared) = prepare::prepare((*item).clone(), &prepare::LogReport { origin: &origin }) {
+        let origin = if item.origin.is_empty() {
+            "item".to_string()
+        } else {
+            item.origin.clone()
+        };
+        if let Some(prepared) =
+            prepare::prepare((*item).clone(), &prepare::LogReport { origin: &origin })
+        {
             services.push(prepared);
         }
     }
     services
 }
 
-async fn mint(state: &State, settings: &Settings, service: &mut ExternalService, requester: &Requester) -> Result<(), StanzaError> {
+async fn mint(
+    state: &State,
+    settings: &Settings,
+    service: &mut ExternalService,
+    requester: &Requester,
+) -> Result<(), StanzaError> {
     let providers = state.host.items.all::<CredentialProviderItem>();
-    match tokio::time::timeout(settings.provider_timeout, credentials::resolve(service, requester, &providers, SystemTime::now())).await {
+    match tokio::time::timeout(
+        settings.provider_timeout,
+        credentials::resolve(service, requester, &providers, SystemTime::now()),
+    )
+    .await
+    {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(err.to_stanza_error()),
         Err(_) => Err(ProviderError::Timeout.to_stanza_error()),
@@ -305,7 +417,10 @@ pub(crate) async fn visible_services(
         .into_iter()
         .filter(|s| requested_type.is_none_or(|t| t == s.kind))
         .collect();
-    for service in services.iter_mut().filter(|s| s.mints_credentials() && s.delivery == Delivery::Inline) {
+    for service in services
+        .iter_mut()
+        .filter(|s| s.mints_credentials() && s.delivery == Delivery::Inline)
+    {
         mint(state, &settings, service, &who).await?;
     }
     let mut event = ServicesRequest {
@@ -320,13 +435,21 @@ pub(crate) async fn visible_services(
     state.host.events.fire(&mut event).await?;
     let mut out = Vec::with_capacity(event.services.len());
     for service in event.services {
-        let Some(mut service) = prepare::prepare(service, &prepare::LogReport { origin: "services event handler" }) else {
+        let Some(mut service) = prepare::prepare(
+            service,
+            &prepare::LogReport {
+                origin: "services event handler",
+            },
+        ) else {
             continue;
         };
         if requested_type.is_some_and(|t| t != service.kind) {
             continue;
         }
-        if withhold && service.delivery == Delivery::OnRequest && (service.restricted || service.mints_credentials()) {
+        if withhold
+            && service.delivery == Delivery::OnRequest
+            && (service.restricted || service.mints_credentials())
+        {
             service.username = None;
             service.password = None;
             service.expires = None;
@@ -342,22 +465,49 @@ pub(crate) async fn visible_services(
 async fn handle_services(state: &Arc<State>, request: IqRequest, version: Version) -> IqResult {
     check_version(state, version)?;
     let requester = check_access(state, &request)?;
-    let requested_type = request.payload().attr("type").filter(|t| !t.is_empty()).map(str::to_string);
+    let requested_type = request
+        .payload()
+        .attr("type")
+        .filter(|t| !t.is_empty())
+        .map(str::to_string);
     let settings = state.settings();
-    let mints = all_services(state, &settings)
-        .iter()
-        .any(|s| s.mints_credentials() && s.delivery == Delivery::Inline && requested_type.as_deref().is_none_or(|t| t == s.kind));
+    let mints = all_services(state, &settings).iter().any(|s| {
+        s.mints_credentials()
+            && s.delivery == Delivery::Inline
+            && requested_type.as_deref().is_none_or(|t| t == s.kind)
+    });
     if mints {
         check_rate(state, &requester)?;
     }
-    let services = visible_services(state, request.session.clone(), &requester, version, requested_type.as_deref(), false, true).await?;
+    let services = visible_services(
+        state,
+        request.session.clone(),
+        &requester,
+        version,
+        requested_type.as_deref(),
+        false,
+        true,
+    )
+    .await?;
     let lang = request.lang();
     if version == Version::V2 && settings.push {
         if let Some(session) = &request.session {
-            state.pushes.subscribe(state, session, requested_type.clone(), lang.clone(), &services);
+            state.pushes.subscribe(
+                state,
+                session,
+                requested_type.clone(),
+                lang.clone(),
+                &services,
+            );
         }
     }
-    Ok(Some(xml::answer("services", version, requested_type.as_deref(), &services, lang.as_deref())))
+    Ok(Some(xml::answer(
+        "services",
+        version,
+        requested_type.as_deref(),
+        &services,
+        lang.as_deref(),
+    )))
 }
 
 async fn handle_credentials(state: &Arc<State>, request: IqRequest, version: Version) -> IqResult {
@@ -370,7 +520,9 @@ async fn handle_credentials(state: &Arc<State>, request: IqRequest, version: Ver
         .filter(|s| s.restricted && queries.iter().any(|q| q.matches(s)))
         .collect();
     if matching.is_empty() {
-        return Err(StanzaError::new(Condition::ItemNotFound).text("no restricted service matches").into());
+        return Err(StanzaError::new(Condition::ItemNotFound)
+            .text("no restricted service matches")
+            .into());
     }
     check_rate(state, &requester)?;
     let who = Requester {
@@ -392,18 +544,35 @@ async fn handle_credentials(state: &Arc<State>, request: IqRequest, version: Ver
     let services: Vec<ExternalService> = event
         .services
         .into_iter()
-        .filter_map(|s| prepare::prepare(s, &prepare::LogReport { origin: "credentials event handler" }))
+        .filter_map(|s| {
+            prepare::prepare(
+                s,
+                &prepare::LogReport {
+                    origin: "credentials event handler",
+                },
+            )
+        })
         .collect();
     if services.is_empty() {
         return Err(StanzaError::new(Condition::ItemNotFound).into());
     }
     let lang = request.lang();
-    Ok(Some(xml::answer("credentials", version, None, &services, lang.as_deref())))
+    Ok(Some(xml::answer(
+        "credentials",
+        version,
+        None,
+        &services,
+        lang.as_deref(),
+    )))
 }
 
 /// What `jid` would receive now (for `tern extdisco`): runs the whole pipeline without a
 /// session, credentials included.
-pub async fn preview(host: &Arc<Host>, jid: &BareJid, requested_type: Option<&str>) -> anyhow::Result<Vec<ExternalService>> {
+pub async fn preview(
+    host: &Arc<Host>,
+    jid: &BareJid,
+    requested_type: Option<&str>,
+) -> anyhow::Result<Vec<ExternalService>> {
     let (settings, _) = read_settings(&host.module_options(MODULE.name));
     let state = State {
         host: host.clone(),
@@ -412,12 +581,21 @@ pub async fn preview(host: &Arc<Host>, jid: &BareJid, requested_type: Option<&st
         pushes: push::Pushes::default(),
     };
     let settings = state.settings();
-    let mut services = visible_services(&state, None, jid, Version::V2, requested_type, false, false)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let who = Requester { jid: jid.clone(), session: None };
-    for service in services.iter_mut().filter(|s| s.mints_credentials() && s.username.is_none()) {
-        mint(&state, &settings, service, &who).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut services =
+        visible_services(&state, None, jid, Version::V2, requested_type, false, false)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let who = Requester {
+        jid: jid.clone(),
+        session: None,
+    };
+    for service in services
+        .iter_mut()
+        .filter(|s| s.mints_credentials() && s.username.is_none())
+    {
+        mint(&state, &settings, service, &who)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     Ok(services)
 }
@@ -428,7 +606,10 @@ pub fn describe(service: &ExternalService) -> String {
         "{} {}:{} {}",
         service.kind,
         service.host,
-        service.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+        service
+            .port
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "?".into()),
         service.transport.as_deref().unwrap_or("?")
     );
     if service.restricted {

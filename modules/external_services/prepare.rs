@@ -10,7 +10,10 @@ use std::time::{Duration, SystemTime};
 
 use toml::{Table, Value};
 
-use super::service::{default_port, default_transport, CredentialSource, Delivery, ExternalService, TurnRest, UserPart};
+use super::service::{
+    default_port, default_transport, CredentialSource, Delivery, ExternalService, TurnRest,
+    UserPart,
+};
 use crate::config::{options::describe, Diagnostics};
 
 /// Module-wide defaults applied to every configured service.
@@ -69,12 +72,31 @@ impl Report for LogReport<'_> {
 }
 
 const KNOWN_FIELDS: &[&str] = &[
-    "type", "host", "port", "transport", "username", "password", "restricted", "ttl", "expires", "secret", "algorithm",
-    "name", "info", "credentials", "user", "provider",
+    "type",
+    "host",
+    "port",
+    "transport",
+    "username",
+    "password",
+    "restricted",
+    "ttl",
+    "expires",
+    "secret",
+    "algorithm",
+    "name",
+    "info",
+    "credentials",
+    "user",
+    "provider",
 ];
 
 /// Builds a service from one `[[services]]` table.
-pub fn from_table(table: &Table, defaults: &Defaults, origin: &str, report: &dyn Report) -> Option<ExternalService> {
+pub fn from_table(
+    table: &Table,
+    defaults: &Defaults,
+    origin: &str,
+    report: &dyn Report,
+) -> Option<ExternalService> {
     for key in table.keys() {
         if !KNOWN_FIELDS.contains(&key.as_str()) {
             report.warn(key, "unknown field; ignored".to_string());
@@ -84,14 +106,19 @@ pub fn from_table(table: &Table, defaults: &Defaults, origin: &str, report: &dyn
         match table.get(field)? {
             Value::String(s) => Some(s.clone()),
             other => {
-                report.warn(field, format!("expected a string, found {}; ignored", describe(other)));
+                report.warn(
+                    field,
+                    format!("expected a string, found {}; ignored", describe(other)),
+                );
                 None
             }
         }
     };
     let mut service = ExternalService {
         kind: string("type").unwrap_or_default(),
-        host: string("host").or_else(|| defaults.host.clone()).unwrap_or_default(),
+        host: string("host")
+            .or_else(|| defaults.host.clone())
+            .unwrap_or_default(),
         origin: origin.to_string(),
         ..Default::default()
     };
@@ -104,7 +131,13 @@ pub fn from_table(table: &Table, defaults: &Defaults, origin: &str, report: &dyn
             }
         }
         Some(Value::Integer(p)) if (1..=65535).contains(p) => service.port = u16::try_from(*p).ok(),
-        Some(other) => report.warn("port", format!("expected an integer 1..=65535, found {}; ignored", describe(other))),
+        Some(other) => report.warn(
+            "port",
+            format!(
+                "expected an integer 1..=65535, found {}; ignored",
+                describe(other)
+            ),
+        ),
     }
     service.transport = string("transport");
     service.username = string("username");
@@ -112,25 +145,48 @@ pub fn from_table(table: &Table, defaults: &Defaults, origin: &str, report: &dyn
     match table.get("restricted") {
         None => {}
         Some(Value::Boolean(b)) => service.restricted = *b,
-        Some(other) => report.warn("restricted", format!("expected true or false, found {}; ignored", describe(other))),
+        Some(other) => report.warn(
+            "restricted",
+            format!("expected true or false, found {}; ignored", describe(other)),
+        ),
     }
     let mut ttl = defaults.ttl;
     match table.get("ttl") {
         None => {}
-        Some(Value::Integer(t)) if (1..=i64::from(u32::MAX)).contains(t) => ttl = Duration::from_secs(*t as u64),
-        Some(other) => report.warn("ttl", format!("expected seconds (a positive integer), found {}; ignored", describe(other))),
+        Some(Value::Integer(t)) if (1..=i64::from(u32::MAX)).contains(t) => {
+            ttl = Duration::from_secs(*t as u64)
+        }
+        Some(other) => report.warn(
+            "ttl",
+            format!(
+                "expected seconds (a positive integer), found {}; ignored",
+                describe(other)
+            ),
+        ),
     }
     match table.get("expires") {
         None => {}
         Some(Value::Datetime(d)) => match parse_timestamp(&d.to_string()) {
             Some(t) => service.expires = Some(t),
-            None => report.warn("expires", format!("expected a UTC date-time, found {d}; ignored")),
+            None => report.warn(
+                "expires",
+                format!("expected a UTC date-time, found {d}; ignored"),
+            ),
         },
         Some(Value::String(s)) => match parse_timestamp(s) {
             Some(t) => service.expires = Some(t),
-            None => report.warn("expires", format!("expected a UTC date-time like 2030-01-01T00:00:00Z, found {s:?}; ignored")),
+            None => report.warn(
+                "expires",
+                format!("expected a UTC date-time like 2030-01-01T00:00:00Z, found {s:?}; ignored"),
+            ),
         },
-        Some(other) => report.warn("expires", format!("expected a UTC date-time, found {}; ignored", describe(other))),
+        Some(other) => report.warn(
+            "expires",
+            format!(
+                "expected a UTC date-time, found {}; ignored",
+                describe(other)
+            ),
+        ),
     }
     match table.get("name") {
         None => {}
@@ -143,11 +199,20 @@ pub fn from_table(table: &Table, defaults: &Defaults, origin: &str, report: &dyn
                     Value::String(s) => {
                         service.names.insert(lang.clone(), s.clone());
                     }
-                    other => report.warn(&format!("name.{lang}"), format!("expected a string, found {}; ignored", describe(other))),
+                    other => report.warn(
+                        &format!("name.{lang}"),
+                        format!("expected a string, found {}; ignored", describe(other)),
+                    ),
                 }
             }
         }
-        Some(other) => report.warn("name", format!("expected a string or a table of language = name, found {}; ignored", describe(other))),
+        Some(other) => report.warn(
+            "name",
+            format!(
+                "expected a string or a table of language = name, found {}; ignored",
+                describe(other)
+            ),
+        ),
     }
     match table.get("info") {
         None => {}
@@ -162,25 +227,43 @@ pub fn from_table(table: &Table, defaults: &Defaults, origin: &str, report: &dyn
                         .filter_map(|i| match i {
                             Value::String(s) => Some(s.clone()),
                             other => {
-                                report.warn(&format!("info.{var}"), format!("expected strings, found {}; ignored", describe(other)));
+                                report.warn(
+                                    &format!("info.{var}"),
+                                    format!("expected strings, found {}; ignored", describe(other)),
+                                );
                                 None
                             }
                         })
                         .collect(),
                     other => {
-                        report.warn(&format!("info.{var}"), format!("expected a string or a list of strings, found {}; ignored", describe(other)));
+                        report.warn(
+                            &format!("info.{var}"),
+                            format!(
+                                "expected a string or a list of strings, found {}; ignored",
+                                describe(other)
+                            ),
+                        );
                         continue;
                     }
                 };
                 service.extended.insert(var.clone(), values);
             }
         }
-        Some(other) => report.warn("info", format!("expected a table of field = value, found {}; ignored", describe(other))),
+        Some(other) => report.warn(
+            "info",
+            format!(
+                "expected a table of field = value, found {}; ignored",
+                describe(other)
+            ),
+        ),
     }
     match string("credentials").as_deref() {
         None | Some("inline") => {}
         Some("on_request") => service.delivery = Delivery::OnRequest,
-        Some(other) => report.warn("credentials", format!("expected \"inline\" or \"on_request\", found {other:?}; ignored")),
+        Some(other) => report.warn(
+            "credentials",
+            format!("expected \"inline\" or \"on_request\", found {other:?}; ignored"),
+        ),
     }
     let user_part = match table.get("user") {
         None => defaults.user_part.clone(),
@@ -191,14 +274,20 @@ pub fn from_table(table: &Table, defaults: &Defaults, origin: &str, report: &dyn
     };
     if let Some(algorithm) = string("algorithm") {
         if algorithm != "turn" {
-            report.warn("algorithm", format!("unknown algorithm {algorithm:?} (only \"turn\" exists); using \"turn\""));
+            report.warn(
+                "algorithm",
+                format!("unknown algorithm {algorithm:?} (only \"turn\" exists); using \"turn\""),
+            );
         }
     }
     let secrets = match table.get("secret") {
         None | Some(Value::Boolean(false)) => None,
         Some(Value::Boolean(true)) => {
             if defaults.secrets.is_empty() {
-                report.error("secret", "`secret = true` but the module has no `secret`; no credentials".to_string());
+                report.error(
+                    "secret",
+                    "`secret = true` but the module has no `secret`; no credentials".to_string(),
+                );
                 None
             } else {
                 Some(defaults.secrets.clone())
@@ -206,36 +295,63 @@ pub fn from_table(table: &Table, defaults: &Defaults, origin: &str, report: &dyn
         }
         Some(Value::String(s)) if !s.is_empty() => Some(Arc::new(vec![s.clone()])),
         Some(Value::Array(items)) => {
-            let list: Vec<String> = items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect();
+            let list: Vec<String> = items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect();
             if list.is_empty() {
-                report.warn("secret", "expected a non-empty list of strings; ignored".to_string());
+                report.warn(
+                    "secret",
+                    "expected a non-empty list of strings; ignored".to_string(),
+                );
                 None
             } else {
                 Some(Arc::new(list))
             }
         }
         Some(other) => {
-            report.warn("secret", format!("expected true, a string or a list of strings, found {}; ignored", describe(other)));
+            report.warn(
+                "secret",
+                format!(
+                    "expected true, a string or a list of strings, found {}; ignored",
+                    describe(other)
+                ),
+            );
             None
         }
     };
     let is_turn = matches!(service.kind.as_str(), "turn" | "turns");
     let secrets = secrets.or_else(|| {
         // A TURN service without credentials of its own uses the module secret.
-        let implicit = is_turn && service.username.is_none() && !defaults.secrets.is_empty() && table.get("secret").is_none();
+        let implicit = is_turn
+            && service.username.is_none()
+            && !defaults.secrets.is_empty()
+            && table.get("secret").is_none();
         implicit.then(|| defaults.secrets.clone())
     });
     if let Some(secrets) = secrets {
         if !is_turn {
-            report.warn("secret", format!("TURN REST credentials apply to turn and turns, not {:?}; ignored", service.kind));
+            report.warn(
+                "secret",
+                format!(
+                    "TURN REST credentials apply to turn and turns, not {:?}; ignored",
+                    service.kind
+                ),
+            );
         } else {
-            service.source = CredentialSource::TurnRest(TurnRest { secrets, ttl, user_part });
+            service.source = CredentialSource::TurnRest(TurnRest {
+                secrets,
+                ttl,
+                user_part,
+            });
         }
     }
     if let Some(provider) = string("provider") {
         service.source = CredentialSource::Provider(provider);
     }
-    if service.source != CredentialSource::Static || (service.username.is_some() && service.password.is_some()) {
+    if service.source != CredentialSource::Static
+        || (service.username.is_some() && service.password.is_some())
+    {
         service.restricted = true;
     }
     prepare(service, report)
@@ -278,11 +394,20 @@ pub fn prepare(mut service: ExternalService, report: &dyn Report) -> Option<Exte
         return None;
     }
     if !is_ncname(&service.kind) {
-        report.error("type", format!("{:?} is not a valid type (an XML NCName); service dropped", service.kind));
+        report.error(
+            "type",
+            format!(
+                "{:?} is not a valid type (an XML NCName); service dropped",
+                service.kind
+            ),
+        );
         return None;
     }
     if service.host.is_empty() {
-        report.error("host", "missing `host` (and no module-wide `host`); service dropped".to_string());
+        report.error(
+            "host",
+            "missing `host` (and no module-wide `host`); service dropped".to_string(),
+        );
         return None;
     }
     // IPv6 literals go without brackets (XEP-0215 §2).
@@ -298,7 +423,10 @@ pub fn prepare(mut service: ExternalService, report: &dyn Report) -> Option<Exte
     match service.transport.as_deref() {
         Some("udp") | Some("tcp") => {}
         Some(other) => {
-            report.warn("transport", format!("transport must be \"udp\" or \"tcp\", found {other:?}; ignored"));
+            report.warn(
+                "transport",
+                format!("transport must be \"udp\" or \"tcp\", found {other:?}; ignored"),
+            );
             service.transport = None;
         }
         None => {}
@@ -306,11 +434,20 @@ pub fn prepare(mut service: ExternalService, report: &dyn Report) -> Option<Exte
     if service.transport.is_none() {
         service.transport = default_transport(&service.kind).map(str::to_string);
         if service.transport.is_none() {
-            report.warn("transport", format!("no transport for {} service {}; Conversations ignores services without one", service.kind, service.host));
+            report.warn(
+                "transport",
+                format!(
+                    "no transport for {} service {}; Conversations ignores services without one",
+                    service.kind, service.host
+                ),
+            );
         }
     }
     if service.username.is_some() != service.password.is_some() && !service.mints_credentials() {
-        report.warn("password", "a username without a password (or the reverse) is incomplete".to_string());
+        report.warn(
+            "password",
+            "a username without a password (or the reverse) is incomplete".to_string(),
+        );
     }
     Some(service)
 }
@@ -320,7 +457,8 @@ fn is_ncname(s: &str) -> bool {
     let Some(first) = chars.next() else {
         return false;
     };
-    (first.is_alphabetic() || first == '_') && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    (first.is_alphabetic() || first == '_')
+        && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// XEP-0082 date-time: `YYYY-MM-DDThh:mm:ss[.sss](Z|±hh:mm)`.
@@ -333,14 +471,22 @@ pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
 
 /// XEP-0082 UTC, whole seconds: `YYYY-MM-DDThh:mm:ssZ`.
 pub fn format_timestamp(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     chrono::DateTime::<chrono::Utc>::from_timestamp(i64::try_from(secs).unwrap_or(0), 0)
         .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_default()
 }
 
 /// Collects the `[[services]]` list of the module options.
-pub fn services_from_list(list: &[Value], defaults: &Defaults, path: &str, diagnostics: &Diagnostics) -> Vec<ExternalService> {
+pub fn services_from_list(
+    list: &[Value],
+    defaults: &Defaults,
+    path: &str,
+    diagnostics: &Diagnostics,
+) -> Vec<ExternalService> {
     let mut out = Vec::new();
     for (index, entry) in list.iter().enumerate() {
         let entry_path = format!("{path}[{index}]");
@@ -354,7 +500,13 @@ pub fn services_from_list(list: &[Value], defaults: &Defaults, path: &str, diagn
                     out.push(service);
                 }
             }
-            other => report.error("", format!("expected a table describing a service, found {}; ignored", describe(other))),
+            other => report.error(
+                "",
+                format!(
+                    "expected a table describing a service, found {}; ignored",
+                    describe(other)
+                ),
+            ),
         }
     }
     out
@@ -367,10 +519,16 @@ mod tests {
     struct Collect(std::sync::Mutex<Vec<String>>);
     impl Report for Collect {
         fn warn(&self, field: &str, message: String) {
-            self.0.lock().expect("lock").push(format!("warn {field}: {message}"));
+            self.0
+                .lock()
+                .expect("lock")
+                .push(format!("warn {field}: {message}"));
         }
         fn error(&self, field: &str, message: String) {
-            self.0.lock().expect("lock").push(format!("error {field}: {message}"));
+            self.0
+                .lock()
+                .expect("lock")
+                .push(format!("error {field}: {message}"));
         }
     }
 
@@ -392,12 +550,25 @@ mod tests {
     #[test]
     fn defaults_by_type_and_module_host() {
         let report = Collect(Default::default());
-        let s = from_table(&table("type = 'turns'"), &defaults(), "services[0]", &report).expect("kept");
-        assert_eq!((s.host.as_str(), s.port, s.transport.as_deref()), ("turn.example.org", Some(5349), Some("tcp")));
+        let s = from_table(
+            &table("type = 'turns'"),
+            &defaults(),
+            "services[0]",
+            &report,
+        )
+        .expect("kept");
+        assert_eq!(
+            (s.host.as_str(), s.port, s.transport.as_deref()),
+            ("turn.example.org", Some(5349), Some("tcp"))
+        );
         assert!(s.restricted, "turn with the module secret is restricted");
         assert!(matches!(s.source, CredentialSource::TurnRest(ref t) if t.secrets[0] == "s1"));
-        let s = from_table(&table("type = 'stun'"), &defaults(), "services[1]", &report).expect("kept");
-        assert_eq!((s.port, s.transport.as_deref(), s.restricted), (Some(3478), Some("udp"), false));
+        let s =
+            from_table(&table("type = 'stun'"), &defaults(), "services[1]", &report).expect("kept");
+        assert_eq!(
+            (s.port, s.transport.as_deref(), s.restricted),
+            (Some(3478), Some("udp"), false)
+        );
         assert!(report.0.lock().expect("lock").is_empty());
     }
 
@@ -405,11 +576,30 @@ mod tests {
     fn missing_type_drops_and_wrong_fields_warn() {
         let report = Collect(Default::default());
         assert!(from_table(&table("host = 'x'"), &defaults(), "s", &report).is_none());
-        let s = from_table(&table("type = 'ftp'\nport = 'abc'\ntransport = 'sctp'\nrestricted = 'yes'\nbogus = 1"), &defaults(), "s", &report).expect("kept");
-        assert_eq!((s.port, s.transport.clone(), s.restricted), (None, None, false));
+        let s = from_table(
+            &table("type = 'ftp'\nport = 'abc'\ntransport = 'sctp'\nrestricted = 'yes'\nbogus = 1"),
+            &defaults(),
+            "s",
+            &report,
+        )
+        .expect("kept");
+        assert_eq!(
+            (s.port, s.transport.clone(), s.restricted),
+            (None, None, false)
+        );
         let messages = report.0.lock().expect("lock").clone();
-        for needle in ["error type", "warn port: expected an integer", "warn transport", "warn restricted", "warn bogus", "warn port: no port"] {
-            assert!(messages.iter().any(|m| m.starts_with(needle)), "{needle} not in {messages:?}");
+        for needle in [
+            "error type",
+            "warn port: expected an integer",
+            "warn transport",
+            "warn restricted",
+            "warn bogus",
+            "warn port: no port",
+        ] {
+            assert!(
+                messages.iter().any(|m| m.starts_with(needle)),
+                "{needle} not in {messages:?}"
+            );
         }
     }
 
@@ -427,7 +617,10 @@ mod tests {
         assert_eq!(s.source, CredentialSource::Static);
         assert_eq!(s.name_for(Some("de-AT")), Some("Relais"));
         assert_eq!(s.name_for(Some("fr")), Some("Relay"));
-        assert_eq!(s.extended.get("tags"), Some(&vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(
+            s.extended.get("tags"),
+            Some(&vec!["a".to_string(), "b".to_string()])
+        );
     }
 
     #[test]

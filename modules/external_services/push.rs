@@ -56,15 +56,18 @@ impl Pushes {
             return;
         };
         let key = (info.id, requested_type.clone());
-        self.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            key.clone(),
-            Subscription {
-                session,
-                requested_type,
-                lang,
-                last: services.to_vec(),
-            },
-        );
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                key.clone(),
+                Subscription {
+                    session,
+                    requested_type,
+                    lang,
+                    last: services.to_vec(),
+                },
+            );
         self.schedule_refresh(state, key, services);
     }
 
@@ -90,7 +93,10 @@ impl Pushes {
     }
 
     fn unsubscribe(&self, key: &Key) {
-        self.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
         self.schedule
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -98,7 +104,12 @@ impl Pushes {
     }
 
     fn keys(&self) -> Vec<Key> {
-        self.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 }
 
@@ -123,7 +134,11 @@ enum Mode {
 }
 
 /// What changed between what the client holds and what it may see now.
-fn diff(old: &[ExternalService], new: &[ExternalService], mode: Mode) -> Vec<(Action, ExternalService)> {
+fn diff(
+    old: &[ExternalService],
+    new: &[ExternalService],
+    mode: Mode,
+) -> Vec<(Action, ExternalService)> {
     let mut out = Vec::new();
     for service in old {
         if !new.iter().any(|n| n.key() == service.key()) {
@@ -135,7 +150,9 @@ fn diff(old: &[ExternalService], new: &[ExternalService], mode: Mode) -> Vec<(Ac
             None => out.push((Action::Add, service.clone())),
             Some(previous) => {
                 let changed = previous.without_credentials() != service.without_credentials();
-                let refreshed = mode == Mode::Refresh && service.mints_credentials() && service.username.is_some();
+                let refreshed = mode == Mode::Refresh
+                    && service.mints_credentials()
+                    && service.username.is_some();
                 if changed || refreshed {
                     out.push((Action::Modify, service.clone()));
                 }
@@ -149,11 +166,20 @@ fn diff(old: &[ExternalService], new: &[ExternalService], mode: Mode) -> Vec<(Ac
 async fn update(state: Arc<State>, key: Key, mode: Mode) {
     let _serial = state.pushes.updating.lock().await;
     let (session, requested_type, lang, last) = {
-        let subscriptions = state.pushes.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+        let subscriptions = state
+            .pushes
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let Some(sub) = subscriptions.get(&key) else {
             return;
         };
-        (sub.session.clone(), sub.requested_type.clone(), sub.lang.clone(), sub.last.clone())
+        (
+            sub.session.clone(),
+            sub.requested_type.clone(),
+            sub.lang.clone(),
+            sub.last.clone(),
+        )
     };
     if session.is_closing() {
         state.pushes.unsubscribe(&key);
@@ -163,9 +189,23 @@ async fn update(state: Arc<State>, key: Key, mode: Mode) {
         return;
     };
     let settings = state.settings();
-    let authenticated_here = session.info().is_authenticated() && session.info().host == state.host.name;
-    let now_visible = if settings.access.allows(&requester, &state.host.name, authenticated_here) {
-        match super::visible_services(&state, Some(session.info().clone()), &requester, Version::V2, requested_type.as_deref(), true, true).await {
+    let authenticated_here =
+        session.info().is_authenticated() && session.info().host == state.host.name;
+    let now_visible = if settings
+        .access
+        .allows(&requester, &state.host.name, authenticated_here)
+    {
+        match super::visible_services(
+            &state,
+            Some(session.info().clone()),
+            &requester,
+            Version::V2,
+            requested_type.as_deref(),
+            true,
+            true,
+        )
+        .await
+        {
             Ok(services) => services,
             Err(err) => {
                 tracing::warn!(jid = %session.jid(), %err, "could not compute a services push");
@@ -177,10 +217,18 @@ async fn update(state: Arc<State>, key: Key, mode: Mode) {
         Vec::new()
     };
     let changes = diff(&last, &now_visible, mode);
-    if let Some(sub) = state.pushes.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&key) {
+    if let Some(sub) = state
+        .pushes
+        .subscriptions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_mut(&key)
+    {
         sub.last = now_visible.clone();
     }
-    state.pushes.schedule_refresh(&state, key.clone(), &now_visible);
+    state
+        .pushes
+        .schedule_refresh(&state, key.clone(), &now_visible);
     if changes.is_empty() {
         return;
     }
@@ -189,9 +237,16 @@ async fn update(state: Arc<State>, key: Key, mode: Mode) {
         payload.set("type", kind.clone());
     }
     for (action, service) in &changes {
-        payload.append_child(xml::service_element(service, Version::V2, lang.as_deref(), Some(*action)));
+        payload.append_child(xml::service_element(
+            service,
+            Version::V2,
+            lang.as_deref(),
+            Some(*action),
+        ));
     }
-    let iq = Element::bare("iq", ns::CLIENT).with("type", "set").with_child(payload);
+    let iq = Element::bare("iq", ns::CLIENT)
+        .with("type", "set")
+        .with_child(payload);
     let to = Jid::from(session.jid().clone());
     let host = state.host.clone();
     let state = state.clone();
@@ -259,7 +314,13 @@ pub(crate) fn hook(ctx: &mut ModuleContext, state: Arc<State>) {
     let s = state;
     ctx.spawn(async move {
         loop {
-            let next = s.pushes.schedule.lock().unwrap_or_else(|p| p.into_inner()).first().cloned();
+            let next = s
+                .pushes
+                .schedule
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .first()
+                .cloned();
             let notified = s.pushes.wake.notified();
             match next {
                 None => notified.await,
@@ -270,7 +331,11 @@ pub(crate) fn hook(ctx: &mut ModuleContext, state: Arc<State>) {
                     }
                 }
                 Some(entry) => {
-                    s.pushes.schedule.lock().unwrap_or_else(|p| p.into_inner()).remove(&entry);
+                    s.pushes
+                        .schedule
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&entry);
                     let (_, id, kind) = entry;
                     update(s.clone(), (id, kind), Mode::Refresh).await;
                 }
@@ -300,7 +365,11 @@ mod tests {
         let actions: Vec<(Action, String)> = d.iter().map(|(a, s)| (*a, s.kind.clone())).collect();
         assert_eq!(
             actions,
-            vec![(Action::Delete, "stun".into()), (Action::Modify, "turn".into()), (Action::Add, "turns".into())]
+            vec![
+                (Action::Delete, "stun".into()),
+                (Action::Modify, "turn".into()),
+                (Action::Add, "turns".into())
+            ]
         );
         assert!(diff(&new, &new, Mode::Changes).is_empty());
     }

@@ -34,7 +34,8 @@ impl Limiter {
             tokens: f64::from(rate.burst),
             updated: now,
         });
-        let refill = now.duration_since(bucket.updated).as_secs_f64() * f64::from(rate.per_minute) / 60.0;
+        let refill =
+            now.duration_since(bucket.updated).as_secs_f64() * f64::from(rate.per_minute) / 60.0;
         bucket.tokens = (bucket.tokens + refill).min(f64::from(rate.burst));
         bucket.updated = now;
         if bucket.tokens >= 1.0 {
@@ -53,7 +54,10 @@ mod tests {
     #[test]
     fn burst_then_refill() {
         let limiter = Limiter::default();
-        let rate = Rate { burst: 3, per_minute: 60 };
+        let rate = Rate {
+            burst: 3,
+            per_minute: 60,
+        };
         let t0 = Instant::now();
         assert!((0..3).all(|_| limiter.try_take("a", rate, t0)));
         assert!(!limiter.try_take("a", rate, t0));

@@ -120,7 +120,12 @@ impl ExternalService {
     /// The identity of a service across requests and pushes: what a client would use to
     /// match a `modify` or `delete` to what it saw before.
     pub fn key(&self) -> (String, String, Option<u16>, Option<String>) {
-        (self.kind.clone(), self.host.clone(), self.port, self.transport.clone())
+        (
+            self.kind.clone(),
+            self.host.clone(),
+            self.port,
+            self.transport.clone(),
+        )
     }
 
     /// The same service without per-request credentials (for comparisons in pushes).

@@ -78,18 +78,27 @@ impl ServiceQuery {
         self.kind.as_ref().is_none_or(|k| *k == service.kind)
             && self.host == service.host
             && self.port.is_none_or(|p| Some(p) == service.port)
-            && self.transport.as_ref().is_none_or(|t| Some(t) == service.transport.as_ref())
+            && self
+                .transport
+                .as_ref()
+                .is_none_or(|t| Some(t) == service.transport.as_ref())
     }
 }
 
 /// Parses the `<service/>` children of a `<credentials/>` request.
-pub fn parse_credentials_request(payload: &Element, version: Version) -> Result<Vec<ServiceQuery>, StanzaError> {
+pub fn parse_credentials_request(
+    payload: &Element,
+    version: Version,
+) -> Result<Vec<ServiceQuery>, StanzaError> {
     let mut queries = Vec::new();
     for child in payload.children() {
         if !child.is("service", version.namespace()) {
             continue;
         }
-        let kind = child.attr("type").filter(|t| !t.is_empty()).map(str::to_string);
+        let kind = child
+            .attr("type")
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
         if kind.is_none() && version == Version::V2 {
             return Err(StanzaError::bad_request("each <service/> needs a 'type'"));
         }
@@ -100,25 +109,39 @@ pub fn parse_credentials_request(payload: &Element, version: Version) -> Result<
             None => None,
             Some(raw) => match raw.parse::<u16>() {
                 Ok(port) if port > 0 => Some(port),
-                _ => return Err(StanzaError::bad_request(format!("'port' must be 1..65535, not {raw:?}"))),
+                _ => {
+                    return Err(StanzaError::bad_request(format!(
+                        "'port' must be 1..65535, not {raw:?}"
+                    )))
+                }
             },
         };
         let transport = child.attr("transport").map(str::to_string);
         queries.push(ServiceQuery {
             kind,
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             port,
             transport,
         });
     }
     if queries.is_empty() {
-        return Err(StanzaError::bad_request("a credentials request names at least one <service/>"));
+        return Err(StanzaError::bad_request(
+            "a credentials request names at least one <service/>",
+        ));
     }
     Ok(queries)
 }
 
 /// Renders one service. `lang` picks the name; `action` is for pushes (`:2` only).
-pub fn service_element(service: &ExternalService, version: Version, lang: Option<&str>, action: Option<Action>) -> Element {
+pub fn service_element(
+    service: &ExternalService,
+    version: Version,
+    lang: Option<&str>,
+    action: Option<Action>,
+) -> Element {
     let namespace = version.namespace();
     let mut el = Element::bare("service", namespace)
         .with("type", service.kind.clone())
@@ -137,7 +160,10 @@ pub fn service_element(service: &ExternalService, version: Version, lang: Option
     }
     if version == Version::V2 {
         // `true`/`false`, never 1/0: Dino's parser reads "1" as false.
-        el.set("restricted", if service.restricted { "true" } else { "false" });
+        el.set(
+            "restricted",
+            if service.restricted { "true" } else { "false" },
+        );
         if let Some(expires) = service.expires {
             el.set("expires", format_timestamp(expires));
         }
@@ -168,7 +194,13 @@ fn extended_form(service: &ExternalService) -> Element {
 }
 
 /// The `<services/>` or `<credentials/>` answer.
-pub fn answer(name: &str, version: Version, requested_type: Option<&str>, services: &[ExternalService], lang: Option<&str>) -> Element {
+pub fn answer(
+    name: &str,
+    version: Version,
+    requested_type: Option<&str>,
+    services: &[ExternalService],
+    lang: Option<&str>,
+) -> Element {
     let mut el = Element::bare(name, version.namespace());
     if let Some(kind) = requested_type {
         el.set("type", kind);
@@ -244,7 +276,10 @@ mod tests {
 
     #[test]
     fn booleans_accept_both_forms() {
-        let el = Element::bare("service", NS_V2).with("type", "turn").with("host", "h").with("restricted", "1");
+        let el = Element::bare("service", NS_V2)
+            .with("type", "turn")
+            .with("host", "h")
+            .with("restricted", "1");
         assert!(parse_service(&el).expect("parses").0.restricted);
         let el = el.with("restricted", "false");
         assert!(!parse_service(&el).expect("parses").0.restricted);
@@ -267,7 +302,10 @@ mod tests {
             let req: Element = bad.parse().expect("xml");
             assert!(parse_credentials_request(&req, Version::V2).is_err(), "{bad}");
         }
-        let v1: Element = "<credentials xmlns='urn:xmpp:extdisco:1'><service host='h'/></credentials>".parse().expect("xml");
+        let v1: Element =
+            "<credentials xmlns='urn:xmpp:extdisco:1'><service host='h'/></credentials>"
+                .parse()
+                .expect("xml");
         let q = parse_credentials_request(&v1, Version::V1).expect("host only is fine in :1");
         assert_eq!(q[0].kind, None);
     }

@@ -49,7 +49,9 @@ pub(super) async fn from_session(state: &Arc<State>, session: &SessionHandle, mu
         }
     }
     for jid in directed {
-        let bare = Jid::new(&jid).map(|j| j.to_bare().to_string()).unwrap_or_default();
+        let bare = Jid::new(&jid)
+            .map(|j| j.to_bare().to_string())
+            .unwrap_or_default();
         if !sent_to.contains(&bare) {
             let mut copy = stanza.clone();
             copy.set("to", jid);
@@ -112,7 +114,11 @@ pub(super) async fn session_gone(state: &Arc<State>, session: &SessionHandle) {
         let unavailable = element("presence", ns::CLIENT).with("type", "unavailable");
         from_session(state, session, unavailable).await;
     }
-    state.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&session.id());
+    state
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&session.id());
 }
 
 /// Sends `user`'s current presence (each available resource, or unavailable) to `to`.

@@ -100,7 +100,12 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
 /// A presence a local client sent.
 async fn outbound(state: &Arc<State>, event: &mut OutgoingStanza) -> HandlerResult {
     let presence_type = event.stanza.attr("type").unwrap_or("").to_string();
-    let Some(session) = event.origin.jid.as_ref().and_then(|jid| state.host.session(jid)) else {
+    let Some(session) = event
+        .origin
+        .jid
+        .as_ref()
+        .and_then(|jid| state.host.session(jid))
+    else {
         return Ok(Flow::Continue);
     };
     match (event.stanza.attr("to").is_some(), presence_type.as_str()) {
@@ -146,7 +151,8 @@ async fn inbound(state: &Arc<State>, event: &mut StanzaEvent) -> HandlerResult {
     };
     match presence_type.as_str() {
         "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed" => {
-            subscription::inbound(state, &user, &from.to_bare(), &event.stanza, &presence_type).await?;
+            subscription::inbound(state, &user, &from.to_bare(), &event.stanza, &presence_type)
+                .await?;
             Ok(Flow::Handled)
         }
         "probe" => {

@@ -7,10 +7,19 @@ use crate::api::*;
 
 /// The user sent a subscription stanza to a contact. Updates the user's roster, stamps
 /// the bare JID (§3.1.2) and decides whether the stanza is routed on.
-pub(super) async fn outbound(state: &Arc<State>, session: &SessionHandle, stanza: &mut Element, kind: &str) -> HandlerResult {
+pub(super) async fn outbound(
+    state: &Arc<State>,
+    session: &SessionHandle,
+    stanza: &mut Element,
+    kind: &str,
+) -> HandlerResult {
     let own = session.jid().to_bare();
     let user = own.node().map(|n| n.to_string()).unwrap_or_default();
-    let Some(contact) = stanza.attr("to").and_then(|t| Jid::new(t).ok()).map(|j| j.to_bare()) else {
+    let Some(contact) = stanza
+        .attr("to")
+        .and_then(|t| Jid::new(t).ok())
+        .map(|j| j.to_bare())
+    else {
         return Ok(Flow::Handled);
     };
     if contact == own {
@@ -87,7 +96,12 @@ pub(super) async fn outbound(state: &Arc<State>, session: &SessionHandle, stanza
         }
         After::RouteAndSendUnavailable => {
             state.host.send(stanza.clone()).await;
-            for session in state.host.sessions_of(&user).into_iter().filter(SessionHandle::is_available) {
+            for session in state
+                .host
+                .sessions_of(&user)
+                .into_iter()
+                .filter(SessionHandle::is_available)
+            {
                 let unavailable = element("presence", ns::CLIENT)
                     .with("type", "unavailable")
                     .with("from", session.jid().to_string())
@@ -100,12 +114,23 @@ pub(super) async fn outbound(state: &Arc<State>, session: &SessionHandle, stanza
 }
 
 /// A contact's subscription stanza arrived for local `user`.
-pub(super) async fn inbound(state: &Arc<State>, user: &str, contact: &BareJid, stanza: &Element, kind: &str) -> Result<(), HandlerError> {
+pub(super) async fn inbound(
+    state: &Arc<State>,
+    user: &str,
+    contact: &BareJid,
+    stanza: &Element,
+    kind: &str,
+) -> Result<(), HandlerError> {
     let key = contact.to_string();
     let Ok(own) = BareJid::new(&format!("{user}@{}", state.host.name)) else {
         return Ok(());
     };
-    if !state.host.storage().account_exists(&state.host.name, user).unwrap_or(false) {
+    if !state
+        .host
+        .storage()
+        .account_exists(&state.host.name, user)
+        .unwrap_or(false)
+    {
         return Ok(());
     }
     let mut stanza = stanza.clone();
@@ -123,20 +148,18 @@ pub(super) async fn inbound(state: &Arc<State>, user: &str, contact: &BareJid, s
     let after = state
         .roster
         .update(&state.host, user, |roster| match kind {
-            "subscribe" => {
-                match roster.items.get_mut(&key) {
-                    Some(item) if item.subscription.from() => (After::AutoApprove, vec![]),
-                    Some(item) if item.approved => {
-                        item.subscription = item.subscription.with_from(true);
-                        item.approved = false;
-                        (After::AutoApprove, vec![key.clone()])
-                    }
-                    _ => {
-                        roster.pending_in.insert(key.clone(), raw.clone());
-                        (After::Deliver, vec![])
-                    }
+            "subscribe" => match roster.items.get_mut(&key) {
+                Some(item) if item.subscription.from() => (After::AutoApprove, vec![]),
+                Some(item) if item.approved => {
+                    item.subscription = item.subscription.with_from(true);
+                    item.approved = false;
+                    (After::AutoApprove, vec![key.clone()])
                 }
-            }
+                _ => {
+                    roster.pending_in.insert(key.clone(), raw.clone());
+                    (After::Deliver, vec![])
+                }
+            },
             "subscribed" => match roster.items.get_mut(&key) {
                 Some(item) if item.ask => {
                     item.subscription = item.subscription.with_to(true);
@@ -169,12 +192,22 @@ pub(super) async fn inbound(state: &Arc<State>, user: &str, contact: &BareJid, s
         .await?;
     match after {
         After::Deliver => {
-            for session in state.host.sessions_of(user).into_iter().filter(SessionHandle::is_available) {
+            for session in state
+                .host
+                .sessions_of(user)
+                .into_iter()
+                .filter(SessionHandle::is_available)
+            {
                 session.send(stanza.clone());
             }
         }
         After::DeliverAndSendUnavailable => {
-            for session in state.host.sessions_of(user).into_iter().filter(SessionHandle::is_available) {
+            for session in state
+                .host
+                .sessions_of(user)
+                .into_iter()
+                .filter(SessionHandle::is_available)
+            {
                 session.send(stanza.clone());
                 let unavailable = element("presence", ns::CLIENT)
                     .with("type", "unavailable")

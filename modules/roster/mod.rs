@@ -70,12 +70,18 @@ impl RosterService {
     fn push(&self, host: &Host, user: &str, roster: &Roster, jid: &str) {
         let item = match roster.items.get(jid) {
             Some(item) => item_element(jid, item),
-            None => element("item", NS_ROSTER).with("jid", jid).with("subscription", "remove"),
+            None => element("item", NS_ROSTER)
+                .with("jid", jid)
+                .with("subscription", "remove"),
         };
         let query = element("query", NS_ROSTER)
             .with("ver", roster.version.to_string())
             .with_child(item);
-        let interested = self.interested.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let interested = self
+            .interested
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         for session in host.sessions_of(user) {
             if !interested.contains(&session.id()) {
                 continue;
@@ -124,50 +130,78 @@ pub fn service(host: &Host) -> Option<Arc<RosterService>> {
 fn own_account(request: &IqRequest) -> Result<(String, BareJid), StanzaError> {
     let from = request.from.to_bare();
     if request.to.to_bare() != from {
-        return Err(StanzaError::new(Condition::Forbidden).text("a roster belongs to its own account"));
+        return Err(
+            StanzaError::new(Condition::Forbidden).text("a roster belongs to its own account")
+        );
     }
-    let user = from.node().map(|n| n.to_string()).ok_or_else(|| StanzaError::new(Condition::Forbidden))?;
+    let user = from
+        .node()
+        .map(|n| n.to_string())
+        .ok_or_else(|| StanzaError::new(Condition::Forbidden))?;
     Ok((user, from))
 }
 
 fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
     let roster = Arc::new(RosterService::default());
     ctx.add_item(roster.clone());
-    ctx.add_item(Arc::new(crate::host::StreamFeature(element("ver", NS_ROSTER_VER))));
+    ctx.add_item(Arc::new(crate::host::StreamFeature(element(
+        "ver",
+        NS_ROSTER_VER,
+    ))));
 
     let service = roster.clone();
-    ctx.hook_iq(IqType::Get, IqTarget::Bare, NS_ROSTER, "query", move |request| {
-        let service = service.clone();
-        async move {
-            let (user, _) = own_account(&request)?;
-            if let Some(session) = &request.session {
-                service.interested.lock().unwrap_or_else(|p| p.into_inner()).insert(session.id);
+    ctx.hook_iq(
+        IqType::Get,
+        IqTarget::Bare,
+        NS_ROSTER,
+        "query",
+        move |request| {
+            let service = service.clone();
+            async move {
+                let (user, _) = own_account(&request)?;
+                if let Some(session) = &request.session {
+                    service
+                        .interested
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(session.id);
+                }
+                let roster = service.read(&request.host, &user)?;
+                let version = roster.version.to_string();
+                // XEP-0237: the client's copy is current: an empty result, pushes follow.
+                if request.payload().attr("ver") == Some(version.as_str()) {
+                    return Ok(None);
+                }
+                let mut query = element("query", NS_ROSTER).with("ver", version);
+                for (jid, item) in &roster.items {
+                    query.append_child(item_element(jid, item));
+                }
+                Ok(Some(query))
             }
-            let roster = service.read(&request.host, &user)?;
-            let version = roster.version.to_string();
-            // XEP-0237: the client's copy is current: an empty result, pushes follow.
-            if request.payload().attr("ver") == Some(version.as_str()) {
-                return Ok(None);
-            }
-            let mut query = element("query", NS_ROSTER).with("ver", version);
-            for (jid, item) in &roster.items {
-                query.append_child(item_element(jid, item));
-            }
-            Ok(Some(query))
-        }
-    });
+        },
+    );
 
     let service = roster.clone();
-    ctx.hook_iq(IqType::Set, IqTarget::Bare, NS_ROSTER, "query", move |request| {
-        let service = service.clone();
-        async move { roster_set(&service, request).await }
-    });
+    ctx.hook_iq(
+        IqType::Set,
+        IqTarget::Bare,
+        NS_ROSTER,
+        "query",
+        move |request| {
+            let service = service.clone();
+            async move { roster_set(&service, request).await }
+        },
+    );
 
     let service = roster;
     ctx.hook::<SessionClosed, _>(0, move |event| {
         let service = service.clone();
         Box::pin(async move {
-            service.interested.lock().unwrap_or_else(|p| p.into_inner()).remove(&event.session.id());
+            service
+                .interested
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&event.session.id());
             Ok(Flow::Continue)
         })
     });
@@ -183,9 +217,14 @@ struct SetItem {
 }
 
 fn parse_set(payload: &Element) -> Result<SetItem, StanzaError> {
-    let items: Vec<&Element> = payload.children().filter(|c| c.is("item", NS_ROSTER)).collect();
+    let items: Vec<&Element> = payload
+        .children()
+        .filter(|c| c.is("item", NS_ROSTER))
+        .collect();
     if items.len() != 1 || payload.children().count() != 1 {
-        return Err(StanzaError::bad_request("a roster set carries exactly one <item/>"));
+        return Err(StanzaError::bad_request(
+            "a roster set carries exactly one <item/>",
+        ));
     }
     let item = items[0];
     let jid = item
@@ -197,7 +236,10 @@ fn parse_set(payload: &Element) -> Result<SetItem, StanzaError> {
     // Clients may only send subscription='remove'; other values (slixmpp sends 'none')
     // are ignored, as RFC 6121 §2.1.2.5 allows.
     let remove = item.attr("subscription") == Some("remove");
-    let name = item.attr("name").map(str::to_string).filter(|n| !n.is_empty());
+    let name = item
+        .attr("name")
+        .map(str::to_string)
+        .filter(|n| !n.is_empty());
     if name.as_ref().is_some_and(|n| n.len() > 1023) {
         return Err(StanzaError::new(Condition::NotAcceptable).text("the name is too long"));
     }

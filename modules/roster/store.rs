@@ -140,7 +140,8 @@ mod tests {
         let bytes = serde_json::to_vec(&roster).expect("json");
         let back: Roster = serde_json::from_slice(&bytes).expect("json");
         assert_eq!(back, roster);
-        let minimal: Roster = serde_json::from_str(r#"{"items":{"a@b":{"name":null}}}"#).expect("json");
+        let minimal: Roster =
+            serde_json::from_str(r#"{"items":{"a@b":{"name":null}}}"#).expect("json");
         assert_eq!(minimal.items["a@b"].subscription, Subscription::None);
     }
 }

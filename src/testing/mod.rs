@@ -272,7 +272,10 @@ impl TestServer {
     /// Reloads the server with the generated base config plus `toml` (replacing what
     /// `config_toml` added), as SIGHUP does. Returns the diagnostics, or those that made
     /// the reload fail.
-    pub async fn reload_toml(&self, toml: &str) -> Result<Vec<crate::config::Diagnostic>, Vec<crate::config::Diagnostic>> {
+    pub async fn reload_toml(
+        &self,
+        toml: &str,
+    ) -> Result<Vec<crate::config::Diagnostic>, Vec<crate::config::Diagnostic>> {
         let mut root = self.base.clone();
         match toml.parse::<Table>() {
             Ok(table) => merge(&mut root, table),

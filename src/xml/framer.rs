@@ -121,7 +121,11 @@ impl Framer {
     /// Clients such as go-sendxmpp send `<starttls/>` followed by a newline in one write;
     /// that is harmless, unlike a pipelined stanza.
     pub fn pending_is_whitespace(&self) -> bool {
-        self.lexer_pending == 0 && self.input.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        self.lexer_pending == 0
+            && self
+                .input
+                .iter()
+                .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
     }
 
     /// Whether a stanza is partially read (used to decide whether an idle timeout or EOF
@@ -491,14 +495,20 @@ mod tests {
         framer.feed(HEADER.as_bytes());
         framer.feed(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\n ");
         assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Open(_)))));
-        assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Stanza(_)))));
+        assert!(matches!(
+            framer.next_frame(false),
+            Ok(Some(Frame::Stanza(_)))
+        ));
         assert!(framer.pending_is_whitespace());
 
         let mut framer = Framer::new(FramerLimits::default());
         framer.feed(HEADER.as_bytes());
         framer.feed(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\n<iq/>");
         assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Open(_)))));
-        assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Stanza(_)))));
+        assert!(matches!(
+            framer.next_frame(false),
+            Ok(Some(Frame::Stanza(_)))
+        ));
         assert!(!framer.pending_is_whitespace());
     }
 }

@@ -3,15 +3,26 @@ use tern::xml::{ns, ElementExt};
 
 #[tokio::test]
 async fn login_and_message_both_ways() -> anyhow::Result<()> {
-    let server = TestServer::builder().user("romeo", "pw").user("juliet", "pw").start().await?;
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .start()
+        .await?;
     let mut romeo = server.client("romeo").await?;
     let mut juliet = server.client("juliet").await?;
     romeo.available().await?;
     juliet.available().await?;
-    romeo.send_str("<message to='juliet@localhost' type='chat' id='m1'><body>hi</body></message>").await?;
+    romeo
+        .send_str("<message to='juliet@localhost' type='chat' id='m1'><body>hi</body></message>")
+        .await?;
     let got = juliet.expect_where(|s| s.name() == "message").await?;
     assert_eq!(got.attr("from"), Some(romeo.jid().to_string().as_str()));
-    assert_eq!(got.get_child("body", ns::CLIENT).map(|b| b.text()).as_deref(), Some("hi"));
+    assert_eq!(
+        got.get_child("body", ns::CLIENT)
+            .map(|b| b.text())
+            .as_deref(),
+        Some("hi")
+    );
     let reply = tern::xml::Element::bare("message", ns::CLIENT)
         .with("to", romeo.jid().to_string())
         .with("type", "chat")
@@ -24,15 +35,23 @@ async fn login_and_message_both_ways() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn tls_login_starttls_and_direct() -> anyhow::Result<()> {
-    let server = TestServer::builder().tls(true).user("romeo", "pw").start().await?;
+    let server = TestServer::builder()
+        .tls(true)
+        .user("romeo", "pw")
+        .start()
+        .await?;
     let mut client = server.client("romeo").await?;
-    let pong = client.iq_str("<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
+    let pong = client
+        .iq_str("<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await?;
     assert_eq!(pong.attr("type"), Some("result"));
     let mut options = server.options("romeo", "pw");
     options.tls = tern::testing::TlsMode::Direct;
     options.addr = server.direct_tls_addr().expect("direct tls");
     let mut direct = server.client_with(options).await?;
-    let pong = direct.iq_str("<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>").await?;
+    let pong = direct
+        .iq_str("<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await?;
     assert_eq!(pong.attr("type"), Some("result"));
     Ok(())
 }

@@ -128,11 +128,7 @@ async fn server_header_has_id_from_version_and_lang() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn features_before_tls_offer_only_required_starttls() -> anyhow::Result<()> {
-    let server = core_server()
-        .tls(true)
-        .user("romeo", "pw")
-        .start()
-        .await?;
+    let server = core_server().tls(true).user("romeo", "pw").start().await?;
     let mut raw = server.raw().await?;
     let features = raw.open_stream("localhost").await?;
     assert_eq!(
@@ -159,11 +155,7 @@ async fn features_before_tls_offer_only_required_starttls() -> anyhow::Result<()
 
 #[tokio::test]
 async fn features_after_tls_offer_all_mechanisms_and_channel_bindings() -> anyhow::Result<()> {
-    let server = core_server()
-        .tls(true)
-        .user("romeo", "pw")
-        .start()
-        .await?;
+    let server = core_server().tls(true).user("romeo", "pw").start().await?;
     let ca = server.ca_cert().expect("ca").clone();
     let mut raw = server.raw().await?;
     raw.open_stream("localhost").await?;
@@ -374,8 +366,7 @@ async fn xml_errors_in_a_bound_session() -> anyhow::Result<()> {
 #[tokio::test]
 async fn oversize_stanza_is_a_policy_violation() -> anyhow::Result<()> {
     let (server, mut witness) =
-        server_with_witness(core_server().config_toml("[limits]\nmax_stanza_size = 2048"))
-            .await?;
+        server_with_witness(core_server().config_toml("[limits]\nmax_stanza_size = 2048")).await?;
     witness.available().await?;
     let mut romeo = server.client("romeo").await?;
     // Under the limit: delivered.
@@ -599,8 +590,7 @@ async fn unknown_top_level_element_is_unsupported_stanza_type() -> anyhow::Resul
 #[tokio::test]
 async fn slow_negotiation_is_a_connection_timeout() -> anyhow::Result<()> {
     let (server, mut witness) =
-        server_with_witness(core_server().config_toml("[limits]\nnegotiation_timeout = 1"))
-            .await?;
+        server_with_witness(core_server().config_toml("[limits]\nnegotiation_timeout = 1")).await?;
     let started = Instant::now();
     // One client stops after the header, one sends nothing at all, one after SASL.
     let mut after_header = server.raw().await?;
@@ -751,11 +741,7 @@ async fn stanzas_in_another_namespace_are_invalid_namespace() -> anyhow::Result<
 #[tokio::test]
 async fn whitespace_after_starttls_is_harmless_but_a_stanza_after_it_is_not() -> anyhow::Result<()>
 {
-    let server = core_server()
-        .tls(true)
-        .user("romeo", "pw")
-        .start()
-        .await?;
+    let server = core_server().tls(true).user("romeo", "pw").start().await?;
     let ca = server.ca_cert().expect("ca").clone();
     // go-sendxmpp writes "<starttls/>\n" in one go.
     let mut raw = server.raw().await?;

@@ -36,7 +36,11 @@ fn services(reply: &Element) -> Vec<ExternalService> {
     reply
         .children()
         .next()
-        .map(|p| p.children().filter_map(|s| parse_service(s).map(|(s, _)| s)).collect())
+        .map(|p| {
+            p.children()
+                .filter_map(|s| parse_service(s).map(|(s, _)| s))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -57,12 +61,20 @@ async fn each_user_gets_credentials_bound_to_their_jid() -> anyhow::Result<()> {
     let mut bob = server.client("bob").await?;
     let a = services(&alice.iq_str(SERVICES).await?);
     let b = services(&bob.iq_str(SERVICES).await?);
-    let shared = |list: &[ExternalService]| list.iter().find(|s| s.host == "turn.example.org").cloned().expect("shared relay");
+    let shared = |list: &[ExternalService]| {
+        list.iter()
+            .find(|s| s.host == "turn.example.org")
+            .cloned()
+            .expect("shared relay")
+    };
     assert_eq!(shared(&a).username.as_deref(), Some("user-alice@localhost"));
     assert_eq!(shared(&b).username.as_deref(), Some("user-bob@localhost"));
     assert!(shared(&a).expires.is_some());
     // The handler added a personal relay and dropped the legacy one.
-    assert!(a.iter().any(|s| s.host == "alice.relay.example.org" && s.username.as_deref() == Some("static-alice")));
+    assert!(a
+        .iter()
+        .any(|s| s.host == "alice.relay.example.org"
+            && s.username.as_deref() == Some("static-alice")));
     assert!(!a.iter().any(|s| s.host == "legacy.example.org"));
     assert!(!b.iter().any(|s| s.host == "alice.relay.example.org"));
     Ok(())
@@ -72,12 +84,17 @@ async fn each_user_gets_credentials_bound_to_their_jid() -> anyhow::Result<()> {
 async fn provider_failures_become_the_xep_errors() -> anyhow::Result<()> {
     let server = server().await?;
     let mut mallory = server.client("mallory").await?;
-    assert_eq!(condition(&mallory.iq_str(SERVICES).await?).as_deref(), Some("not-authorized"));
+    assert_eq!(
+        condition(&mallory.iq_str(SERVICES).await?).as_deref(),
+        Some("not-authorized")
+    );
     let mut slowpoke = server.client("slowpoke").await?;
     let reply = slowpoke.iq_str(SERVICES).await?;
     assert_eq!(condition(&reply).as_deref(), Some("remote-server-timeout"));
     // Exactly one reply: nothing else arrives later.
-    slowpoke.expect_silence(std::time::Duration::from_millis(300)).await?;
+    slowpoke
+        .expect_silence(std::time::Duration::from_millis(300))
+        .await?;
     Ok(())
 }
 
@@ -88,7 +105,8 @@ async fn a_credentials_handler_can_fail_the_request() -> anyhow::Result<()> {
     let mut eve = server.client("eve").await?;
     let reply = eve.iq_str(ask).await?;
     assert_eq!(condition(&reply).as_deref(), Some("forbidden"));
-    eve.expect_silence(std::time::Duration::from_millis(200)).await?;
+    eve.expect_silence(std::time::Duration::from_millis(200))
+        .await?;
     let mut alice = server.client("alice").await?;
     let reply = alice.iq_str(ask).await?;
     let list = services(&reply);

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use tern::api::*;
 use tern::modules::external_services::{
-    CredentialProvider, CredentialProviderItem, Credentials, CredentialsRequest, ExternalService, ProviderError,
-    Requester, ServicesRequest,
+    CredentialProvider, CredentialProviderItem, Credentials, CredentialsRequest, ExternalService,
+    ProviderError, Requester, ServicesRequest,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,7 +39,10 @@ impl CredentialProvider for JidCredentials {
             let (reply, answer) = oneshot::channel();
             // The JID comes from the authenticated session, never from the stanza.
             let jid = requester.jid.to_string();
-            self.source.send(Mint { jid, reply }).await.map_err(|_| ProviderError::Unreachable)?;
+            self.source
+                .send(Mint { jid, reply })
+                .await
+                .map_err(|_| ProviderError::Unreachable)?;
             answer.await.map_err(|_| ProviderError::Unreachable)?
         })
     }
@@ -88,11 +91,19 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
             let Some(session) = &request.session else {
                 return Ok(Flow::Continue);
             };
-            let Some(local) = session.bare_jid().and_then(|j| j.node().map(|n| n.to_string())) else {
+            let Some(local) = session
+                .bare_jid()
+                .and_then(|j| j.node().map(|n| n.to_string()))
+            else {
                 return Ok(Flow::Continue);
             };
-            if request.requested_type.as_deref().is_none_or(|t| t == "turn") {
-                let mut personal = ExternalService::new("turn", &format!("{local}.relay.example.org"));
+            if request
+                .requested_type
+                .as_deref()
+                .is_none_or(|t| t == "turn")
+            {
+                let mut personal =
+                    ExternalService::new("turn", &format!("{local}.relay.example.org"));
                 personal.port = Some(3478);
                 personal.transport = Some("udp".to_string());
                 personal.restricted = true;
@@ -110,8 +121,14 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
     // in this made-up policy: here, simply refuse `eve`.
     ctx.hook::<CredentialsRequest, _>(5, |request| {
         Box::pin(async move {
-            if request.requester.node().is_some_and(|n| n.as_str() == "eve") {
-                return Err(StanzaError::new(Condition::Forbidden).text("eve may not relay").into());
+            if request
+                .requester
+                .node()
+                .is_some_and(|n| n.as_str() == "eve")
+            {
+                return Err(StanzaError::new(Condition::Forbidden)
+                    .text("eve may not relay")
+                    .into());
             }
             Ok(Flow::Continue)
         })

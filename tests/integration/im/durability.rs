@@ -9,7 +9,9 @@ use std::time::Duration;
 use tern::testing::{ClientOptions, TestClient, TlsMode};
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn start(config: &Path) -> anyhow::Result<Child> {
@@ -78,10 +80,14 @@ async fn roster_subscription_and_offline_message_survive_kill_9() -> anyhow::Res
         .iq_str("<iq type='set'><query xmlns='jabber:iq:roster'><item jid='nurse@localhost' name='Nurse'/></query></iq>")
         .await?;
     assert_eq!(ack.attr("type"), Some("result"));
-    romeo.send_str("<presence to='juliet@localhost' type='subscribe'/>").await?;
+    romeo
+        .send_str("<presence to='juliet@localhost' type='subscribe'/>")
+        .await?;
     // A message to offline Juliet; the ping round trip after it means it was processed,
     // and processing an offline message includes the durable write.
-    romeo.send_str("<message to='juliet@localhost' type='chat'><body>meet me</body></message>").await?;
+    romeo
+        .send_str("<message to='juliet@localhost' type='chat'><body>meet me</body></message>")
+        .await?;
     romeo.sync().await?;
     server.kill()?; // SIGKILL
     server.wait()?;
@@ -89,20 +95,48 @@ async fn roster_subscription_and_offline_message_survive_kill_9() -> anyhow::Res
     let mut server = start(&config)?;
     wait_listening(addr).await?;
     let mut romeo = TestClient::connect(options(addr, "romeo")).await?;
-    let roster = romeo.iq_str("<iq type='get'><query xmlns='jabber:iq:roster'/></iq>").await?;
+    let roster = romeo
+        .iq_str("<iq type='get'><query xmlns='jabber:iq:roster'/></iq>")
+        .await?;
     let items: Vec<(String, Option<String>)> = roster
         .children()
         .next()
-        .map(|q| q.children().map(|i| (i.attr("jid").unwrap_or("").to_string(), i.attr("ask").map(str::to_string))).collect())
+        .map(|q| {
+            q.children()
+                .map(|i| {
+                    (
+                        i.attr("jid").unwrap_or("").to_string(),
+                        i.attr("ask").map(str::to_string),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default();
-    assert!(items.contains(&("nurse@localhost".to_string(), None)), "{items:?}");
-    assert!(items.contains(&("juliet@localhost".to_string(), Some("subscribe".to_string()))), "{items:?}");
+    assert!(
+        items.contains(&("nurse@localhost".to_string(), None)),
+        "{items:?}"
+    );
+    assert!(
+        items.contains(&(
+            "juliet@localhost".to_string(),
+            Some("subscribe".to_string())
+        )),
+        "{items:?}"
+    );
     let mut juliet = TestClient::connect(options(addr, "juliet")).await?;
     juliet.available().await?;
-    let request = juliet.expect_where(|s| s.attr("type") == Some("subscribe")).await?;
+    let request = juliet
+        .expect_where(|s| s.attr("type") == Some("subscribe"))
+        .await?;
     assert_eq!(request.attr("from"), Some("romeo@localhost"));
     let message = juliet.expect_where(|s| s.name() == "message").await?;
-    assert_eq!(message.get_child("body", tern::xml::ns::CLIENT).map(|b| b.text()).as_deref(), Some("meet me"));
+    assert_eq!(
+        message
+            .get_child("body", tern::xml::ns::CLIENT)
+            .map(|b| b.text())
+            .as_deref(),
+        Some("meet me")
+    );
     server.kill()?;
     server.wait()?;
     Ok(())

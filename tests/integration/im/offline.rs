@@ -7,17 +7,33 @@ max_messages = 3"#;
 
 #[tokio::test]
 async fn stored_in_order_with_delay_and_delivered_after_initial_presence() -> anyhow::Result<()> {
-    let server = TestServer::builder().user("romeo", "pw").user("juliet", "pw").config_toml(IM).start().await?;
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .config_toml(IM)
+        .start()
+        .await?;
     let mut romeo = server.client("romeo").await?;
     for i in 1..=3 {
-        romeo.send_str(&format!("<message to='juliet@localhost' type='chat' id='m{i}'><body>{i}</body></message>")).await?;
+        romeo
+            .send_str(&format!(
+                "<message to='juliet@localhost' type='chat' id='m{i}'><body>{i}</body></message>"
+            ))
+            .await?;
     }
-    romeo.send_str("<message to='juliet@localhost' type='headline'><body>news</body></message>").await?;
+    romeo
+        .send_str("<message to='juliet@localhost' type='headline'><body>news</body></message>")
+        .await?;
     // The fourth chat message exceeds the cap of 3: a clear error back.
-    romeo.send_str("<message to='juliet@localhost' type='chat' id='m4'><body>4</body></message>").await?;
+    romeo
+        .send_str("<message to='juliet@localhost' type='chat' id='m4'><body>4</body></message>")
+        .await?;
     let bounce = romeo.expect_where(|s| s.attr("id") == Some("m4")).await?;
     assert_eq!(bounce.attr("type"), Some("error"));
-    let text = bounce.get_child("error", ns::CLIENT).and_then(|e| e.get_child("text", ns::STANZAS_ERR)).map(|t| t.text());
+    let text = bounce
+        .get_child("error", ns::CLIENT)
+        .and_then(|e| e.get_child("text", ns::STANZAS_ERR))
+        .map(|t| t.text());
     assert!(text.is_some_and(|t| t.contains("full")));
 
     let mut juliet = server.client("juliet").await?;
@@ -25,16 +41,30 @@ async fn stored_in_order_with_delay_and_delivered_after_initial_presence() -> an
     let mut bodies = Vec::new();
     for _ in 0..3 {
         let message = juliet.expect_where(|s| s.name() == "message").await?;
-        let delay = message.get_child("delay", "urn:xmpp:delay").expect("delay stamp");
+        let delay = message
+            .get_child("delay", "urn:xmpp:delay")
+            .expect("delay stamp");
         assert!(delay.attr("stamp").is_some());
         assert_eq!(message.attr("from"), Some(romeo.jid().to_string().as_str()));
-        bodies.push(message.get_child("body", ns::CLIENT).map(|b| b.text()).unwrap_or_default());
+        bodies.push(
+            message
+                .get_child("body", ns::CLIENT)
+                .map(|b| b.text())
+                .unwrap_or_default(),
+        );
     }
     assert_eq!(bodies, vec!["1", "2", "3"]);
     // Delivered once: a second login gets no message (presence may arrive).
     let mut again = server.client("juliet").await?;
     again.available().await?;
-    let late = tokio::time::timeout(std::time::Duration::from_millis(300), again.expect_where(|s| s.name() == "message")).await;
-    assert!(late.is_err(), "offline messages were delivered twice: {late:?}");
+    let late = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        again.expect_where(|s| s.name() == "message"),
+    )
+    .await;
+    assert!(
+        late.is_err(),
+        "offline messages were delivered twice: {late:?}"
+    );
     Ok(())
 }

@@ -6,7 +6,9 @@ use tern::xml::Element;
 use super::roster::IM;
 
 async fn roster_of(client: &mut TestClient) -> anyhow::Result<Vec<(String, String, bool)>> {
-    let reply = client.iq_str("<iq type='get'><query xmlns='jabber:iq:roster'/></iq>").await?;
+    let reply = client
+        .iq_str("<iq type='get'><query xmlns='jabber:iq:roster'/></iq>")
+        .await?;
     Ok(reply
         .children()
         .next()
@@ -30,7 +32,12 @@ fn is_presence(kind: &'static str) -> impl Fn(&Element) -> bool {
 
 #[tokio::test]
 async fn subscribe_approve_and_see_each_other() -> anyhow::Result<()> {
-    let server = TestServer::builder().user("romeo", "pw").user("juliet", "pw").config_toml(IM).start().await?;
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .config_toml(IM)
+        .start()
+        .await?;
     let mut romeo = server.client("romeo").await?;
     let mut juliet = server.client("juliet").await?;
     roster_of(&mut romeo).await?;
@@ -38,37 +45,67 @@ async fn subscribe_approve_and_see_each_other() -> anyhow::Result<()> {
     romeo.available().await?;
     juliet.available().await?;
 
-    romeo.send_str("<presence to='juliet@localhost' type='subscribe'/>").await?;
+    romeo
+        .send_str("<presence to='juliet@localhost' type='subscribe'/>")
+        .await?;
     let request = juliet.expect_where(is_presence("subscribe")).await?;
-    assert_eq!(request.attr("from"), Some("romeo@localhost"), "stamped with the bare JID");
+    assert_eq!(
+        request.attr("from"),
+        Some("romeo@localhost"),
+        "stamped with the bare JID"
+    );
     romeo.sync().await?;
-    assert_eq!(roster_of(&mut romeo).await?, vec![("juliet@localhost".into(), "none".into(), true)]);
+    assert_eq!(
+        roster_of(&mut romeo).await?,
+        vec![("juliet@localhost".into(), "none".into(), true)]
+    );
 
-    juliet.send_str("<presence to='romeo@localhost' type='subscribed'/>").await?;
+    juliet
+        .send_str("<presence to='romeo@localhost' type='subscribed'/>")
+        .await?;
     let approved = romeo.expect_where(is_presence("subscribed")).await?;
     assert_eq!(approved.attr("from"), Some("juliet@localhost"));
     // Juliet's presence follows the approval.
     let seen = romeo
-        .expect_where(|s| s.name() == "presence" && s.attr("type").is_none() && s.attr("from").is_some_and(|f| f.starts_with("juliet@")))
+        .expect_where(|s| {
+            s.name() == "presence"
+                && s.attr("type").is_none()
+                && s.attr("from").is_some_and(|f| f.starts_with("juliet@"))
+        })
         .await?;
     assert_eq!(seen.attr("from"), Some(juliet.jid().to_string().as_str()));
     juliet.sync().await?;
     romeo.sync().await?;
-    assert_eq!(roster_of(&mut romeo).await?, vec![("juliet@localhost".into(), "to".into(), false)]);
-    assert_eq!(roster_of(&mut juliet).await?, vec![("romeo@localhost".into(), "from".into(), false)]);
+    assert_eq!(
+        roster_of(&mut romeo).await?,
+        vec![("juliet@localhost".into(), "to".into(), false)]
+    );
+    assert_eq!(
+        roster_of(&mut juliet).await?,
+        vec![("romeo@localhost".into(), "from".into(), false)]
+    );
 
     // Juliet goes offline by dropping the connection: Romeo hears unavailable.
     drop(juliet);
     let gone = romeo.expect_where(is_presence("unavailable")).await?;
-    assert!(gone.attr("from").is_some_and(|f| f.starts_with("juliet@localhost/")));
+    assert!(gone
+        .attr("from")
+        .is_some_and(|f| f.starts_with("juliet@localhost/")));
     Ok(())
 }
 
 #[tokio::test]
 async fn pending_request_is_delivered_at_next_login() -> anyhow::Result<()> {
-    let server = TestServer::builder().user("romeo", "pw").user("juliet", "pw").config_toml(IM).start().await?;
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .config_toml(IM)
+        .start()
+        .await?;
     let mut romeo = server.client("romeo").await?;
-    romeo.send_str("<presence to='juliet@localhost' type='subscribe'><status>hi</status></presence>").await?;
+    romeo
+        .send_str("<presence to='juliet@localhost' type='subscribe'><status>hi</status></presence>")
+        .await?;
     romeo.sync().await?;
     let mut juliet = server.client("juliet").await?;
     juliet.available().await?;
@@ -79,34 +116,56 @@ async fn pending_request_is_delivered_at_next_login() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn preapproval_answers_immediately() -> anyhow::Result<()> {
-    let server = TestServer::builder().user("romeo", "pw").user("juliet", "pw").config_toml(IM).start().await?;
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .config_toml(IM)
+        .start()
+        .await?;
     let mut juliet = server.client("juliet").await?;
     juliet.available().await?;
-    juliet.send_str("<presence to='romeo@localhost' type='subscribed'/>").await?;
+    juliet
+        .send_str("<presence to='romeo@localhost' type='subscribed'/>")
+        .await?;
     juliet.sync().await?;
     let mut romeo = server.client("romeo").await?;
     romeo.available().await?;
-    romeo.send_str("<presence to='juliet@localhost' type='subscribe'/>").await?;
+    romeo
+        .send_str("<presence to='juliet@localhost' type='subscribe'/>")
+        .await?;
     romeo.expect_where(is_presence("subscribed")).await?;
     romeo.expect_where(is_presence("")).await?;
     // Juliet was not asked.
-    juliet.expect_silence(Duration::from_millis(200)).await.or_else(|_| Ok::<(), anyhow::Error>(()))?;
-    assert_eq!(roster_of(&mut romeo).await?, vec![("juliet@localhost".into(), "to".into(), false)]);
+    juliet
+        .expect_silence(Duration::from_millis(200))
+        .await
+        .or_else(|_| Ok::<(), anyhow::Error>(()))?;
+    assert_eq!(
+        roster_of(&mut romeo).await?,
+        vec![("juliet@localhost".into(), "to".into(), false)]
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn mutual_subscription_and_probes_at_login() -> anyhow::Result<()> {
-    let server = TestServer::builder().user("romeo", "pw").user("juliet", "pw").config_toml(IM).start().await?;
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .config_toml(IM)
+        .start()
+        .await?;
     let mut romeo = server.client("romeo").await?;
     let mut juliet = server.client("juliet").await?;
     romeo.available().await?;
     juliet.available().await?;
     async fn subscribe(a: &mut TestClient, b: &mut TestClient, b_jid: &str) -> anyhow::Result<()> {
-        a.send_str(&format!("<presence to='{b_jid}' type='subscribe'/>")).await?;
+        a.send_str(&format!("<presence to='{b_jid}' type='subscribe'/>"))
+            .await?;
         let request = b.expect_where(is_presence("subscribe")).await?;
         let from = request.attr("from").unwrap_or("").to_string();
-        b.send_str(&format!("<presence to='{from}' type='subscribed'/>")).await?;
+        b.send_str(&format!("<presence to='{from}' type='subscribed'/>"))
+            .await?;
         a.expect_where(is_presence("subscribed")).await?;
         Ok(())
     }
@@ -118,10 +177,18 @@ async fn mutual_subscription_and_probes_at_login() -> anyhow::Result<()> {
     // A new Romeo session gets Juliet's presence through the probe at login.
     let mut romeo2 = server.client("romeo").await?;
     romeo2.available().await?;
-    let seen = romeo2.expect_where(|s| s.name() == "presence" && s.attr("from").is_some_and(|f| f.starts_with("juliet@"))).await?;
+    let seen = romeo2
+        .expect_where(|s| {
+            s.name() == "presence" && s.attr("from").is_some_and(|f| f.starts_with("juliet@"))
+        })
+        .await?;
     assert_eq!(seen.attr("type"), None);
     // And Juliet sees the new Romeo resource come online.
-    let online = juliet.expect_where(|s| s.name() == "presence" && s.attr("from") == Some(romeo2.jid().to_string().as_str())).await?;
+    let online = juliet
+        .expect_where(|s| {
+            s.name() == "presence" && s.attr("from") == Some(romeo2.jid().to_string().as_str())
+        })
+        .await?;
     assert_eq!(online.attr("type"), None);
     Ok(())
 }
