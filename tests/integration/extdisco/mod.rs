@@ -1,13 +1,13 @@
 //! XEP-0215 through a real server: the external_services module.
 
+mod access;
 mod basics;
 mod example_module;
-pub mod jid_credentials;
-mod pushes;
-mod access;
 mod handlers;
+pub mod jid_credentials;
 mod matching;
 mod push_filters;
+mod pushes;
 mod rate_limit;
 mod service_fields;
 mod support;
