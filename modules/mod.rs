@@ -1,13 +1,17 @@
 //! Built-in modules, one file (or folder) each. Enable them per host with
 //! `modules_enabled`.
 
+pub mod blocklist;
+pub mod carbons;
 pub mod disco;
 pub mod external_services;
 pub mod last;
 pub mod offline;
 pub mod ping;
 pub mod presence;
+pub mod private;
 pub mod roster;
+pub mod server_contact_info;
 pub mod time;
 pub mod turn_external;
 pub mod vcard;
@@ -28,4 +32,8 @@ pub const BUILTIN: &[ModuleDescriptor] = &[
     offline::MODULE,
     vcard::MODULE,
     last::MODULE,
+    private::MODULE,
+    blocklist::MODULE,
+    carbons::MODULE,
+    server_contact_info::MODULE,
 ];

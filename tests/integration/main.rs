@@ -5,6 +5,7 @@ mod binding;
 mod common;
 mod extdisco;
 mod im;
+mod modern;
 mod module_system;
 mod negotiation;
 mod routing;

@@ -1,0 +1,5 @@
+//! What modern clients expect (XEP-0280, XEP-0191, XEP-0049, XEP-0157).
+
+mod blocklist;
+mod carbons;
+mod private_and_contact;
