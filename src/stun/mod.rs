@@ -217,6 +217,15 @@ mod tests {
         assert!(CheckTarget::from_service(&odd).is_err());
     }
 
+    /// The checks can run on a multi-threaded runtime (`tokio::spawn`).
+    #[test]
+    fn futures_are_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let target = CheckTarget::new("127.0.0.1", 3478, Transport::Udp);
+        assert_send(&stun_binding(&target, Duration::from_secs(1)));
+        assert_send(&turn_allocate(&target, Duration::from_secs(1)));
+    }
+
     #[test]
     fn outcome_display() {
         let ok = CheckOutcome::Ok {

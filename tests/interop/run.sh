@@ -270,6 +270,10 @@ note "go-sendxmpp"
 go_sendxmpp_check starttls slixmpp "$PORT_STARTTLS" ""
 go_sendxmpp_check direct-tls xmppjs "$PORT_TLS" "-t"
 
+# ---------------------------------------------------------------- coturn (XEP-0215 TURN credentials on a real TURN server)
+note "coturn"
+run_client coturn bash "$HERE/coturn_check.sh" --tern "$TERN" --python "$VENV/bin/python"
+
 # ---------------------------------------------------------------- server health
 if kill -0 "$TERN_PID" 2>/dev/null; then
   pass "server still running after all clients"
