@@ -10,6 +10,7 @@ pub mod offline;
 pub mod ping;
 pub mod presence;
 pub mod private;
+pub mod register;
 pub mod roster;
 pub mod server_contact_info;
 pub mod time;
@@ -36,4 +37,5 @@ pub const BUILTIN: &[ModuleDescriptor] = &[
     blocklist::MODULE,
     carbons::MODULE,
     server_contact_info::MODULE,
+    register::MODULE,
 ];

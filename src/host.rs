@@ -100,6 +100,21 @@ pub struct DiscoIdentity {
 #[derive(Clone, Debug, PartialEq)]
 pub struct StreamFeature(pub Element);
 
+/// A stream feature offered before authentication (e.g. in-band registration).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreAuthStreamFeature(pub Element);
+
+/// An IQ an unauthenticated client sent during negotiation (in-band registration). A
+/// handler that takes it sets `reply`; without one the stream ends with `not-authorized`.
+pub struct PreAuthIq {
+    pub host: std::sync::Arc<Host>,
+    pub peer: std::net::SocketAddr,
+    /// TLS is in place.
+    pub secure: bool,
+    pub stanza: Element,
+    pub reply: Option<Element>,
+}
+
 struct PendingIq {
     expected_from: Jid,
     reply: oneshot::Sender<Element>,

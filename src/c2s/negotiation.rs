@@ -233,6 +233,11 @@ impl Negotiation<'_> {
                 if !self.info.secure && self.server.tls().is_some() {
                     features.push_str("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
                 }
+                if let Some(host) = self.server.host(&self.info.host) {
+                    for feature in host.items.all::<crate::host::PreAuthStreamFeature>() {
+                        features.push_str(&writer::to_string(&feature.0));
+                    }
+                }
                 features.push_str("<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
                 for mechanism in self.mechanisms() {
                     features.push_str("<mechanism>");
@@ -321,6 +326,15 @@ impl Negotiation<'_> {
                     // <response/> or <abort/> outside an exchange.
                     self.sasl_failure("malformed-request", Some("no authentication in progress"))
                         .await?;
+                }
+                (Stage::Authenticate, ns::CLIENT, "iq") => {
+                    let Some(reply) = self.pre_auth_iq(element.clone()).await else {
+                        return Err(StreamError::with_text(
+                            StreamErrorCondition::NotAuthorized,
+                            "stanzas are accepted only after authentication and resource binding",
+                        ));
+                    };
+                    self.send_element(&reply).await?;
                 }
                 (Stage::Bind, ns::CLIENT, "iq") => {
                     if self.handle_pre_bind_iq(&element).await? {
@@ -528,6 +542,26 @@ impl Negotiation<'_> {
                 }
             }
         }
+    }
+
+    /// Offers an unauthenticated IQ to the modules (in-band registration).
+    async fn pre_auth_iq(&mut self, stanza: Element) -> Option<Element> {
+        let host = self.server.host(&self.info.host)?;
+        if !host.events.has_handlers::<crate::host::PreAuthIq>() {
+            return None;
+        }
+        let mut event = crate::host::PreAuthIq {
+            host: host.clone(),
+            peer: self.info.peer,
+            secure: self.info.secure,
+            stanza,
+            reply: None,
+        };
+        if let Err(err) = host.events.fire(&mut event).await {
+            let error = crate::router::handler_error_to_stanza(&err, &host);
+            return Some(crate::stanza::error_reply(&event.stanza, &error));
+        }
+        event.reply
     }
 
     /// Bounded attempts per connection: online guessing must reconnect (and pay a TLS

@@ -3,3 +3,4 @@
 mod blocklist;
 mod carbons;
 mod private_and_contact;
+mod register;

@@ -1,0 +1,122 @@
+use tern::testing::{RawClient, TestServer};
+use tern::xml::{ns, Element};
+
+const OPEN: &str = "modules_enabled = [\"disco\", \"ping\", \"register\"]\n[modules.register]\nallow_registration = true\nregistrations_per_hour = 2\nmin_password_length = 6";
+
+fn condition(reply: &Element) -> Option<String> {
+    reply
+        .get_child("error", ns::CLIENT)?
+        .children()
+        .find(|c| c.ns() == ns::STANZAS_ERR && c.name() != "text")
+        .map(|c| c.name().to_string())
+}
+
+async fn register(raw: &mut RawClient, user: &str, password: &str) -> anyhow::Result<Element> {
+    raw.send_raw(&format!(
+        "<iq type='set' id='r1'><query xmlns='jabber:iq:register'><username>{user}</username><password>{password}</password></query></iq>"
+    ))
+    .await?;
+    raw.read_element().await
+}
+
+#[tokio::test]
+async fn in_band_registration_when_allowed_and_rate_limited() -> anyhow::Result<()> {
+    let server = TestServer::builder()
+        .user("taken", "pw")
+        .config_toml(OPEN)
+        .start()
+        .await?;
+    let mut raw = server.raw().await?;
+    let features = raw.open_stream("localhost").await?;
+    assert!(features.has_child("register", "http://jabber.org/features/iq-register"));
+    raw.send_raw("<iq type='get' id='g1'><query xmlns='jabber:iq:register'/></iq>")
+        .await?;
+    let form = raw.read_element().await?;
+    assert!(form
+        .children()
+        .next()
+        .is_some_and(|q| q.has_child("username", "jabber:iq:register")));
+    assert_eq!(
+        condition(&register(&mut raw, "taken", "secret123").await?).as_deref(),
+        Some("conflict")
+    );
+    assert_eq!(
+        condition(&register(&mut raw, "short", "abc").await?).as_deref(),
+        Some("not-acceptable")
+    );
+    assert_eq!(
+        register(&mut raw, "newbie", "secret123")
+            .await?
+            .attr("type"),
+        Some("result")
+    );
+    // The new account logs in.
+    let mut newbie = server
+        .client_with(server.options("newbie", "secret123"))
+        .await?;
+    newbie.sync().await?;
+    // Two per hour from one address: the next is refused.
+    let mut raw = server.raw().await?;
+    raw.open_stream("localhost").await?;
+    assert_eq!(
+        register(&mut raw, "second", "secret123")
+            .await?
+            .attr("type"),
+        Some("result")
+    );
+    assert_eq!(
+        condition(&register(&mut raw, "third", "secret123").await?).as_deref(),
+        Some("resource-constraint")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn registration_is_off_by_default() -> anyhow::Result<()> {
+    let server = TestServer::builder()
+        .config_toml("modules_enabled = [\"disco\", \"ping\", \"register\"]")
+        .start()
+        .await?;
+    let mut raw = server.raw().await?;
+    let features = raw.open_stream("localhost").await?;
+    assert!(!features.has_child("register", "http://jabber.org/features/iq-register"));
+    assert_eq!(
+        condition(&register(&mut raw, "newbie", "secret123").await?).as_deref(),
+        Some("not-allowed")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn password_change_and_account_removal() -> anyhow::Result<()> {
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .config_toml("modules_enabled = [\"disco\", \"ping\", \"register\"]\n[modules.register]\nmin_password_length = 6")
+        .start()
+        .await?;
+    let mut romeo = server.client("romeo").await?;
+    let changed = romeo
+        .iq_str("<iq type='set' to='localhost'><query xmlns='jabber:iq:register'><username>romeo</username><password>newpass1</password></query></iq>")
+        .await?;
+    assert_eq!(changed.attr("type"), Some("result"));
+    assert!(
+        server.client("romeo").await.is_err(),
+        "the old password no longer works"
+    );
+    let mut again = server
+        .client_with(server.options("romeo", "newpass1"))
+        .await?;
+    let removed = again
+        .iq_str("<iq type='set'><query xmlns='jabber:iq:register'><remove/></query></iq>")
+        .await?;
+    assert_eq!(removed.attr("type"), Some("result"));
+    // Both streams end with not-authorized, and the account is gone.
+    let condition = romeo.raw().expect_stream_error().await?;
+    assert_eq!(condition.as_deref(), Some("not-authorized"));
+    assert!(server
+        .server()
+        .storage()
+        .list_accounts("localhost")?
+        .is_empty());
+    Ok(())
+}
