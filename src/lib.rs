@@ -47,6 +47,7 @@ pub mod stun;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
+pub mod turn_check;
 pub mod util;
 pub mod xml;
 

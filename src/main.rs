@@ -21,6 +21,17 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum CheckWhat {
+    /// Try every configured STUN/TURN service (XEP-0215) with the credentials Tern mints:
+    /// a STUN binding or a TURN allocation (exit status 1 if one fails).
+    Turn {
+        /// Seconds to wait for each service.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the server (the default).
     Run,
@@ -43,7 +54,10 @@ enum Command {
     /// List accounts (of one host, or all).
     Users { host: Option<String> },
     /// Check the config and print every diagnostic (exit status 1 on errors).
-    Check,
+    Check {
+        #[command(subcommand)]
+        what: Option<CheckWhat>,
+    },
     /// Ask the running server to re-read its config (as SIGHUP does).
     Reload,
     /// Print the external services (XEP-0215) a user would receive now, credentials included.
@@ -97,7 +111,31 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = load_config(cli.config.as_ref())?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(config).await.map(|()| ExitCode::SUCCESS),
-        Command::Check => Ok(check(config)),
+        Command::Check { what: None } => Ok(check(config)),
+        Command::Check {
+            what: Some(CheckWhat::Turn { timeout }),
+        } => {
+            let lines =
+                tern::turn_check::check_turn(&config, std::time::Duration::from_secs(timeout))
+                    .await?;
+            if lines.is_empty() {
+                println!("no STUN/TURN services: enable external_services (and configure services) first");
+                return Ok(ExitCode::FAILURE);
+            }
+            for line in &lines {
+                println!("{line}");
+            }
+            let failed = lines
+                .iter()
+                .filter(|l| matches!(&l.outcome, Ok(o) if !o.is_ok()))
+                .count();
+            println!("{} checked, {failed} failed", lines.len());
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Cert { hosts } => {
             for host in &hosts {
                 let cert = config.certs_dir.join(format!("{host}.crt"));
