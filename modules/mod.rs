@@ -3,6 +3,7 @@
 
 pub mod blocklist;
 pub mod carbons;
+pub mod csi;
 pub mod disco;
 pub mod external_services;
 pub mod last;
@@ -38,4 +39,5 @@ pub const BUILTIN: &[ModuleDescriptor] = &[
     carbons::MODULE,
     server_contact_info::MODULE,
     register::MODULE,
+    csi::MODULE,
 ];

@@ -66,7 +66,9 @@ pub mod api {
     pub use crate::module::{ModuleContext, ModuleDescriptor};
     pub use crate::router::{OutgoingStanza, StanzaEvent, Target, UndeliverableMessage};
     pub use crate::server::ConfigReloaded;
-    pub use crate::session::{SessionBound, SessionClosed, SessionHandle, SessionInfo};
+    pub use crate::session::{
+        SessionBound, SessionClosed, SessionHandle, SessionInfo, TopLevelElement,
+    };
     pub use crate::stanza::{
         error_reply, iq_result, Condition, ErrorType, StanzaError, StanzaKind,
     };

@@ -61,6 +61,10 @@ struct Shared {
     available: AtomicBool,
     priority: AtomicI32,
     closing: AtomicBool,
+    /// XEP-0352: the client is inactive; presence is held back (the latest per sender)
+    /// until it is active again.
+    inactive: AtomicBool,
+    held: std::sync::Mutex<Vec<Element>>,
 }
 
 /// A bound session, as held by the host's session table and by routing code.
@@ -89,6 +93,8 @@ impl SessionHandle {
                 available: AtomicBool::new(false),
                 priority: AtomicI32::new(0),
                 closing: AtomicBool::new(false),
+                inactive: AtomicBool::new(false),
+                held: std::sync::Mutex::new(Vec::new()),
             }),
         }
     }
@@ -111,6 +117,14 @@ impl SessionHandle {
         if self.shared.closing.load(Ordering::Relaxed) {
             return false;
         }
+        if self.shared.inactive.load(Ordering::Relaxed) && stanza.name() == "presence" {
+            self.hold(stanza);
+            return true;
+        }
+        self.enqueue(stanza)
+    }
+
+    fn enqueue(&self, stanza: Element) -> bool {
         match self.shared.tx.try_send(Outbound::Stanza(stanza)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -123,6 +137,43 @@ impl SessionHandle {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Keeps only the newest presence of each sender: an inactive phone needs the state
+    /// when it wakes, not the history.
+    fn hold(&self, presence: Element) {
+        let mut held = self.shared.held.lock().unwrap_or_else(|p| p.into_inner());
+        let from = presence.attr("from").map(str::to_string);
+        let subscription = matches!(
+            presence.attr("type"),
+            Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")
+        );
+        if !subscription {
+            held.retain(|p| {
+                p.attr("from").map(str::to_string) != from
+                    || matches!(
+                        p.attr("type"),
+                        Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")
+                    )
+            });
+        }
+        held.push(presence);
+    }
+
+    /// XEP-0352 client state: inactive holds presence back; active flushes what was held.
+    pub fn set_inactive(&self, inactive: bool) {
+        self.shared.inactive.store(inactive, Ordering::Relaxed);
+        if !inactive {
+            let held =
+                std::mem::take(&mut *self.shared.held.lock().unwrap_or_else(|p| p.into_inner()));
+            for stanza in held {
+                self.enqueue(stanza);
+            }
+        }
+    }
+
+    pub fn is_inactive(&self) -> bool {
+        self.shared.inactive.load(Ordering::Relaxed)
     }
 
     /// Asks the writer to end the stream. Idempotent.
@@ -177,4 +228,13 @@ pub struct SessionClosed {
     pub session: SessionHandle,
     /// Why, for logs and for modules that care (e.g. "connection reset").
     pub reason: String,
+}
+
+/// Fired for a top-level element of a bound stream that is not a stanza (a "nonza", e.g.
+/// XEP-0352's `<active/>` or XEP-0198's `<r/>`). Unhandled ones end the stream with
+/// `unsupported-stanza-type`.
+pub struct TopLevelElement {
+    pub host: std::sync::Arc<crate::host::Host>,
+    pub session: SessionHandle,
+    pub element: Element,
 }

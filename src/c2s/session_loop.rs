@@ -8,7 +8,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::connection::{stream_error_xml, BoxIo, Conn, ReadError};
 use crate::server::ServerInner;
-use crate::session::{Outbound, SessionBound, SessionClosed, SessionHandle, SessionInfo};
+use crate::session::{
+    Outbound, SessionBound, SessionClosed, SessionHandle, SessionInfo, TopLevelElement,
+};
 use crate::stanza::{iq_result, StreamError, StreamErrorCondition};
 use crate::xml::framer::{Frame, Framer};
 use crate::xml::{ns, writer};
@@ -53,6 +55,32 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo)
         };
         match frame {
             Ok(Frame::Stanza(stanza)) => {
+                let nonza = stanza.ns() != ns::CLIENT
+                    && !stanza.ns().is_empty()
+                    && !matches!(stanza.name(), "message" | "presence" | "iq");
+                if nonza {
+                    let mut event = TopLevelElement {
+                        host: host.clone(),
+                        session: handle.clone(),
+                        element: stanza,
+                    };
+                    match host.events.fire(&mut event).await {
+                        Ok(crate::events::Flow::Handled) => continue,
+                        Ok(crate::events::Flow::Continue) => {}
+                        Err(err) => tracing::warn!(%err, "a top-level element handler failed"),
+                    }
+                    let error = StreamError::with_text(
+                        StreamErrorCondition::UnsupportedStanzaType,
+                        format!(
+                            "unexpected element {{{}}}{}",
+                            event.element.ns(),
+                            event.element.name()
+                        ),
+                    );
+                    let reason = error.to_string();
+                    handle.close(Some(error));
+                    break reason;
+                }
                 if is_legacy_session(&stanza) {
                     let mut reply = iq_result(&stanza, None);
                     reply.set_attr_to(&jid);

@@ -2,5 +2,6 @@
 
 mod blocklist;
 mod carbons;
+mod csi;
 mod private_and_contact;
 mod register;
