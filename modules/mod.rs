@@ -14,6 +14,7 @@ pub mod private;
 pub mod register;
 pub mod roster;
 pub mod server_contact_info;
+pub mod smacks;
 pub mod time;
 pub mod turn_external;
 pub mod vcard;
@@ -40,4 +41,5 @@ pub const BUILTIN: &[ModuleDescriptor] = &[
     server_contact_info::MODULE,
     register::MODULE,
     csi::MODULE,
+    smacks::MODULE,
 ];

@@ -132,6 +132,8 @@ pub struct Host {
     iq_handlers: RwLock<HashMap<IqKey, IqHandler>>,
     pending_iqs: Mutex<HashMap<String, PendingIq>>,
     pub(crate) modules: Mutex<Vec<LoadedModule>>,
+    /// XEP-0198 resumable sessions by resumption id.
+    resumable: Mutex<HashMap<String, SessionHandle>>,
 }
 
 impl std::fmt::Debug for Host {
@@ -155,6 +157,7 @@ impl Host {
             iq_handlers: Default::default(),
             pending_iqs: Default::default(),
             modules: Default::default(),
+            resumable: Default::default(),
         }
     }
 
@@ -329,6 +332,29 @@ impl Host {
             .values()
             .map(HashMap::len)
             .sum()
+    }
+
+    pub(crate) fn register_resumable(&self, id: &str, session: SessionHandle) {
+        self.resumable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), session);
+    }
+
+    pub(crate) fn forget_resumable(&self, id: &str) {
+        self.resumable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// The resumable session `id`, if it belongs to `user`.
+    pub(crate) fn resumable(&self, id: &str, user: &str) -> Option<SessionHandle> {
+        let resumable = self.resumable.lock().unwrap_or_else(|p| p.into_inner());
+        resumable
+            .get(id)
+            .filter(|s| s.jid().node().is_some_and(|n| n.as_str() == user))
+            .cloned()
     }
 
     // ---- sending ----

@@ -6,7 +6,7 @@
 //! [`SessionHandle`] to queue stanzas for the session's writer task.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use jid::{BareJid, FullJid};
@@ -46,12 +46,15 @@ impl SessionInfo {
     }
 }
 
-/// What the writer task is asked to do.
-#[derive(Debug)]
-pub enum Outbound {
+/// What the session task is asked to do, in order.
+pub(crate) enum Outbound {
     Stanza(Element),
-    /// Send the stream error (if any) and `</stream:stream>`, then close.
+    /// Send the stream error (if any) and `</stream:stream>`, then end the session.
     Close(Option<StreamError>),
+    /// XEP-0198 stream management.
+    Sm(crate::c2s::SmCommand),
+    /// A top-level element that is not a stanza (never counted by XEP-0198).
+    Nonza(Element),
 }
 
 struct Shared {
@@ -65,6 +68,10 @@ struct Shared {
     /// until it is active again.
     inactive: AtomicBool,
     held: std::sync::Mutex<Vec<Element>>,
+    /// XEP-0198: enabled, and how many stanzas from the client were handled (mod 2^32).
+    sm_enabled: AtomicBool,
+    sm_handled: AtomicU32,
+    sm_resume_id: std::sync::Mutex<Option<String>>,
 }
 
 /// A bound session, as held by the host's session table and by routing code.
@@ -95,6 +102,9 @@ impl SessionHandle {
                 closing: AtomicBool::new(false),
                 inactive: AtomicBool::new(false),
                 held: std::sync::Mutex::new(Vec::new()),
+                sm_enabled: AtomicBool::new(false),
+                sm_handled: AtomicU32::new(0),
+                sm_resume_id: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -170,6 +180,85 @@ impl SessionHandle {
                 self.enqueue(stanza);
             }
         }
+    }
+
+    /// Sends a control command to the session task, in order with the stanzas. Waits for
+    /// room when the queue is full (control must not be dropped).
+    pub(crate) fn control(&self, command: Outbound) {
+        let tx = self.shared.tx.clone();
+        if let Err(mpsc::error::TrySendError::Full(command)) = tx.try_send(command) {
+            tokio::spawn(async move {
+                let _ = tx.send(command).await;
+            });
+        }
+    }
+
+    /// XEP-0198: turns stream management on. With `resume`, the session survives a lost
+    /// connection for `resume_timeout` and can be resumed with the returned id. `None`
+    /// when it was already enabled.
+    pub fn sm_enable(
+        &self,
+        host: &crate::host::Host,
+        resume: bool,
+        resume_timeout: std::time::Duration,
+    ) -> Option<Option<String>> {
+        if self.shared.sm_enabled.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let id = resume.then(|| {
+            let id = crate::util::random_id();
+            host.register_resumable(&id, self.clone());
+            *self
+                .shared
+                .sm_resume_id
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+            id
+        });
+        self.control(Outbound::Sm(crate::c2s::SmCommand::Enable {
+            id: id.clone(),
+            resume_timeout: resume.then_some(resume_timeout),
+        }));
+        Some(id)
+    }
+
+    pub fn sm_enabled(&self) -> bool {
+        self.shared.sm_enabled.load(Ordering::Acquire)
+    }
+
+    /// The resumption id, when resumable.
+    pub fn sm_resume_id(&self) -> Option<String> {
+        self.shared
+            .sm_resume_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Counts one stanza handled from the client.
+    pub(crate) fn sm_count_inbound(&self) {
+        if self.sm_enabled() {
+            self.shared.sm_handled.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    pub(crate) fn sm_handled(&self) -> u32 {
+        self.shared.sm_handled.load(Ordering::Acquire)
+    }
+
+    /// Writes a top-level element that is not a stanza (e.g. XEP-0198's `<failed/>`).
+    pub fn send_nonza(&self, element: Element) {
+        self.control(Outbound::Nonza(element));
+    }
+
+    /// The client asked `<r/>`: answer `<a h=.../>` in order with the stanzas.
+    pub fn sm_answer(&self) {
+        self.control(Outbound::Sm(crate::c2s::SmCommand::Answer));
+    }
+
+    /// The client acknowledged `h` stanzas.
+    pub fn sm_client_ack(&self, h: u32) {
+        self.control(Outbound::Sm(crate::c2s::SmCommand::Acked(h)));
     }
 
     pub fn is_inactive(&self) -> bool {

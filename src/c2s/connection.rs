@@ -172,8 +172,14 @@ pub(crate) async fn handle(
     };
     let conn = Conn::new(io, limits);
     let negotiated = super::negotiation::negotiate(&server, conn, info, channel_binding).await;
-    if let Some((conn, info)) = negotiated {
-        super::session_loop::run(server, conn, info).await;
+    match negotiated {
+        Some(super::negotiation::Negotiated::Bound(conn, info)) => {
+            super::session_loop::run(server, conn, info).await
+        }
+        Some(super::negotiation::Negotiated::Resumed(conn, handle, h)) => {
+            super::session_loop::resume(server, conn, handle, h).await
+        }
+        None => {}
     }
 }
 

@@ -3,7 +3,10 @@
 
 mod connection;
 mod negotiation;
+mod session_actor;
 mod session_loop;
+
+pub(crate) use session_actor::SmCommand;
 
 use std::sync::Arc;
 

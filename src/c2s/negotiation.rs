@@ -17,6 +17,8 @@ use crate::stanza::{iq_result, StreamError, StreamErrorCondition};
 use crate::xml::framer::{Frame, StreamHeader};
 use crate::xml::{ns, writer, Element, ElementExt};
 
+const NS_SM: &str = "urn:xmpp:sm:3";
+
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -36,6 +38,15 @@ struct Negotiation<'a> {
     auth_failures: u32,
     /// Our header for the current stream, once sent (a stream error must follow one).
     header_sent: bool,
+    /// Set when the client resumed a session (XEP-0198) instead of binding.
+    resumed: Option<(crate::session::SessionHandle, u32)>,
+}
+
+/// How negotiation ended for a connection that goes on.
+pub(crate) enum Negotiated {
+    Bound(Conn, SessionInfo),
+    /// XEP-0198: the connection takes over this session; the client received `h` stanzas.
+    Resumed(Conn, crate::session::SessionHandle, u32),
 }
 
 /// Negotiates until the client has bound a resource.
@@ -44,7 +55,7 @@ pub(crate) async fn negotiate(
     conn: Conn,
     info: SessionInfo,
     channel_binding: ChannelBindingData,
-) -> Option<(Conn, SessionInfo)> {
+) -> Option<Negotiated> {
     let deadline = Instant::now() + server.config().limits.negotiation_timeout;
     let mut negotiation = Negotiation {
         server,
@@ -54,6 +65,7 @@ pub(crate) async fn negotiate(
         deadline,
         auth_failures: 0,
         header_sent: false,
+        resumed: None,
     };
     let mut shutdown = server.shutdown_signal();
     let outcome = tokio::select! {
@@ -61,7 +73,10 @@ pub(crate) async fn negotiate(
         _ = crate::server::until_shutdown(&mut shutdown) => Err(StreamError::new(StreamErrorCondition::SystemShutdown)),
     };
     match outcome {
-        Ok(true) => Some((negotiation.conn, negotiation.info)),
+        Ok(true) => Some(match negotiation.resumed.take() {
+            Some((handle, h)) => Negotiated::Resumed(negotiation.conn, handle, h),
+            None => Negotiated::Bound(negotiation.conn, negotiation.info),
+        }),
         Ok(false) => None,
         Err(error) => {
             tracing::debug!(peer = %negotiation.info.peer, %error, "negotiation failed");
@@ -336,6 +351,16 @@ impl Negotiation<'_> {
                     };
                     self.send_element(&reply).await?;
                 }
+                (Stage::Bind, NS_SM, "resume") => {
+                    if self.resume(&element).await? {
+                        return Ok(Next::Bound);
+                    }
+                }
+                (Stage::Bind, NS_SM, _) => {
+                    // <enable/> before binding (XEP-0198 §3).
+                    self.send(b"<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>")
+                        .await?;
+                }
                 (Stage::Bind, ns::CLIENT, "iq") => {
                     if self.handle_pre_bind_iq(&element).await? {
                         return Ok(Next::Bound);
@@ -540,6 +565,35 @@ impl Negotiation<'_> {
                     self.sasl_failure(failure.condition(), None).await?;
                     return self.count_failure().await.map(|()| false);
                 }
+            }
+        }
+    }
+
+    /// XEP-0198 resumption: `Ok(true)` when the session was found and is taken over.
+    async fn resume(&mut self, request: &Element) -> Result<bool, StreamError> {
+        let previd = request.attr("previd").unwrap_or_default();
+        let h = request.attr("h").and_then(|h| h.parse::<u32>().ok());
+        let user = self.info.username.clone().unwrap_or_default();
+        let session = self
+            .server
+            .host(&self.info.host)
+            .and_then(|host| host.resumable(previd, &user));
+        match (session, h) {
+            (Some(session), Some(h)) if !session.is_closing() => {
+                tracing::info!(peer = %self.info.peer, jid = %session.jid(), "resuming a session");
+                self.resumed = Some((session, h));
+                Ok(true)
+            }
+            (_, None) => {
+                self.send(b"<failed xmlns='urn:xmpp:sm:3'><bad-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>")
+                    .await?;
+                Ok(false)
+            }
+            _ => {
+                // Unknown, expired or someone else's: the client binds a fresh session.
+                self.send(b"<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>")
+                    .await?;
+                Ok(false)
             }
         }
     }

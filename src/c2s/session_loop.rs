@@ -1,19 +1,19 @@
-//! The bound session: a reader loop in the connection task, a writer task draining the
-//! session's queue. Stanzas from one session are processed one at a time, in order.
+//! The bound session: a reader loop in the connection task, and the session task
+//! ([`super::session_actor`]) that writes. Stanzas from one session are processed one at
+//! a time, in order.
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
-use super::connection::{stream_error_xml, BoxIo, Conn, ReadError};
+use super::connection::{BoxIo, Conn, ReadError};
+use super::session_actor::{SessionTask, SmCommand};
+use crate::host::Host;
 use crate::server::ServerInner;
-use crate::session::{
-    Outbound, SessionBound, SessionClosed, SessionHandle, SessionInfo, TopLevelElement,
-};
+use crate::session::{Outbound, SessionBound, SessionHandle, SessionInfo, TopLevelElement};
 use crate::stanza::{iq_result, StreamError, StreamErrorCondition};
 use crate::xml::framer::{Frame, Framer};
-use crate::xml::{ns, writer};
+use crate::xml::ns;
 
 pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo) {
     let Some(host) = server.host(&info.host) else {
@@ -28,10 +28,18 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo)
     } = conn;
     let (reader, writer_half) = tokio::io::split(io);
     let (tx, rx) = mpsc::channel(server.config().limits.outbound_queue);
-    let (done_tx, mut done_rx) = oneshot::channel();
-    let writer_task = tokio::spawn(write_loop(writer_half, rx, done_tx));
-
+    let (done_tx, done_rx) = oneshot::channel();
     let handle = SessionHandle::new(info.clone(), jid.clone(), tx);
+    let task = SessionTask {
+        server: server.clone(),
+        host: host.clone(),
+        handle: handle.clone(),
+        rx,
+        writer: Some(writer_half),
+        done: Some(done_tx),
+    };
+    tokio::spawn(task.run());
+
     host.add_session(handle.clone());
     tracing::info!(jid = %jid, peer = %info.peer, "session bound");
     let mut bound = SessionBound {
@@ -41,16 +49,65 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo)
     if let Err(err) = host.events.fire(&mut bound).await {
         tracing::warn!(%err, "session-bound handler failed");
     }
+    read_loop(
+        &server,
+        &host,
+        &handle,
+        ReaderConn::new(reader, framer, limits),
+        done_rx,
+    )
+    .await;
+}
 
-    let mut conn = ReaderConn::new(reader, framer, limits);
+/// A new connection resumed `handle` (XEP-0198): hand its writer to the session task and
+/// read from it.
+pub(crate) async fn resume(
+    server: Arc<ServerInner>,
+    conn: Conn,
+    handle: SessionHandle,
+    client_h: u32,
+) {
+    let Some(host) = server.host(&handle.info().host) else {
+        return;
+    };
+    let Conn {
+        io, framer, limits, ..
+    } = conn;
+    let (reader, writer_half) = tokio::io::split(io);
+    let (done_tx, done_rx) = oneshot::channel();
+    handle.control(Outbound::Sm(SmCommand::Attach {
+        writer: writer_half,
+        done: done_tx,
+        client_h,
+    }));
+    read_loop(
+        &server,
+        &host,
+        &handle,
+        ReaderConn::new(reader, framer, limits),
+        done_rx,
+    )
+    .await;
+}
+
+/// Reads and processes the client's stanzas until the stream ends for this connection.
+async fn read_loop(
+    server: &Arc<ServerInner>,
+    host: &Arc<Host>,
+    handle: &SessionHandle,
+    mut conn: ReaderConn,
+    mut done_rx: oneshot::Receiver<()>,
+) {
+    let jid = handle.jid().clone();
     let mut shutdown = server.shutdown_signal();
-    let reason = loop {
+    loop {
         let frame = tokio::select! {
             frame = conn.read_frame() => frame,
-            _ = &mut done_rx => break "stream closed by the server".to_string(),
+            // The session task closed the stream, or another connection took over.
+            _ = &mut done_rx => return,
             _ = crate::server::until_shutdown(&mut shutdown) => {
                 handle.close(Some(StreamError::new(StreamErrorCondition::SystemShutdown)));
-                break "server shutting down".to_string();
+                return;
             }
         };
         match frame {
@@ -69,70 +126,57 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo)
                         Ok(crate::events::Flow::Continue) => {}
                         Err(err) => tracing::warn!(%err, "a top-level element handler failed"),
                     }
-                    let error = StreamError::with_text(
+                    handle.close(Some(StreamError::with_text(
                         StreamErrorCondition::UnsupportedStanzaType,
                         format!(
                             "unexpected element {{{}}}{}",
                             event.element.ns(),
                             event.element.name()
                         ),
-                    );
-                    let reason = error.to_string();
-                    handle.close(Some(error));
-                    break reason;
+                    )));
+                    return;
                 }
+                handle.sm_count_inbound();
                 if is_legacy_session(&stanza) {
                     let mut reply = iq_result(&stanza, None);
                     reply.set_attr_to(&jid);
                     handle.send(reply);
                     continue;
                 }
-                if let Err(error) =
-                    crate::router::from_session(&server, &host, &handle, stanza).await
+                if let Err(error) = crate::router::from_session(server, host, handle, stanza).await
                 {
                     tracing::debug!(jid = %jid, %error, "closing the session");
-                    let reason = error.to_string();
                     handle.close(Some(error));
-                    break reason;
+                    return;
                 }
             }
             Ok(Frame::Close) => {
                 handle.close(None);
-                break "closed by the client".to_string();
+                return;
             }
             Ok(Frame::Open(_)) => {
-                let error = StreamError::with_text(
+                handle.close(Some(StreamError::with_text(
                     StreamErrorCondition::NotWellFormed,
                     "unexpected stream header",
-                );
-                handle.close(Some(error));
-                break "unexpected stream header".to_string();
+                )));
+                return;
             }
             Err(ReadError::Stream(error)) => {
-                let reason = error.to_string();
                 handle.close(Some(error));
-                break reason;
+                return;
             }
             Err(ReadError::Closed(reason)) => {
-                handle.close(None);
-                break reason;
+                // XEP-0198: a resumable session waits for the client to come back.
+                if handle.sm_resume_id().is_some() {
+                    tracing::debug!(jid = %jid, reason, "connection lost");
+                    handle.control(Outbound::Sm(SmCommand::Detach));
+                } else {
+                    handle.close(None);
+                }
+                return;
             }
         }
-    };
-
-    host.remove_session(&handle);
-    tracing::info!(jid = %jid, reason, "session closed");
-    let mut closed = SessionClosed {
-        host: host.clone(),
-        session: handle.clone(),
-        reason,
-    };
-    if let Err(err) = host.events.fire(&mut closed).await {
-        tracing::warn!(%err, "session-closed handler failed");
     }
-    drop(handle);
-    // The writer ends after writing the close; do not let a stuck peer hold the task.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), writer_task).await;
 }
 
 fn is_legacy_session(stanza: &crate::xml::Element) -> bool {
@@ -211,52 +255,4 @@ impl tokio::io::AsyncWrite for ReadOnly {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
-}
-
-/// Drains the session's queue to the socket, batching what is already queued into one
-/// write. Ends after a close request (or when every handle is gone).
-async fn write_loop(
-    mut out: WriteHalf<BoxIo>,
-    mut rx: mpsc::Receiver<Outbound>,
-    done: oneshot::Sender<()>,
-) {
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut closing: Option<Option<StreamError>> = None;
-    'outer: while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                Outbound::Stanza(stanza) => buf.extend_from_slice(&writer::to_bytes(&stanza)),
-                Outbound::Close(error) => {
-                    closing = Some(error);
-                    break;
-                }
-            }
-            if buf.len() < 64 * 1024 {
-                next = rx.try_recv().ok();
-            }
-        }
-        if !buf.is_empty() {
-            if out.write_all(&buf).await.is_err() || out.flush().await.is_err() {
-                break 'outer;
-            }
-            buf.clear();
-        }
-        if closing.is_some() {
-            break;
-        }
-    }
-    let error = closing.flatten();
-    let mut tail = String::new();
-    if let Some(error) = &error {
-        tail.push_str(&stream_error_xml(error));
-    }
-    tail.push_str(writer::STREAM_CLOSE);
-    let finish = async {
-        out.write_all(tail.as_bytes()).await?;
-        out.flush().await?;
-        out.shutdown().await
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), finish).await;
-    let _ = done.send(());
 }

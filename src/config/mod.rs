@@ -353,7 +353,7 @@ impl Config {
 /// Modules a host runs when `modules_enabled` is not set.
 pub const DEFAULT_MODULES: &[&str] = &[
     "disco", "ping", "version", "time", "roster", "presence", "offline", "vcard", "last", "private",
-    "blocklist", "carbons", "register", "csi",
+    "blocklist", "carbons", "register", "csi", "smacks",
 ];
 
 fn top_string(top: &ModuleOptions, key: &str) -> Option<String> {

@@ -5,3 +5,4 @@ mod carbons;
 mod csi;
 mod private_and_contact;
 mod register;
+mod smacks;

@@ -1,0 +1,383 @@
+//! The session task: owns the session's outbound queue, its writer (while a connection
+//! is attached) and XEP-0198 state. It outlives a lost connection when the session is
+//! resumable, and it ends the session: table removal, `SessionClosed`, and what happens
+//! to stanzas the client never acknowledged.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::connection::{stream_error_xml, BoxIo};
+use crate::host::Host;
+use crate::server::ServerInner;
+use crate::session::{Outbound, SessionClosed, SessionHandle};
+use crate::stanza::{StanzaError, StreamError, StreamErrorCondition};
+use crate::xml::{writer, Element};
+
+const NS_SM: &str = "urn:xmpp:sm:3";
+
+/// XEP-0198 commands, queued in order with the stanzas.
+pub(crate) enum SmCommand {
+    Enable {
+        id: Option<String>,
+        resume_timeout: Option<Duration>,
+    },
+    /// Answer the client's `<r/>`.
+    Answer,
+    /// The client's `<a h/>`.
+    Acked(u32),
+    /// The connection was lost; keep the session for resumption.
+    Detach,
+    /// A new connection resumed the session; `client_h` is what the client received.
+    Attach {
+        writer: WriteHalf<BoxIo>,
+        done: oneshot::Sender<()>,
+        client_h: u32,
+    },
+}
+
+struct Sm {
+    resume_timeout: Option<Duration>,
+    id: Option<String>,
+    /// Stanzas sent to the client since enabling (mod 2^32).
+    sent: u32,
+    /// Sent but not acknowledged, oldest first.
+    unacked: VecDeque<Element>,
+    /// Queued while detached: not yet sent, not counted.
+    pending: Vec<Element>,
+    /// `sent` when we last asked for an ack.
+    requested_at: u32,
+}
+
+pub(crate) struct SessionTask {
+    pub server: Arc<ServerInner>,
+    pub host: Arc<Host>,
+    pub handle: SessionHandle,
+    pub rx: mpsc::Receiver<Outbound>,
+    pub writer: Option<WriteHalf<BoxIo>>,
+    /// Tells the attached connection's reader that the stream is over for it.
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+impl SessionTask {
+    pub(crate) async fn run(mut self) {
+        let mut sm: Option<Sm> = None;
+        let mut deadline: Option<Instant> = None;
+        let mut buf: Vec<u8> = Vec::with_capacity(4096);
+        let reason = loop {
+            let message = tokio::select! {
+                message = self.rx.recv() => message,
+                _ = sleep_until(deadline) => break "not resumed in time".to_string(),
+            };
+            let Some(message) = message else {
+                break "session dropped".to_string();
+            };
+            // Batch what is already queued into one write.
+            let mut next = Some(message);
+            let mut closing: Option<Option<StreamError>> = None;
+            while let Some(message) = next.take() {
+                match message {
+                    Outbound::Stanza(stanza) => match (&mut sm, self.writer.is_some()) {
+                        (Some(state), true) => {
+                            buf.extend_from_slice(&writer::to_bytes(&stanza));
+                            state.sent = state.sent.wrapping_add(1);
+                            state.unacked.push_back(stanza);
+                        }
+                        (Some(state), false) => state.pending.push(stanza),
+                        (None, _) => buf.extend_from_slice(&writer::to_bytes(&stanza)),
+                    },
+                    Outbound::Nonza(element) => {
+                        if self.writer.is_some() {
+                            buf.extend_from_slice(&writer::to_bytes(&element));
+                        }
+                    }
+                    Outbound::Close(error) => {
+                        closing = Some(error);
+                        break;
+                    }
+                    Outbound::Sm(command) => {
+                        if let Err(error) = self
+                            .sm_command(command, &mut sm, &mut deadline, &mut buf)
+                            .await
+                        {
+                            closing = Some(Some(error));
+                            break;
+                        }
+                    }
+                }
+                if buf.len() < 64 * 1024 {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            // Ask for an acknowledgement every few stanzas, so the unacked queue stays short.
+            if let Some(state) = &mut sm {
+                if self.writer.is_some()
+                    && state.sent.wrapping_sub(state.requested_at) >= 5
+                    && closing.is_none()
+                {
+                    buf.extend_from_slice(b"<r xmlns='urn:xmpp:sm:3'/>");
+                    state.requested_at = state.sent;
+                }
+            }
+            if !buf.is_empty() {
+                let written = self.write(&buf).await;
+                buf.clear();
+                if !written {
+                    // The connection broke under us: the reader will notice too.
+                    if sm.as_ref().is_some_and(|s| s.resume_timeout.is_some()) {
+                        self.detach(&mut sm, &mut deadline);
+                    } else if closing.is_none() {
+                        break "connection lost".to_string();
+                    }
+                }
+            }
+            if let Some(error) = closing {
+                let reason = error
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "closed".to_string());
+                self.finish_stream(error).await;
+                break reason;
+            }
+        };
+        self.end_session(reason, sm).await;
+    }
+
+    async fn sm_command(
+        &mut self,
+        command: SmCommand,
+        sm: &mut Option<Sm>,
+        deadline: &mut Option<Instant>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), StreamError> {
+        match command {
+            SmCommand::Enable { id, resume_timeout } => {
+                let mut enabled = format!("<enabled xmlns='{NS_SM}'");
+                if let (Some(id), Some(timeout)) = (&id, resume_timeout) {
+                    enabled.push_str(&format!(
+                        " id='{}' resume='true' max='{}'",
+                        writer::escape(id),
+                        timeout.as_secs()
+                    ));
+                }
+                enabled.push_str("/>");
+                buf.extend_from_slice(enabled.as_bytes());
+                *sm = Some(Sm {
+                    resume_timeout,
+                    id,
+                    sent: 0,
+                    unacked: VecDeque::new(),
+                    pending: Vec::new(),
+                    requested_at: 0,
+                });
+            }
+            SmCommand::Answer => {
+                if sm.is_some() {
+                    buf.extend_from_slice(
+                        format!("<a xmlns='{NS_SM}' h='{}'/>", self.handle.sm_handled()).as_bytes(),
+                    );
+                }
+            }
+            SmCommand::Acked(h) => {
+                if let Some(state) = sm {
+                    acknowledge(state, h)?;
+                }
+            }
+            SmCommand::Detach => self.detach(sm, deadline),
+            SmCommand::Attach {
+                writer,
+                done,
+                client_h,
+            } => {
+                let Some(state) = sm else {
+                    return Ok(());
+                };
+                acknowledge(state, client_h)?;
+                // A half-open old connection: its reader stops, its writer goes.
+                if let Some(old) = self.done.take() {
+                    let _ = old.send(());
+                }
+                if let Some(mut old) = self.writer.take() {
+                    let _ = old.shutdown().await;
+                }
+                self.writer = Some(writer);
+                self.done = Some(done);
+                *deadline = None;
+                let previd = state.id.clone().unwrap_or_default();
+                buf.extend_from_slice(
+                    format!(
+                        "<resumed xmlns='{NS_SM}' h='{}' previd='{}'/>",
+                        self.handle.sm_handled(),
+                        writer::escape(&previd)
+                    )
+                    .as_bytes(),
+                );
+                // What the client missed, then what queued up while it was away.
+                for stanza in &state.unacked {
+                    buf.extend_from_slice(&writer::to_bytes(stanza));
+                }
+                for stanza in std::mem::take(&mut state.pending) {
+                    buf.extend_from_slice(&writer::to_bytes(&stanza));
+                    state.sent = state.sent.wrapping_add(1);
+                    state.unacked.push_back(stanza);
+                }
+                tracing::info!(jid = %self.handle.jid(), "session resumed");
+            }
+        }
+        Ok(())
+    }
+
+    fn detach(&mut self, sm: &mut Option<Sm>, deadline: &mut Option<Instant>) {
+        self.writer = None;
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+        if let Some(timeout) = sm.as_ref().and_then(|s| s.resume_timeout) {
+            *deadline = Some(Instant::now() + timeout);
+            tracing::info!(jid = %self.handle.jid(), "connection lost; session kept for resumption for {timeout:?}");
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> bool {
+        let Some(writer) = self.writer.as_mut() else {
+            return false;
+        };
+        writer.write_all(bytes).await.is_ok() && writer.flush().await.is_ok()
+    }
+
+    async fn finish_stream(&mut self, error: Option<StreamError>) {
+        if let Some(mut writer) = self.writer.take() {
+            let mut tail = String::new();
+            if let Some(error) = &error {
+                tail.push_str(&stream_error_xml(error));
+            }
+            tail.push_str(writer::STREAM_CLOSE);
+            let finish = async {
+                writer.write_all(tail.as_bytes()).await?;
+                writer.flush().await?;
+                writer.shutdown().await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), finish).await;
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+    }
+
+    /// The session is over: out of the table, `SessionClosed`, and stanzas the client
+    /// never acknowledged handled as RFC 6121 would for an unavailable resource.
+    async fn end_session(mut self, reason: String, sm: Option<Sm>) {
+        self.handle.close(None);
+        self.host.remove_session(&self.handle);
+        if let Some(id) = self.handle.sm_resume_id() {
+            self.host.forget_resumable(&id);
+        }
+        tracing::info!(jid = %self.handle.jid(), reason, "session closed");
+        let mut closed = SessionClosed {
+            host: self.host.clone(),
+            session: self.handle.clone(),
+            reason,
+        };
+        if let Err(err) = self.host.events.fire(&mut closed).await {
+            tracing::warn!(%err, "session-closed handler failed");
+        }
+        if let Some(state) = sm {
+            let undelivered: Vec<Element> =
+                state.unacked.into_iter().chain(state.pending).collect();
+            for stanza in undelivered {
+                redeliver(&self.server, stanza).await;
+            }
+        }
+        // Anything still queued was never written: same treatment.
+        self.rx.close();
+        while let Ok(message) = self.rx.try_recv() {
+            if let (Outbound::Stanza(stanza), true) = (message, self.handle.sm_enabled()) {
+                redeliver(&self.server, stanza).await;
+            }
+        }
+    }
+}
+
+/// Messages go back through the router (now without this resource: another resource or
+/// offline storage takes them); requests are answered with an error; the rest (presence,
+/// results) is dropped.
+async fn redeliver(server: &Arc<ServerInner>, stanza: Element) {
+    match stanza.name() {
+        "message"
+            if stanza.attr("type") != Some("error") && stanza.attr("type") != Some("groupchat") =>
+        {
+            crate::router::route(server, stanza, None).await;
+        }
+        "iq" if matches!(stanza.attr("type"), Some("get") | Some("set")) => {
+            let error = StanzaError::new(crate::stanza::Condition::RecipientUnavailable);
+            crate::router::bounce(server, &stanza, error).await;
+        }
+        _ => {}
+    }
+}
+
+/// Drops acknowledged stanzas. `h` beyond what was sent is a protocol error
+/// (XEP-0198 §4: `undefined-condition`).
+fn acknowledge(state: &mut Sm, h: u32) -> Result<(), StreamError> {
+    let acked_before = state.sent.wrapping_sub(state.unacked.len() as u32);
+    let newly = h.wrapping_sub(acked_before);
+    if newly as usize > state.unacked.len() {
+        return Err(StreamError::with_text(
+            StreamErrorCondition::UndefinedCondition,
+            format!(
+                "acknowledged {h} stanzas, but only {} were sent",
+                state.sent
+            ),
+        ));
+    }
+    state.unacked.drain(..newly as usize);
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(sent: u32, unacked: usize) -> Sm {
+        Sm {
+            resume_timeout: None,
+            id: None,
+            sent,
+            unacked: (0..unacked)
+                .map(|i| Element::bare(format!("m{i}"), "jabber:client"))
+                .collect(),
+            pending: Vec::new(),
+            requested_at: 0,
+        }
+    }
+
+    #[test]
+    fn acks_drop_the_oldest_and_wrap() {
+        let mut s = state(10, 4);
+        acknowledge(&mut s, 8).expect("valid");
+        assert_eq!(s.unacked.len(), 2);
+        assert_eq!(
+            s.unacked.front().map(|e| e.name().to_string()).as_deref(),
+            Some("m2")
+        );
+        acknowledge(&mut s, 8).expect("repeated ack is fine");
+        assert!(acknowledge(&mut s, 11).is_err(), "more than sent");
+        // Around the 2^32 wrap.
+        let mut s = state(2, 4); // sent wrapped: 2^32 - 2 .. 2
+        acknowledge(&mut s, u32::MAX).expect("valid across the wrap");
+        assert_eq!(s.unacked.len(), 3);
+        acknowledge(&mut s, 2).expect("valid");
+        assert!(s.unacked.is_empty());
+    }
+}
