@@ -6,14 +6,20 @@
 # Installs (idempotently) slixmpp 1.17.0 in tests/interop/.venv, @xmpp/client 0.14.0 in
 # tests/interop/node_modules (from package-lock.json) and Debian's go-sendxmpp; builds
 # `tern` (debug); starts it on two free loopback ports with a throwaway config, data and
-# certificate folder; adds accounts; runs slixmpp_check.py, xmppjs_check.mjs and
-# go-sendxmpp (PLAIN over STARTTLS and over direct TLS, received by a slixmpp and an
-# xmpp.js listener). One PASS/FAIL line per check, then `N passed, M failed`.
+# certificate folder (the default modules plus external_services, XEP-0215, with four
+# STUN/TURN services and a TURN REST secret); adds accounts; runs slixmpp_check.py and
+# xmppjs_check.mjs (logins, messages, server queries, XEP-0215 through raw IQs), the
+# RFC 6121 scenario between a slixmpp client (erin) and an xmpp.js client (frank):
+# roster, subscriptions both ways, presence, a clean and an abrupt disconnect, an
+# offline message (XEP-0160); go-sendxmpp (PLAIN over STARTTLS and over direct TLS,
+# received by a slixmpp and an xmpp.js listener); and coturn_check.sh (its own Tern).
+# One PASS/FAIL line per check, then `N passed, M failed`.
 # Exit status 1 if anything failed. On failure the work folder (tern.log with
 # RUST_LOG=debug, slixmpp.log and xmppjs.log with the XML exchanged, go-sendxmpp
 # debug output) is kept and its path printed.
 #
 # Environment: TERN_INTEROP_KEEP=1 keeps the work folder even when all passed;
+# TERN_BIN=path uses that tern binary instead of building one;
 # RUST_LOG overrides the server's log filter (default tern=debug,info).
 set -euo pipefail
 
@@ -57,13 +63,18 @@ fi
 echo "go-sendxmpp $(dpkg-query -W -f='${Version}' go-sendxmpp 2>/dev/null || echo '?')"
 
 # ---------------------------------------------------------------- build
-note "cargo build --bin tern"
-if ! (cd "$ROOT" && cargo build --quiet --bin tern); then
-  fail "setup cargo build --bin tern"
-  summary
-  exit 1
+if [ -n "${TERN_BIN:-}" ]; then
+  note "using TERN_BIN=$TERN_BIN (no build)"
+  TERN="$TERN_BIN"
+else
+  note "cargo build --bin tern"
+  if ! (cd "$ROOT" && cargo build --quiet --bin tern); then
+    fail "setup cargo build --bin tern"
+    summary
+    exit 1
+  fi
+  TERN="$ROOT/target/debug/tern"
 fi
-TERN="$ROOT/target/debug/tern"
 
 # ---------------------------------------------------------------- server
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/tern-interop.XXXXXX")"
@@ -84,7 +95,7 @@ cleanup() {
     wait "$TERN_PID" 2>/dev/null || true
   fi
   if [ "$FAILS" -gt 0 ] || [ "$status" -ne 0 ] || [ "${TERN_INTEROP_KEEP:-0}" = 1 ]; then
-    echo "logs kept in $WORK (tern.log, slixmpp.log, xmppjs.log, go-sendxmpp-*.log)"
+    echo "logs kept in $WORK (tern.log, slixmpp.log, xmppjs.log, slixmpp-rfc6121.log, xmppjs-rfc6121.log, rfc6121-sync/, go-sendxmpp-*.log)"
   else
     rm -rf "$WORK"
   fi
@@ -103,11 +114,16 @@ print(*(s.getsockname()[1] for s in socks))
 EOF
 )
 
+# XEP-0215: what slixmpp_check.py and xmppjs_check.mjs expect (their EXTDISCO_SERVICES).
+EXTDISCO_HOST=turn.example.org
+EXTDISCO_SECRET=interop-secret
+EXTDISCO_TTL=600
+
+# The default modules (roster, presence, offline, ...) on every host, plus external_services.
 cat >"$WORK/tern.toml" <<EOF
 data_dir = "data"
 storage = "sled"
 require_encryption = true
-modules_enabled = ["disco", "ping", "version", "time"]
 
 [listen]
 c2s = ["127.0.0.1:$PORT_STARTTLS"]
@@ -117,6 +133,32 @@ c2s_direct_tls = ["127.0.0.1:$PORT_TLS"]
 certs_dir = "certs"
 
 [hosts.$DOMAIN]
+modules_enabled = ["external_services"]
+
+[modules.external_services]
+host = "$EXTDISCO_HOST"
+secret = "$EXTDISCO_SECRET"
+ttl = $EXTDISCO_TTL
+
+[[modules.external_services.services]]
+type = "stun"
+transport = "udp"
+port = 3478
+
+[[modules.external_services.services]]
+type = "turn"
+transport = "udp"
+port = 3478
+
+[[modules.external_services.services]]
+type = "turn"
+transport = "tcp"
+port = 3478
+
+[[modules.external_services.services]]
+type = "turns"
+transport = "tcp"
+port = 5349
 EOF
 CONFIG="$WORK/tern.toml"
 CA="$WORK/certs/$DOMAIN.crt"
@@ -125,6 +167,8 @@ ALICE_PW="alice-Pw-$RANDOM$RANDOM"
 BOB_PW="bob-Pw-$RANDOM$RANDOM"
 CAROL_PW="carol-Pw-$RANDOM$RANDOM"
 DAVE_PW="dave-Pw-$RANDOM$RANDOM"
+ERIN_PW="erin-Pw-$RANDOM$RANDOM"
+FRANK_PW="frank-Pw-$RANDOM$RANDOM"
 
 note "server on 127.0.0.1:$PORT_STARTTLS (STARTTLS) and 127.0.0.1:$PORT_TLS (direct TLS), work folder $WORK"
 
@@ -160,7 +204,7 @@ else
   exit 1
 fi
 
-for u in alice:"$ALICE_PW" bob:"$BOB_PW" carol:"$CAROL_PW"; do
+for u in alice:"$ALICE_PW" bob:"$BOB_PW" carol:"$CAROL_PW" erin:"$ERIN_PW" frank:"$FRANK_PW"; do
   name="${u%%:*}"
   pw="${u#*:}"
   if timeout 20 "$TERN" adduser "$name@$DOMAIN" --password "$pw" --config "$CONFIG" >"$WORK/adduser-$name.log" 2>&1; then
@@ -170,13 +214,10 @@ for u in alice:"$ALICE_PW" bob:"$BOB_PW" carol:"$CAROL_PW"; do
   fi
 done
 
-# Runs a client script, echoing its lines and counting its PASS/FAIL lines.
-run_client() {
-  local name="$1"
-  shift
-  local out="$WORK/$name.out"
-  local rc=0
-  timeout 150 "$@" >"$out" 2>&1 || rc=$?
+# Echoes a client's output file, counting its PASS/FAIL lines; a non-zero exit status
+# without any FAIL line is a failure of its own.
+count_output() {
+  local name="$1" out="$2" rc="$3"
   while IFS= read -r line; do
     case "$line" in
       PASS\ *) PASSES=$((PASSES + 1)); echo "$line" ;;
@@ -189,20 +230,56 @@ run_client() {
   fi
 }
 
+# Runs a client script, echoing its lines and counting its PASS/FAIL lines.
+run_client() {
+  local name="$1"
+  shift
+  local out="$WORK/$name.out"
+  local rc=0
+  timeout 150 "$@" >"$out" 2>&1 || rc=$?
+  count_output "$name" "$out" "$rc"
+}
+
 # ---------------------------------------------------------------- slixmpp
 note "slixmpp"
 run_client slixmpp "$VENV/bin/python" "$HERE/slixmpp_check.py" \
   --ca "$CA" --log "$WORK/slixmpp.log" --deadline 120 \
   check --starttls-port "$PORT_STARTTLS" --tls-port "$PORT_TLS" \
   --alice "alice@$DOMAIN" --alice-password "$ALICE_PW" \
-  --bob "bob@$DOMAIN" --bob-password "$BOB_PW"
+  --bob "bob@$DOMAIN" --bob-password "$BOB_PW" \
+  --extdisco-host "$EXTDISCO_HOST" --extdisco-secret "$EXTDISCO_SECRET" --extdisco-ttl "$EXTDISCO_TTL"
 
 # ---------------------------------------------------------------- xmpp.js
 note "xmpp.js"
 run_client xmppjs env NODE_EXTRA_CA_CERTS="$CA" node "$HERE/xmppjs_check.mjs" check \
   --starttls-port "$PORT_STARTTLS" --tls-port "$PORT_TLS" --domain "$DOMAIN" \
   --alice alice --alice-password "$ALICE_PW" --bob bob --bob-password "$BOB_PW" \
+  --extdisco-host "$EXTDISCO_HOST" --extdisco-secret "$EXTDISCO_SECRET" --extdisco-ttl "$EXTDISCO_TTL" \
   --log "$WORK/xmppjs.log" --deadline 120
+
+# ---------------------------------------------------------------- RFC 6121: slixmpp <-> xmpp.js
+# erin (slixmpp, STARTTLS) and frank (xmpp.js, direct TLS) run at the same time and meet
+# through files in $WORK/rfc6121-sync (steps in slixmpp_check.py's run_rfc6121). Each has
+# its own deadline (100 s) under a hard `timeout`.
+note "RFC 6121: slixmpp (erin) <-> xmpp.js (frank)"
+SYNC="$WORK/rfc6121-sync"
+mkdir -p "$SYNC"
+NODE_EXTRA_CA_CERTS="$CA" timeout 130 node "$HERE/xmppjs_check.mjs" rfc6121 \
+  --service "xmpps://$DOMAIN:$PORT_TLS" --domain "$DOMAIN" --user frank --password "$FRANK_PW" \
+  --peer "erin@$DOMAIN" --sync "$SYNC" --log "$WORK/xmppjs-rfc6121.log" --deadline 100 \
+  >"$WORK/rfc6121-xmppjs.out" 2>&1 &
+FRANK_PID=$!
+BG_PIDS+=("$FRANK_PID")
+erin_rc=0
+timeout 130 "$VENV/bin/python" "$HERE/slixmpp_check.py" --ca "$CA" --log "$WORK/slixmpp-rfc6121.log" \
+  --deadline 100 rfc6121 --port "$PORT_STARTTLS" --jid "erin@$DOMAIN" --password "$ERIN_PW" \
+  --peer "frank@$DOMAIN" --sync "$SYNC" >"$WORK/rfc6121-slixmpp.out" 2>&1 || erin_rc=$?
+frank_rc=0
+wait "$FRANK_PID" || frank_rc=$?
+echo "    [slixmpp, erin]"
+count_output rfc6121-slixmpp "$WORK/rfc6121-slixmpp.out" "$erin_rc"
+echo "    [xmpp.js, frank]"
+count_output rfc6121-xmppjs "$WORK/rfc6121-xmppjs.out" "$frank_rc"
 
 # ---------------------------------------------------------------- go-sendxmpp
 # Starts a listener (slixmpp or xmpp.js) as carol, waits for READY, sends with

@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Interop checks of Tern with slixmpp 1.17 (a client nobody on the team wrote).
 
-Two modes:
+Three modes:
 
-  check   Runs the scenarios below and prints one `PASS slixmpp ...` or
-          `FAIL slixmpp ...` line per check. Exit code 1 if any check failed.
-  listen  Logs in one account, sends initial presence, prints `READY <full jid>`
-          and waits for a chat/normal message with an expected body (and,
-          optionally, an expected sender bare JID). Used to verify what
-          go-sendxmpp and xmpp.js send. Exit code 0 when it arrived.
+  check    Runs the scenarios below and prints one `PASS slixmpp ...` or
+           `FAIL slixmpp ...` line per check. Exit code 1 if any check failed.
+  listen   Logs in one account, sends initial presence, prints `READY <full jid>`
+           and waits for a chat/normal message with an expected body (and,
+           optionally, an expected sender bare JID). Used to verify what
+           go-sendxmpp and xmpp.js send. Exit code 0 when it arrived.
+  rfc6121  erin's side of the RFC 6121 scenario with an xmpp.js client (frank,
+           `xmppjs_check.mjs rfc6121`, running at the same time; the two meet
+           through files in --sync): roster, subscriptions both ways, presence,
+           a clean and an abrupt disconnect, an offline message (XEP-0160). See
+           run_rfc6121.
 
 Scenarios of `check`:
   * STARTTLS (direct TLS disabled in slixmpp) with SASL forced to SCRAM-SHA-1,
@@ -17,7 +22,12 @@ Scenarios of `check`:
     clients: alice without ALPN (slixmpp's default) and bob offering ALPN
     `xmpp-client`, which must be the protocol negotiated;
   * STARTTLS with SCRAM-SHA-256, with PLAIN, and with slixmpp's own choice;
-  * a wrong password must fail SASL and never open a session.
+  * a wrong password must fail SASL and never open a session;
+  * with --extdisco-host, XEP-0215 through raw IQs (run.sh's four services):
+    disco#info lists urn:xmpp:extdisco:2; `<services/>` (host/port/transport,
+    restricted, TURN REST username/password checked with HMAC-SHA1 here, expires
+    about now+ttl); `<services type='turn'/>`; `<credentials/>` for turn at the
+    host; item-not-found for an unknown host; the `:1` namespace.
 
 Per pair: login, TLS in use, the SASL mechanism used (the SCRAM server
 signature is verified by slixmpp), the bound full JID, a message each way
@@ -30,15 +40,22 @@ Every wait has a timeout; the whole script also has a global deadline.
 
 import argparse
 import asyncio
+import base64
 import datetime
+import hashlib
+import hmac
+import json
 import logging
+import re
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import slixmpp
 from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream import ET
 
 STEP_TIMEOUT = 10.0
 EXPECTED_FEATURES = [
@@ -46,6 +63,19 @@ EXPECTED_FEATURES = [
     "jabber:iq:version",
     "urn:xmpp:time",
     "http://jabber.org/protocol/disco#info",
+]
+
+NS_EXT2 = "urn:xmpp:extdisco:2"
+NS_EXT1 = "urn:xmpp:extdisco:1"
+NS_ROSTER = "jabber:iq:roster"
+NS_DELAY = "urn:xmpp:delay"
+# The services run.sh configures under [modules.external_services] (host, secret and ttl
+# come from the command line): (type, transport, port, restricted).
+EXTDISCO_SERVICES = [
+    ("stun", "udp", 3478, False),
+    ("turn", "udp", 3478, True),
+    ("turn", "tcp", 3478, True),
+    ("turns", "tcp", 5349, True),
 ]
 
 failures = 0
@@ -316,6 +346,194 @@ async def wrong_password(args, port):
         await c.close()
 
 
+# ---------------------------------------------------------------- XEP-0215 (raw IQs)
+
+def turn_rest_password(secret, username):
+    """The TURN REST password, computed here independently of Tern."""
+    return base64.b64encode(
+        hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()).decode()
+
+
+async def raw_iq(client, to, payload):
+    """Sends an IQ get with `payload`; returns (reply Iq, None) or (None, error text)."""
+    iq = client.make_iq_get(ito=to)
+    iq.xml.append(payload)
+    try:
+        return await iq.send(timeout=STEP_TIMEOUT), None
+    except IqError as e:
+        return None, "error <%s/> type=%s" % (e.iq["error"]["condition"], e.iq["error"]["type"])
+    except IqTimeout:
+        return None, "no answer within %.0fs" % STEP_TIMEOUT
+
+
+def service_attrs(el):
+    return {k: v for k, v in el.attrib.items()}
+
+
+def credential_problems(svc, secret, ttl, now):
+    """What is wrong with the TURN REST credentials of one restricted :2 service."""
+    problems = []
+    username, password, expires = svc.get("username"), svc.get("password"), svc.get("expires")
+    if not username or not password:
+        return ["no username/password"]
+    if svc.get("restricted") != "true":
+        problems.append("restricted=%r" % svc.get("restricted"))
+    if password != turn_rest_password(secret, username):
+        problems.append("password of %r is not base64(HMAC-SHA1(secret, username))" % username)
+    if not expires or not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", expires):
+        problems.append("expires=%r is not ISO-8601 UTC (…Z)" % expires)
+        return problems
+    exp = datetime.datetime.fromisoformat(expires.replace("Z", "+00:00")).timestamp()
+    if abs(exp - (now + ttl)) > 30:
+        problems.append("expires %s is now%+.0fs, expected now+%ds" % (expires, exp - now, ttl))
+    head = username.split(":", 1)[0]
+    if not head.isdigit() or int(head) != int(exp):
+        problems.append("username %r does not start with the expiry %d" % (username, int(exp)))
+    return problems
+
+
+def describe_services(services):
+    return ", ".join("%s/%s %s:%s" % (s.get("type"), s.get("transport"), s.get("host"),
+                                       s.get("port")) for s in services)
+
+
+async def extdisco_checks(client, label, args):
+    host, secret, ttl = args.extdisco_host, args.extdisco_secret, args.extdisco_ttl
+    domain = args.domain
+    expected = {(t, tr, host, str(port)) for t, tr, port, _ in EXTDISCO_SERVICES}
+    restricted_kinds = {(t, tr) for t, tr, _, r in EXTDISCO_SERVICES if r}
+
+    # disco#info of the server advertises XEP-0215.
+    reply, err = await raw_iq(client, domain,
+                              ET.Element("{http://jabber.org/protocol/disco#info}query"))
+    if reply is None:
+        report(False, "%s disco#info lists urn:xmpp:extdisco:2" % label, err)
+    else:
+        features = {f.get("var") for f in reply.xml.iter(
+            "{http://jabber.org/protocol/disco#info}feature")}
+        report(NS_EXT2 in features, "%s disco#info lists urn:xmpp:extdisco:2" % label,
+               "extdisco features: %s" % sorted(f for f in features if "extdisco" in f))
+
+    # <services xmlns='urn:xmpp:extdisco:2'/>: everything.
+    now = time.time()
+    reply, err = await raw_iq(client, domain, ET.Element("{%s}services" % NS_EXT2))
+    services_el = reply.xml.find("{%s}services" % NS_EXT2) if reply is not None else None
+    if services_el is None:
+        report(False, "%s extdisco:2 services request" % label,
+               err or "reply without <services xmlns='%s'/>" % NS_EXT2)
+    else:
+        services = [service_attrs(s) for s in services_el.findall("{%s}service" % NS_EXT2)]
+        got = [(s.get("type"), s.get("transport"), s.get("host"), s.get("port")) for s in services]
+        report(len(got) == 4 and set(got) == expected,
+               "%s extdisco:2 services: stun/udp, turn/udp, turn/tcp, turns/tcp with host, port, transport"
+               % label, describe_services(services))
+        stun = [s for s in services if s.get("type") == "stun"]
+        stun_ok = (len(stun) == 1 and stun[0].get("restricted") == "false"
+                   and not any(k in stun[0] for k in ("username", "password", "expires")))
+        report(stun_ok, "%s extdisco:2 stun restricted='false' without credentials" % label,
+               "stun: %s" % stun)
+        problems = []
+        restricted = [s for s in services if (s.get("type"), s.get("transport")) in restricted_kinds]
+        for s in restricted:
+            for p in credential_problems(s, secret, ttl, now):
+                problems.append("%s/%s: %s" % (s.get("type"), s.get("transport"), p))
+        report(len(restricted) == 3 and not problems,
+               "%s extdisco:2 turn/udp, turn/tcp, turns/tcp restricted='true' with username, "
+               "password = base64(HMAC-SHA1(secret, username)), expires now+%ds" % (label, ttl),
+               "; ".join(problems) if problems else "e.g. username=%s expires=%s" % (
+                   restricted[0].get("username"), restricted[0].get("expires")))
+
+    # <services type='turn'/>: the type is echoed, only turn entries.
+    now = time.time()
+    el = ET.Element("{%s}services" % NS_EXT2)
+    el.set("type", "turn")
+    reply, err = await raw_iq(client, domain, el)
+    services_el = reply.xml.find("{%s}services" % NS_EXT2) if reply is not None else None
+    if services_el is None:
+        report(False, "%s extdisco:2 services type='turn'" % label,
+               err or "reply without <services xmlns='%s'/>" % NS_EXT2)
+    else:
+        services = [service_attrs(s) for s in services_el.findall("{%s}service" % NS_EXT2)]
+        got = sorted((s.get("type"), s.get("transport")) for s in services)
+        problems = [p for s in services for p in credential_problems(s, secret, ttl, now)]
+        report(services_el.get("type") == "turn" and got == [("turn", "tcp"), ("turn", "udp")]
+               and all(s.get("host") == host for s in services) and not problems,
+               "%s extdisco:2 services type='turn': type echoed, only turn/udp and turn/tcp, "
+               "with valid credentials" % label,
+               "answer type=%r, services %s%s" % (services_el.get("type"), describe_services(services),
+                                                  "; " + "; ".join(problems) if problems else ""))
+
+    # <credentials><service type='turn' host=HOST/></credentials>: the two turn services.
+    now = time.time()
+    el = ET.Element("{%s}credentials" % NS_EXT2)
+    q = ET.SubElement(el, "{%s}service" % NS_EXT2)
+    q.set("type", "turn")
+    q.set("host", host)
+    reply, err = await raw_iq(client, domain, el)
+    cred_el = reply.xml.find("{%s}credentials" % NS_EXT2) if reply is not None else None
+    if cred_el is None:
+        report(False, "%s extdisco:2 credentials for turn at %s" % (label, host),
+               err or "reply without <credentials xmlns='%s'/>: %s" % (
+                   NS_EXT2, ET.tostring(reply.xml).decode() if reply is not None else None))
+    else:
+        services = [service_attrs(s) for s in cred_el.findall("{%s}service" % NS_EXT2)]
+        got = sorted((s.get("type"), s.get("transport"), s.get("host")) for s in services)
+        problems = [p for s in services for p in credential_problems(s, secret, ttl, now)]
+        report(got == [("turn", "tcp", host), ("turn", "udp", host)] and not problems,
+               "%s extdisco:2 credentials for turn at %s: <credentials/> with turn/udp and "
+               "turn/tcp, fresh valid credentials" % (label, host),
+               "%s%s" % (describe_services(services),
+                         "; " + "; ".join(problems) if problems else
+                         "; username=%s" % services[0].get("username") if services else ""))
+
+    # A credentials request for a host nobody serves: item-not-found.
+    el = ET.Element("{%s}credentials" % NS_EXT2)
+    q = ET.SubElement(el, "{%s}service" % NS_EXT2)
+    q.set("type", "turn")
+    q.set("host", "unknown.example.net")
+    reply, err = await raw_iq(client, domain, el)
+    report(reply is None and err is not None and "<item-not-found/>" in err,
+           "%s extdisco:2 credentials for an unknown host: item-not-found" % label,
+           err or "answered with a result: %s" % ET.tostring(reply.xml).decode())
+
+    # The old namespace: answered in :1, without restricted/expires.
+    now = time.time()
+    reply, err = await raw_iq(client, domain, ET.Element("{%s}services" % NS_EXT1))
+    services_el = reply.xml.find("{%s}services" % NS_EXT1) if reply is not None else None
+    if services_el is None:
+        report(False, "%s extdisco:1 services request" % label,
+               err or "reply without <services xmlns='%s'/>: %s" % (
+                   NS_EXT1, ET.tostring(reply.xml).decode() if reply is not None else None))
+    else:
+        services = [service_attrs(s) for s in services_el.findall("{%s}service" % NS_EXT1)]
+        got = {(s.get("type"), s.get("transport"), s.get("host"), s.get("port")) for s in services}
+        extra = sorted({k for s in services for k in s if k in ("restricted", "expires", "action")})
+        v1_creds = [s for s in services if s.get("type") != "stun"]
+        bad_creds = [s for s in v1_creds
+                     if not s.get("username")
+                     or s.get("password") != turn_rest_password(secret, s["username"])]
+        report(len(services) == 4 and got == expected and not extra and not bad_creds,
+               "%s extdisco:1 services: answered in :1, 4 services, no restricted/expires, "
+               "turn credentials valid" % label,
+               "%s%s%s" % (describe_services(services),
+                           "; has %s" % extra if extra else "",
+                           "; bad credentials on %s" % describe_services(bad_creds) if bad_creds else ""))
+
+
+async def extdisco_scenario(args):
+    label = "xep-0215"
+    c = Client("%s/sx-%s" % (args.alice, uuid.uuid4().hex[:6]), args.alice_password,
+               ca=args.ca, mech="SCRAM-SHA-1")
+    try:
+        err = await login(c, args.addr, args.starttls_port)
+        if err:
+            report(False, "%s login" % label, err)
+            return
+        await extdisco_checks(c, label, args)
+    finally:
+        await c.close()
+
+
 async def run_checks(args):
     await pair_scenario(args, "starttls scram-sha-1", mech="SCRAM-SHA-1", direct_tls=False,
                         port=args.starttls_port)
@@ -331,6 +549,8 @@ async def run_checks(args):
     await single_login(args, "starttls port with slixmpp's default order (direct TLS first) login",
                        mech="SCRAM-SHA-1", port=args.starttls_port, both=True)
     await wrong_password(args, args.starttls_port)
+    if args.extdisco_host:
+        await extdisco_scenario(args)
 
 
 async def run_listen(args):
@@ -369,6 +589,292 @@ async def run_listen(args):
         await c.close()
 
 
+# ---------------------------------------------------------------- RFC 6121 with xmpp.js
+
+class Inbox:
+    """Everything of one kind a client received, and a wait for the first match."""
+
+    def __init__(self):
+        self.items = []
+        self._event = asyncio.Event()
+
+    def push(self, item):
+        self.items.append(item)
+        self._event.set()
+
+    async def wait(self, pred, timeout=STEP_TIMEOUT):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for item in self.items:
+                if pred(item):
+                    return item
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            self._event.clear()
+            try:
+                await asyncio.wait_for(self._event.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+
+class Sync:
+    """Rendezvous with the xmpp.js process through files in a shared folder: `signal`
+    writes NAME (atomically), `wait` polls for the peer's. A side that gives up writes
+    ABORT-<me>, which ends the other's waits at once."""
+
+    def __init__(self, folder, me):
+        self.dir = Path(folder)
+        self.me = me
+
+    def signal(self, name, value=""):
+        tmp = self.dir / (".%s.tmp" % name)
+        tmp.write_text(value)
+        tmp.rename(self.dir / name)
+        logging.getLogger("sync").info("signal %s %r", name, value)
+
+    async def wait(self, name, timeout):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            path = self.dir / name
+            if path.exists():
+                value = path.read_text()
+                logging.getLogger("sync").info("got %s %r", name, value)
+                return value
+            aborted = [p.name for p in self.dir.glob("ABORT-*") if p.name != "ABORT-" + self.me]
+            if aborted or loop.time() > deadline:
+                return None
+            await asyncio.sleep(0.1)
+
+    def why(self, name, timeout):
+        """Why `wait(name)` gave nothing."""
+        aborted = sorted(p.name for p in self.dir.glob("ABORT-*") if p.name != "ABORT-" + self.me)
+        if aborted:
+            return "the other side gave up (%s)" % ", ".join(aborted)
+        return "no %s signal within %.0fs" % (name, timeout)
+
+
+class RosterClient(Client):
+    """A Client that fetches its roster before initial presence, leaves subscription
+    requests to the script (no auto-authorize, no auto-subscribe) and records every
+    presence and roster push it receives."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.roster.auto_authorize = None
+        self.roster.auto_subscribe = False
+        self.presences = Inbox()
+        self.pushes = Inbox()
+        self.errors = Inbox()
+        self.initial_roster = None
+        self.add_event_handler("presence", self.presences.push)
+        self.add_event_handler("roster_update", self._on_roster_update)
+        self.add_event_handler("message_error", self.errors.push)
+
+    def _on_roster_update(self, iq):
+        if iq["type"] == "set":
+            self.pushes.push(iq)
+
+    async def _on_session_start(self, _event):
+        try:
+            self.initial_roster = await self.get_roster(timeout=STEP_TIMEOUT)
+        except (IqError, IqTimeout) as e:
+            self.initial_roster = e
+        self.send_presence()
+        if not self.started.done():
+            self.started.set_result(True)
+
+
+def roster_item(iq, jid):
+    """The <item/> for `jid` in a roster result or push (raw XML), or None."""
+    for item in iq.xml.iter("{%s}item" % NS_ROSTER):
+        if item.get("jid") == jid:
+            return item
+    return None
+
+
+def item_text(item):
+    if item is None:
+        return "no item"
+    return "subscription=%s ask=%s name=%s groups=%s" % (
+        item.get("subscription"), item.get("ask"), item.get("name"),
+        [g.text for g in item.findall("{%s}group" % NS_ROSTER)])
+
+
+async def run_rfc6121(args):
+    """erin (slixmpp) and frank (xmpp.js, xmppjs_check.mjs rfc6121): roster, subscriptions
+    both ways, presence, disconnects and an offline message. The steps, with the
+    xmpp.js side's in brackets:
+      [frank logs in, fetches his roster, sends presence, signals frank-online]
+      erin logs in (roster get, presence), signals erin-online, adds frank to her roster,
+      subscribes; [frank receives subscribe, sends subscribed and subscribe]; erin
+      receives subscribed, then subscribe and approves with slixmpp's roster; both rosters
+      say both; each sees the other available; erin signals erin-both;
+      [frank waits for erin-both, disconnects cleanly, signals frank-offline]
+      erin receives frank's unavailable, sends a chat message to frank's bare JID,
+      signals erin-sent-offline; [frank logs in again, gets the message with a delay
+      after his initial presence, signals frank-back]; erin sees frank's new resource,
+      drops her TCP connection (no </stream>, no TLS close_notify) and signals erin-gone;
+      [frank receives erin's unavailable]."""
+    sync = Sync(args.sync, "erin")
+    peer = args.peer
+    label = "rfc6121"
+    erin = RosterClient("%s/sx-erin-%s" % (args.jid, uuid.uuid4().hex[:6]), args.password,
+                        ca=args.ca, mech="SCRAM-SHA-1")
+    completed = False
+    try:
+        err = await login(erin, args.addr, args.port)
+        if not report(err is None, "%s erin login (STARTTLS)" % label, err or "bound %s" % erin.boundjid):
+            return
+        initial = erin.initial_roster
+        report(not isinstance(initial, Exception) and initial is not None
+               and not list(initial.xml.iter("{%s}item" % NS_ROSTER)),
+               "%s erin roster get before initial presence: empty" % label,
+               repr(initial) if isinstance(initial, Exception) else
+               ("%d item(s)" % len(list(initial.xml.iter("{%s}item" % NS_ROSTER)))
+                if initial is not None else "no answer"))
+        sync.signal("erin-online", str(erin.boundjid))
+
+        frank1 = await sync.wait("frank-online", 40)
+        if not report(frank1 is not None, "%s xmpp.js side (frank) online" % label,
+                      "frank %s" % frank1 if frank1 else sync.why("frank-online", 40)):
+            return
+        frank1 = JID(frank1)
+
+        # erin adds frank to her roster: roster set, then a push.
+        try:
+            await erin.update_roster(JID(peer), name="Frank", groups=["interop"],
+                                     timeout=STEP_TIMEOUT)
+            set_err = None
+        except (IqError, IqTimeout) as e:
+            set_err = repr(e)
+        push = await erin.pushes.wait(lambda iq: roster_item(iq, peer) is not None)
+        item = roster_item(push, peer) if push is not None else None
+        report(set_err is None and item is not None and item.get("subscription") in (None, "none")
+               and item.get("name") == "Frank",
+               "%s erin adds frank to her roster (roster set answered, push with "
+               "subscription='none')" % label, set_err or item_text(item))
+
+        # erin subscribes through slixmpp's roster.
+        erin.client_roster[peer].subscribe()
+        push = await erin.pushes.wait(
+            lambda iq: (roster_item(iq, peer) is not None
+                        and roster_item(iq, peer).get("ask") == "subscribe"))
+        report(push is not None, "%s erin's subscribe: roster push with ask='subscribe'" % label,
+               item_text(roster_item(push, peer)) if push is not None else
+               "pushes: %s" % [item_text(roster_item(p, peer)) for p in erin.pushes.items])
+
+        # frank approves and subscribes back.
+        p = await erin.presences.wait(
+            lambda p: p["type"] == "subscribed" and JID(p["from"]).bare == peer, 30)
+        report(p is not None and str(p["from"]) == peer,
+               "%s erin receives frank's subscribed (from his bare JID)" % label,
+               "from=%s" % p["from"] if p is not None else "none within 30s")
+        push = await erin.pushes.wait(
+            lambda iq: (roster_item(iq, peer) is not None
+                        and roster_item(iq, peer).get("subscription") == "to"))
+        report(push is not None, "%s erin roster push subscription='to' after subscribed" % label,
+               item_text(roster_item(push, peer)) if push is not None else
+               "pushes: %s" % [item_text(roster_item(p, peer)) for p in erin.pushes.items])
+
+        p = await erin.presences.wait(
+            lambda p: p["type"] == "subscribe" and JID(p["from"]).bare == peer)
+        report(p is not None and str(p["from"]) == peer,
+               "%s erin receives frank's subscribe (from his bare JID)" % label,
+               "from=%s" % p["from"] if p is not None else "none")
+        if p is not None:
+            # Approved with slixmpp's roster (auto_authorize is off): sends subscribed.
+            erin.client_roster[peer].authorize()
+        push = await erin.pushes.wait(
+            lambda iq: (roster_item(iq, peer) is not None
+                        and roster_item(iq, peer).get("subscription") == "both"))
+        report(push is not None, "%s erin roster push subscription='both' after approving" % label,
+               item_text(roster_item(push, peer)) if push is not None else
+               "pushes: %s" % [item_text(roster_item(p, peer)) for p in erin.pushes.items])
+
+        p = await erin.presences.wait(
+            lambda p: p["type"] in ("available",) + tuple(p.showtypes) and p["from"] == frank1)
+        report(p is not None, "%s erin sees frank available (presence from %s)" % (label, frank1),
+               "type=%s" % p["type"] if p is not None else "presences: %s" % [
+                   (str(x["from"]), x["type"]) for x in erin.presences.items])
+
+        # A plain roster get: slixmpp's get_roster() sends its roster version, and the
+        # answer to a current version is rightly empty (XEP-0237).
+        result, err = await raw_iq(erin, None, ET.Element("{%s}query" % NS_ROSTER))
+        if result is None:
+            report(False, "%s erin roster get" % label, err)
+        else:
+            item = roster_item(result, peer)
+            report(item is not None and item.get("subscription") == "both"
+                   and item.get("ask") is None and item.get("name") == "Frank",
+                   "%s erin roster get: frank subscription='both', no ask, name kept" % label,
+                   item_text(item))
+        ri = erin.client_roster[peer]
+        report(ri["subscription"] == "both" and not ri["pending_out"] and not ri["pending_in"]
+               and frank1.resource in ri.resources,
+               "%s slixmpp roster plugin: frank subscription both, nothing pending, "
+               "resource %s online" % (label, frank1.resource),
+               "subscription=%s pending_out=%s pending_in=%s resources=%s" % (
+                   ri["subscription"], ri["pending_out"], ri["pending_in"], list(ri.resources)))
+        sync.signal("erin-both", "done")
+
+        # frank disconnects cleanly: erin receives unavailable from his full JID.
+        p = await erin.presences.wait(
+            lambda p: p["type"] == "unavailable" and p["from"] == frank1, 40)
+        report(p is not None,
+               "%s erin receives unavailable from %s (xmpp.js closed its stream cleanly)"
+               % (label, frank1),
+               "received" if p is not None else "presences from frank: %s" % [
+                   (str(x["from"]), x["type"]) for x in erin.presences.items
+                   if JID(x["from"]).bare == peer])
+        if p is None:
+            return
+        report(frank1.resource not in ri.resources,
+               "%s slixmpp roster plugin: frank's resource gone" % label,
+               "resources=%s" % list(ri.resources))
+
+        # A chat message while frank is offline.
+        body = "offline hello frank %s" % uuid.uuid4().hex
+        sent = time.time()
+        erin.send_message(mto=JID(peer), mbody=body, mtype="chat")
+        # A ping round trip: the message was processed before we tell frank.
+        try:
+            await erin.plugin["xep_0199"].send_ping(JID(args.domain), timeout=STEP_TIMEOUT)
+        except (IqError, IqTimeout):
+            pass
+        bounced = await erin.errors.wait(lambda m: True, 0.5)
+        report(bounced is None, "%s erin's message to offline frank accepted (no error bounce)"
+               % label, "bounce: %s" % bounced if bounced is not None else "body %r" % body)
+        sync.signal("erin-sent-offline", json.dumps(
+            {"body": body, "from": str(erin.boundjid), "sent": sent}))
+
+        frank2 = await sync.wait("frank-back", 40)
+        if not report(frank2 is not None, "%s frank back online (xmpp.js side)" % label,
+                      frank2 or sync.why("frank-back", 40)):
+            return
+        frank2 = JID(frank2)
+        p = await erin.presences.wait(
+            lambda p: p["type"] in ("available",) + tuple(p.showtypes) and p["from"] == frank2)
+        report(p is not None, "%s erin sees frank come online again (presence from %s)"
+               % (label, frank2),
+               "received" if p is not None else "presences from frank: %s" % [
+                   (str(x["from"]), x["type"]) for x in erin.presences.items
+                   if JID(x["from"]).bare == peer])
+
+        # erin's connection is cut: no </stream>, no TLS close_notify, just the TCP
+        # connection closed (asyncio's transport.abort()). frank must still hear of it.
+        full = str(erin.boundjid)
+        erin.transport.abort()
+        sync.signal("erin-gone", full)
+        completed = True
+    finally:
+        if not completed:
+            sync.signal("ABORT-erin")
+            await erin.close()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -386,6 +892,10 @@ def main():
     c.add_argument("--alice-password", required=True)
     c.add_argument("--bob", default="bob@localhost")
     c.add_argument("--bob-password", required=True)
+    c.add_argument("--extdisco-host", help="XEP-0215: the configured services' host "
+                   "(no XEP-0215 checks without it)")
+    c.add_argument("--extdisco-secret", default="interop-secret")
+    c.add_argument("--extdisco-ttl", type=int, default=600)
 
     lp = sub.add_parser("listen")
     lp.add_argument("--port", type=int, required=True)
@@ -396,6 +906,12 @@ def main():
     lp.add_argument("--expect-body", required=True)
     lp.add_argument("--expect-from", help="bare JID the message must come from")
     lp.add_argument("--timeout", type=float, default=30.0)
+    rp = sub.add_parser("rfc6121", help="erin's side of the RFC 6121 scenario with xmpp.js")
+    rp.add_argument("--port", type=int, required=True, help="STARTTLS port")
+    rp.add_argument("--jid", required=True, help="erin's bare JID")
+    rp.add_argument("--password", required=True)
+    rp.add_argument("--peer", required=True, help="frank's bare JID (the xmpp.js side)")
+    rp.add_argument("--sync", required=True, help="folder shared with the xmpp.js side")
     args = p.parse_args()
 
     if args.log:
@@ -409,6 +925,9 @@ def main():
             if args.mode == "check":
                 await asyncio.wait_for(run_checks(args), args.deadline)
                 return 0
+            if args.mode == "rfc6121":
+                await asyncio.wait_for(run_rfc6121(args), args.deadline)
+                return 0
             return await asyncio.wait_for(run_listen(args), args.deadline)
         except asyncio.TimeoutError:
             report(False, "%s finished before the deadline" % args.mode,
@@ -416,7 +935,7 @@ def main():
             return 1
 
     code = asyncio.run(guarded())
-    if args.mode == "check":
+    if args.mode in ("check", "rfc6121"):
         print("slixmpp totals: passed=%d failed=%d" % (passes, failures), flush=True)
         code = 1 if failures else 0
     sys.exit(code)

@@ -3,6 +3,8 @@
 //   node xmppjs_check.mjs check  --starttls-port P --tls-port P2 --alice-password X --bob-password Y [--log FILE]
 //   node xmppjs_check.mjs listen --service xmpp://localhost:P --jid carol@localhost --password X
 //                                --expect-body B [--expect-from dave@localhost] [--timeout 30]
+//   node xmppjs_check.mjs rfc6121 --service xmpps://localhost:P2 --user frank --password X
+//                                 --peer erin@localhost --sync DIR [--log FILE]
 //
 // The CA must be given in NODE_EXTRA_CA_CERTS (Node reads it only at start).
 //
@@ -12,14 +14,24 @@
 // picks one), the bound JID, a message alice -> bob's full JID and bob -> alice's bare
 // JID (body and `from` verified), XEP-0199 ping of the server and XEP-0030 disco#info
 // of the server. Then single logins with PLAIN (forced) and with xmpp.js's own choice,
-// and a wrong password, which must be refused with <not-authorized/>.
+// and a wrong password, which must be refused with <not-authorized/>. With --extdisco-host
+// (and --extdisco-secret, --extdisco-ttl): XEP-0215 through raw IQs, as slixmpp_check.py
+// does (services, services type='turn', credentials, unknown host, the :1 namespace,
+// disco#info), TURN REST passwords checked with node:crypto's HMAC-SHA1.
 // One `PASS xmppjs ...` / `FAIL xmppjs ...` line per check; exit code 1 if any failed.
 //
 // `listen` logs in, sends initial presence, prints `READY <jid>`, and exits 0 when a
 // message with the expected body (and sender) arrives, 1 on timeout.
+//
+// `rfc6121` is frank's side of the RFC 6121 scenario with a slixmpp client (erin,
+// `slixmpp_check.py rfc6121`, running at the same time; they meet through files in
+// --sync): subscribe/subscribed both ways with roster pushes and roster gets, each other's
+// presence, a clean disconnect (frank), an offline message with a delay after frank's
+// next initial presence, and erin's abrupt disconnect seen as unavailable.
 
-import { appendFileSync } from "node:fs";
-import { randomUUID } from "node:crypto";
+import { appendFileSync, existsSync, readFileSync, readdirSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { createHmac, randomUUID } from "node:crypto";
 import { client, xml } from "@xmpp/client";
 
 const STEP_TIMEOUT = 10_000;
@@ -106,8 +118,9 @@ function makeClient({ service, username, password, mech, tag }) {
       info.saslFailure = el.children.find((c) => typeof c !== "string" && c.name !== "text")?.name;
     }
   });
-  xmpp.on("input", (data) => log(`[${tag}] IN  ${data}`));
-  xmpp.on("output", (data) => log(`[${tag}] OUT ${data}`));
+  // @xmpp/client 0.14 has no "input"/"output" events: log parsed elements and sends.
+  xmpp.on("element", (el) => log(`[${tag}] IN  ${el}`));
+  xmpp.on("send", (el) => log(`[${tag}] OUT ${el}`));
   xmpp.messages = [];
   xmpp.waiters = [];
   xmpp.on("stanza", (st) => {
@@ -274,6 +287,8 @@ async function runChecks() {
   r = await singleLogin("starttls scram-sha-1 wrong password", starttls, "SCRAM-SHA-1", `${opts["alice-password"]}-wrong`);
   report(!r.ok && r.c.info.saslFailure === "not-authorized", "starttls scram-sha-1 wrong password rejected",
     r.ok ? "a session was opened with a wrong password" : `<${r.c.info.saslFailure}/> ${r.err?.message}`);
+
+  if (opts["extdisco-host"]) await extdiscoScenario(direct);
 }
 
 async function runListen() {
@@ -313,10 +328,389 @@ async function runListen() {
   }
 }
 
+// ---------------------------------------------------------------- XEP-0215 (raw IQs)
+
+const NS_EXT2 = "urn:xmpp:extdisco:2";
+const NS_EXT1 = "urn:xmpp:extdisco:1";
+const NS_ROSTER = "jabber:iq:roster";
+const NS_DELAY = "urn:xmpp:delay";
+// The services run.sh configures under [modules.external_services] (host, secret and ttl
+// come from the command line).
+const EXTDISCO_SERVICES = [
+  { type: "stun", transport: "udp", port: 3478, restricted: false },
+  { type: "turn", transport: "udp", port: 3478, restricted: true },
+  { type: "turn", transport: "tcp", port: 3478, restricted: true },
+  { type: "turns", transport: "tcp", port: 5349, restricted: true },
+];
+
+// The TURN REST password, computed here independently of Tern.
+function turnRestPassword(secret, username) {
+  return createHmac("sha1", secret).update(username).digest("base64");
+}
+
+// Sends an IQ get; returns { reply } or { err } (the error condition or a timeout text).
+async function rawIq(xmpp, to, payload) {
+  try {
+    const reply = await xmpp.iqCaller.request(xml("iq", { type: "get", to }, payload), STEP_TIMEOUT);
+    return { reply };
+  } catch (err) {
+    if (err?.condition) return { err: `error <${err.condition}/> type=${err.type}`, condition: err.condition };
+    return { err: String(err?.message ?? err) };
+  }
+}
+
+function describeServices(services) {
+  return services.map((s) => `${s.type}/${s.transport} ${s.host}:${s.port}`).join(", ");
+}
+
+function credentialProblems(s, secret, ttl, nowSec) {
+  const problems = [];
+  const { username, password, expires } = s;
+  if (!username || !password) return ["no username/password"];
+  if (s.restricted !== "true") problems.push(`restricted=${s.restricted}`);
+  if (password !== turnRestPassword(secret, username)) {
+    problems.push(`password of ${username} is not base64(HMAC-SHA1(secret, username))`);
+  }
+  if (!expires || !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/.test(expires)) {
+    problems.push(`expires=${expires} is not ISO-8601 UTC (...Z)`);
+    return problems;
+  }
+  const exp = Date.parse(expires) / 1000;
+  if (Math.abs(exp - (nowSec + ttl)) > 30) {
+    problems.push(`expires ${expires} is now${exp - nowSec >= 0 ? "+" : ""}${Math.round(exp - nowSec)}s, expected now+${ttl}s`);
+  }
+  const head = username.split(":")[0];
+  if (!/^\d+$/.test(head) || Number(head) !== Math.floor(exp)) {
+    problems.push(`username ${username} does not start with the expiry ${Math.floor(exp)}`);
+  }
+  return problems;
+}
+
+async function extdiscoChecks(xmpp, label) {
+  const host = opts["extdisco-host"];
+  const secret = opts["extdisco-secret"] ?? "interop-secret";
+  const ttl = Number(opts["extdisco-ttl"] ?? 600);
+  const key = (s) => `${s.type}/${s.transport}/${s.host}/${s.port}`;
+  const expected = EXTDISCO_SERVICES.map((s) => key({ ...s, host })).sort();
+  const restrictedKinds = EXTDISCO_SERVICES.filter((s) => s.restricted).map((s) => `${s.type}/${s.transport}`);
+  const now = () => Date.now() / 1000;
+
+  // disco#info of the server advertises XEP-0215.
+  let r = await rawIq(xmpp, domain, xml("query", { xmlns: "http://jabber.org/protocol/disco#info" }));
+  if (r.reply) {
+    const features = r.reply.getChild("query").getChildren("feature").map((f) => f.attrs.var);
+    report(features.includes(NS_EXT2), `${label} disco#info lists urn:xmpp:extdisco:2`,
+      `extdisco features: ${features.filter((f) => f.includes("extdisco")).join(",")}`);
+  } else {
+    report(false, `${label} disco#info lists urn:xmpp:extdisco:2`, r.err);
+  }
+
+  // <services xmlns='urn:xmpp:extdisco:2'/>: everything.
+  let t0 = now();
+  r = await rawIq(xmpp, domain, xml("services", { xmlns: NS_EXT2 }));
+  let el = r.reply?.getChild("services", NS_EXT2);
+  if (!el) {
+    report(false, `${label} extdisco:2 services request`, r.err ?? `reply without <services xmlns='${NS_EXT2}'/>: ${r.reply}`);
+  } else {
+    const services = el.getChildren("service", NS_EXT2).map((s) => s.attrs);
+    report(services.length === 4 && JSON.stringify(services.map(key).sort()) === JSON.stringify(expected),
+      `${label} extdisco:2 services: stun/udp, turn/udp, turn/tcp, turns/tcp with host, port, transport`,
+      describeServices(services));
+    const stun = services.filter((s) => s.type === "stun");
+    report(stun.length === 1 && stun[0].restricted === "false" && !["username", "password", "expires"].some((k) => k in stun[0]),
+      `${label} extdisco:2 stun restricted='false' without credentials`, JSON.stringify(stun));
+    const restricted = services.filter((s) => restrictedKinds.includes(`${s.type}/${s.transport}`));
+    const problems = restricted.flatMap((s) => credentialProblems(s, secret, ttl, t0).map((p) => `${s.type}/${s.transport}: ${p}`));
+    report(restricted.length === 3 && problems.length === 0,
+      `${label} extdisco:2 turn/udp, turn/tcp, turns/tcp restricted='true' with username, password = base64(HMAC-SHA1(secret, username)), expires now+${ttl}s`,
+      problems.length ? problems.join("; ") : `e.g. username=${restricted[0]?.username} expires=${restricted[0]?.expires}`);
+  }
+
+  // <services type='turn'/>: the type is echoed, only turn entries.
+  t0 = now();
+  r = await rawIq(xmpp, domain, xml("services", { xmlns: NS_EXT2, type: "turn" }));
+  el = r.reply?.getChild("services", NS_EXT2);
+  if (!el) {
+    report(false, `${label} extdisco:2 services type='turn'`, r.err ?? `reply without <services/>: ${r.reply}`);
+  } else {
+    const services = el.getChildren("service", NS_EXT2).map((s) => s.attrs);
+    const got = services.map((s) => `${s.type}/${s.transport}`).sort();
+    const problems = services.flatMap((s) => credentialProblems(s, secret, ttl, t0));
+    report(el.attrs.type === "turn" && JSON.stringify(got) === JSON.stringify(["turn/tcp", "turn/udp"])
+      && services.every((s) => s.host === host) && problems.length === 0,
+      `${label} extdisco:2 services type='turn': type echoed, only turn/udp and turn/tcp, with valid credentials`,
+      `answer type=${el.attrs.type}, services ${describeServices(services)}${problems.length ? `; ${problems.join("; ")}` : ""}`);
+  }
+
+  // <credentials><service type='turn' host=HOST/></credentials>: the two turn services.
+  t0 = now();
+  r = await rawIq(xmpp, domain, xml("credentials", { xmlns: NS_EXT2 }, xml("service", { type: "turn", host })));
+  el = r.reply?.getChild("credentials", NS_EXT2);
+  if (!el) {
+    report(false, `${label} extdisco:2 credentials for turn at ${host}`, r.err ?? `reply without <credentials xmlns='${NS_EXT2}'/>: ${r.reply}`);
+  } else {
+    const services = el.getChildren("service", NS_EXT2).map((s) => s.attrs);
+    const got = services.map((s) => `${s.type}/${s.transport}/${s.host}`).sort();
+    const problems = services.flatMap((s) => credentialProblems(s, secret, ttl, t0));
+    report(JSON.stringify(got) === JSON.stringify([`turn/tcp/${host}`, `turn/udp/${host}`]) && problems.length === 0,
+      `${label} extdisco:2 credentials for turn at ${host}: <credentials/> with turn/udp and turn/tcp, fresh valid credentials`,
+      `${describeServices(services)}${problems.length ? `; ${problems.join("; ")}` : `; username=${services[0]?.username}`}`);
+  }
+
+  // A credentials request for a host nobody serves: item-not-found.
+  r = await rawIq(xmpp, domain, xml("credentials", { xmlns: NS_EXT2 }, xml("service", { type: "turn", host: "unknown.example.net" })));
+  report(!r.reply && r.condition === "item-not-found",
+    `${label} extdisco:2 credentials for an unknown host: item-not-found`,
+    r.reply ? `answered with a result: ${r.reply}` : r.err);
+
+  // The old namespace: answered in :1, without restricted/expires.
+  r = await rawIq(xmpp, domain, xml("services", { xmlns: NS_EXT1 }));
+  el = r.reply?.getChild("services", NS_EXT1);
+  if (!el) {
+    report(false, `${label} extdisco:1 services request`, r.err ?? `reply without <services xmlns='${NS_EXT1}'/>: ${r.reply}`);
+  } else {
+    const services = el.getChildren("service", NS_EXT1).map((s) => s.attrs);
+    const extra = [...new Set(services.flatMap((s) => Object.keys(s).filter((k) => ["restricted", "expires", "action"].includes(k))))];
+    const badCreds = services.filter((s) => s.type !== "stun"
+      && (!s.username || s.password !== turnRestPassword(secret, s.username)));
+    report(services.length === 4 && JSON.stringify(services.map(key).sort()) === JSON.stringify(expected)
+      && extra.length === 0 && badCreds.length === 0,
+      `${label} extdisco:1 services: answered in :1, 4 services, no restricted/expires, turn credentials valid`,
+      `${describeServices(services)}${extra.length ? `; has ${extra}` : ""}${badCreds.length ? `; bad credentials on ${describeServices(badCreds)}` : ""}`);
+  }
+}
+
+async function extdiscoScenario(service) {
+  const label = "xep-0215";
+  const c = makeClient({ service, username: opts.alice ?? "alice", password: opts["alice-password"], mech: "SCRAM-SHA-1", tag: label });
+  try {
+    try {
+      await start(c);
+    } catch (err) {
+      report(false, `${label} login`, `${err?.message ?? err}; sasl failure=${c.info.saslFailure}`);
+      return;
+    }
+    await extdiscoChecks(c, label);
+  } finally {
+    await stop(c);
+  }
+}
+
+// ---------------------------------------------------------------- RFC 6121 with slixmpp
+
+// Rendezvous with the slixmpp process through files in a shared folder (see
+// slixmpp_check.py's Sync): signal() writes NAME atomically, waitSignal() polls for the
+// peer's; ABORT-<side> written by a side that gives up ends the other's waits.
+const SYNC_ME = "frank";
+function signal(name, value = "") {
+  const dir = opts.sync;
+  writeFileSync(join(dir, `.${name}.tmp`), value);
+  renameSync(join(dir, `.${name}.tmp`), join(dir, name));
+  log(`[sync] signal ${name} ${value}`);
+}
+async function waitSignal(name, ms) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const path = join(opts.sync, name);
+    if (existsSync(path)) {
+      const value = readFileSync(path, "utf8");
+      log(`[sync] got ${name} ${value}`);
+      return value;
+    }
+    const aborted = readdirSync(opts.sync).filter((f) => f.startsWith("ABORT-") && f !== `ABORT-${SYNC_ME}`);
+    if (aborted.length || Date.now() > deadline) return null;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+// Why waitSignal(name) gave nothing.
+function whyNoSignal(name, ms) {
+  const aborted = readdirSync(opts.sync).filter((f) => f.startsWith("ABORT-") && f !== `ABORT-${SYNC_ME}`);
+  return aborted.length ? `the other side gave up (${aborted.join(", ")})` : `no ${name} signal within ${ms / 1000}s`;
+}
+
+// Records presences and roster pushes (answered with a result, as RFC 6121 §2.1.6 asks).
+function trackRoster(xmpp) {
+  xmpp.presences = [];
+  xmpp.pushes = [];
+  xmpp.on("stanza", (st) => {
+    if (st.is("presence")) {
+      xmpp.presences.push(st);
+      for (const w of xmpp.waiters.splice(0)) w();
+    }
+  });
+  xmpp.iqCallee.set(NS_ROSTER, "query", (ctx) => {
+    xmpp.pushes.push(ctx.stanza);
+    for (const w of xmpp.waiters.splice(0)) w();
+    return true;
+  });
+}
+
+// Waits until `pred` holds for an element of `list()`; returns it, or null at the timeout.
+async function waitFor(xmpp, list, pred, ms = STEP_TIMEOUT) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const found = list().find(pred);
+    if (found) return found;
+    const left = deadline - Date.now();
+    if (left <= 0) return null;
+    await new Promise((resolve) => {
+      const t = setTimeout(resolve, left);
+      xmpp.waiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+}
+
+function rosterItem(el, jid) {
+  return el?.getChild("query", NS_ROSTER)?.getChildren("item").find((i) => i.attrs.jid === jid) ?? null;
+}
+function itemText(item) {
+  if (!item) return "no item";
+  return `subscription=${item.attrs.subscription} ask=${item.attrs.ask} name=${item.attrs.name}`;
+}
+async function rosterGet(xmpp) {
+  return xmpp.iqCaller.request(xml("iq", { type: "get" }, xml("query", { xmlns: NS_ROSTER })), STEP_TIMEOUT);
+}
+const isAvailable = (p) => !p.attrs.type;
+const presencesFrom = (xmpp, bare) =>
+  xmpp.presences.filter((p) => (p.attrs.from ?? "").split("/")[0] === bare).map((p) => `${p.attrs.from}:${p.attrs.type ?? "available"}`);
+
+// frank's side; the steps are described in slixmpp_check.py's run_rfc6121.
+async function runRfc6121() {
+  const label = "rfc6121";
+  const me = `${opts.user}@${domain}`;
+  const erinBare = opts.peer;
+  const service = opts.service;
+  let completed = false;
+  const clients = [];
+  const login = async (tag) => {
+    const c = makeClient({ service, username: opts.user, password: opts.password, mech: "SCRAM-SHA-1", tag });
+    trackRoster(c);
+    clients.push(c);
+    await withTimeout(c.start(), STEP_TIMEOUT, "login");
+    return c;
+  };
+  try {
+    let frank;
+    try {
+      frank = await login("frank");
+      report(true, `${label} frank login (direct TLS)`, `bound ${frank.jid}`);
+    } catch (err) {
+      report(false, `${label} frank login (direct TLS)`, `${err?.message ?? err}; sasl failure=${clients.at(-1)?.info?.saslFailure}`);
+      return;
+    }
+    try {
+      const roster = await rosterGet(frank);
+      const items = roster.getChild("query", NS_ROSTER)?.getChildren("item") ?? [];
+      report(items.length === 0, `${label} frank roster get before initial presence: empty`, `${items.length} item(s)`);
+    } catch (err) {
+      report(false, `${label} frank roster get before initial presence`, String(err?.condition ?? err?.message ?? err));
+    }
+    await frank.send(xml("presence"));
+    const frank1 = frank.jid.toString();
+    signal("frank-online", frank1);
+
+    const erin = await waitSignal("erin-online", 40_000);
+    if (!report(!!erin, `${label} slixmpp side (erin) online`, erin ? `erin ${erin}` : whyNoSignal("erin-online", 40_000))) return;
+
+    // erin's subscription request, from her bare JID.
+    let p = await waitFor(frank, () => frank.presences, (x) => x.attrs.type === "subscribe" && (x.attrs.from ?? "").split("/")[0] === erinBare, 30_000);
+    report(!!p && p.attrs.from === erinBare, `${label} frank receives erin's subscribe (from her bare JID)`, p ? `from=${p.attrs.from}` : "none within 30s");
+    if (!p) return;
+    // Approve, and subscribe back.
+    await frank.send(xml("presence", { to: erinBare, type: "subscribed" }));
+    let push = await waitFor(frank, () => frank.pushes, (x) => rosterItem(x, erinBare)?.attrs.subscription === "from");
+    report(!!push, `${label} frank roster push subscription='from' after approving`,
+      push ? itemText(rosterItem(push, erinBare)) : `pushes: ${frank.pushes.map((x) => itemText(rosterItem(x, erinBare)))}`);
+    await frank.send(xml("presence", { to: erinBare, type: "subscribe" }));
+    push = await waitFor(frank, () => frank.pushes, (x) => rosterItem(x, erinBare)?.attrs.ask === "subscribe");
+    report(!!push, `${label} frank's subscribe: roster push with ask='subscribe'`,
+      push ? itemText(rosterItem(push, erinBare)) : `pushes: ${frank.pushes.map((x) => itemText(rosterItem(x, erinBare)))}`);
+    p = await waitFor(frank, () => frank.presences, (x) => x.attrs.type === "subscribed" && (x.attrs.from ?? "").split("/")[0] === erinBare);
+    report(!!p && p.attrs.from === erinBare, `${label} frank receives erin's subscribed (from her bare JID)`, p ? `from=${p.attrs.from}` : "none");
+    push = await waitFor(frank, () => frank.pushes, (x) => rosterItem(x, erinBare)?.attrs.subscription === "both");
+    report(!!push, `${label} frank roster push subscription='both'`,
+      push ? itemText(rosterItem(push, erinBare)) : `pushes: ${frank.pushes.map((x) => itemText(rosterItem(x, erinBare)))}`);
+    p = await waitFor(frank, () => frank.presences, (x) => isAvailable(x) && x.attrs.from === erin);
+    report(!!p, `${label} frank sees erin available (presence from ${erin})`, p ? "received" : `presences from erin: ${presencesFrom(frank, erinBare)}`);
+    try {
+      const item = rosterItem(await rosterGet(frank), erinBare);
+      report(item?.attrs.subscription === "both" && !item.attrs.ask, `${label} frank roster get: erin subscription='both', no ask`, itemText(item));
+    } catch (err) {
+      report(false, `${label} frank roster get`, String(err?.condition ?? err?.message ?? err));
+    }
+    signal("frank-both", "done");
+
+    // Wait for erin's checks, then close the stream cleanly (</stream>, then the socket).
+    const erinBoth = await waitSignal("erin-both", 40_000);
+    if (!report(erinBoth !== null, `${label} erin's side done with the subscription checks`, erinBoth === null ? whyNoSignal("erin-both", 40_000) : "")) return;
+    try {
+      await withTimeout(frank.stop(), 5000, "stop");
+      report(frank.status === "offline", `${label} frank disconnects cleanly (xmpp.js stop: </stream>)`, `status ${frank.status}`);
+    } catch (err) {
+      report(false, `${label} frank disconnects cleanly (xmpp.js stop: </stream>)`, String(err?.message ?? err));
+    }
+    signal("frank-offline");
+
+    // erin sends a message meanwhile; frank comes back and gets it after his presence.
+    const sentRaw = await waitSignal("erin-sent-offline", 40_000);
+    if (!report(!!sentRaw, `${label} erin sent a message while frank was offline`, sentRaw ?? whyNoSignal("erin-sent-offline", 40_000))) return;
+    const sent = JSON.parse(sentRaw);
+    let frank2c;
+    try {
+      frank2c = await login("frank again");
+    } catch (err) {
+      report(false, `${label} frank logs in again`, String(err?.message ?? err));
+      return;
+    }
+    try {
+      const item = rosterItem(await rosterGet(frank2c), erinBare);
+      report(item?.attrs.subscription === "both", `${label} frank's roster after reconnecting: erin subscription='both' (stored)`, itemText(item));
+    } catch (err) {
+      report(false, `${label} frank's roster after reconnecting`, String(err?.condition ?? err?.message ?? err));
+    }
+    // Nothing may arrive before the initial presence (XEP-0160 delivers after it).
+    await new Promise((r) => setTimeout(r, 500));
+    const early = frank2c.messages.length;
+    await frank2c.send(xml("presence"));
+    const frank2 = frank2c.jid.toString();
+    const got = await waitMessage(frank2c, sent.body);
+    if (!got) {
+      report(false, `${label} frank receives the offline message after initial presence`,
+        `messages: ${frank2c.messages.map((m) => `${m.attrs.from}:${m.getChildText("body")}`)}`);
+    } else {
+      const delay = got.getChild("delay", NS_DELAY);
+      const stamp = delay ? Date.parse(delay.attrs.stamp) / 1000 : NaN;
+      const okStamp = Number.isFinite(stamp) && stamp >= sent.sent - 5 && stamp <= Date.now() / 1000 + 5;
+      report(early === 0 && got.attrs.from === sent.from && got.attrs.type === "chat" && !!delay && okStamp,
+        `${label} frank receives the offline message after initial presence, with <delay xmlns='urn:xmpp:delay'/>`,
+        `from=${got.attrs.from} type=${got.attrs.type} delay=${delay ? `from=${delay.attrs.from} stamp=${delay.attrs.stamp}` : "none"}${early ? `; ${early} message(s) before presence` : ""}`);
+    }
+    p = await waitFor(frank2c, () => frank2c.presences, (x) => isAvailable(x) && x.attrs.from === erin);
+    report(!!p, `${label} frank sees erin available after reconnecting (probe answered)`, p ? `from=${p.attrs.from}` : `presences from erin: ${presencesFrom(frank2c, erinBare)}`);
+    signal("frank-back", frank2);
+
+    // erin's connection is cut without </stream>.
+    const gone = await waitSignal("erin-gone", 40_000);
+    if (!report(!!gone, `${label} erin dropped her connection (slixmpp side: TCP closed, no </stream>)`, gone ?? whyNoSignal("erin-gone", 40_000))) return;
+    p = await waitFor(frank2c, () => frank2c.presences, (x) => x.attrs.type === "unavailable" && x.attrs.from === gone, 15_000);
+    report(!!p, `${label} frank receives unavailable from ${gone} (her TCP connection dropped without </stream>)`,
+      p ? "received" : `presences from erin: ${presencesFrom(frank2c, erinBare)}`);
+    completed = true;
+  } finally {
+    if (!completed && opts.sync) signal("ABORT-frank");
+    await Promise.all(clients.map(stop));
+  }
+}
+
 // A hard deadline for the whole process, whatever hangs.
 const deadlineMs = Number(opts.deadline ?? 120) * 1000;
 setTimeout(() => {
   report(false, `${opts.mode} finished before the deadline`, `${deadlineMs / 1000}s`);
+  if (opts.mode === "rfc6121" && opts.sync) signal("ABORT-frank");
   process.exit(1);
 }, deadlineMs).unref();
 
@@ -328,6 +722,10 @@ try {
     code = failures ? 1 : 0;
   } else if (opts.mode === "listen") {
     code = await runListen();
+  } else if (opts.mode === "rfc6121") {
+    await runRfc6121();
+    console.log(`xmppjs totals: passed=${passes} failed=${failures}`);
+    code = failures ? 1 : 0;
   } else {
     console.error("usage: xmppjs_check.mjs check|listen ...");
     code = 2;
