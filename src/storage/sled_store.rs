@@ -27,7 +27,22 @@ impl SledStorage {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| StorageError::Backend(e.to_string()))?;
         }
-        let db = sled::open(path).map_err(backend)?;
+        // sled releases its file lock from a background thread after the previous
+        // handle is dropped (a server that just stopped, a test that reopens): wait a
+        // little for it rather than fail.
+        let mut attempts = 0;
+        let db = loop {
+            match sled::open(path) {
+                Ok(db) => break db,
+                Err(sled::Error::Io(err))
+                    if err.kind() == std::io::ErrorKind::WouldBlock && attempts < 40 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(err) => return Err(backend(err)),
+            }
+        };
         let accounts = db.open_tree("accounts").map_err(backend)?;
         let records = db.open_tree("records").map_err(backend)?;
         Ok(SledStorage {
