@@ -11,9 +11,12 @@
 # turn/tcp); logs in a slixmpp client that asks for the services over XEP-0215
 # (`<services xmlns='urn:xmpp:extdisco:2'/>`); then proves with turnutils_uclient that
 # coturn accepts Tern's credentials over UDP and TCP, and refuses a wrong password and an
-# expired TURN REST credential. One `PASS coturn ...`/`FAIL coturn ...` line per check;
-# exit 1 if any failed. Work folder (coturn.log, tern.log, uclient-*.log) kept on
-# failure or with TERN_INTEROP_KEEP=1. Takes about 15 s once everything is installed.
+# expired TURN REST credential; then runs `tern check turn` with Tern's config (exit 0,
+# `ok: binding` for stun, `ok: allocated relay` for turn/udp and turn/tcp) and with a copy
+# whose secret differs from coturn's (exit 1, `401 Unauthorized` for both turn services).
+# One `PASS coturn ...`/`FAIL coturn ...` line per check; exit 1 if any failed. Work
+# folder (coturn.log, tern.log, uclient-*.log, check-turn*.out) kept on failure or with
+# TERN_INTEROP_KEEP=1. Takes about 15 s once everything is installed.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -91,7 +94,7 @@ cleanup() {
   fi
   stop_pid "$COTURN_PID"
   if [ "$FAILS" -gt 0 ] || [ "$status" -ne 0 ] || [ "${TERN_INTEROP_KEEP:-0}" = 1 ]; then
-    echo "coturn logs kept in $WORK (coturn.log, tern.log, xep0215.out, uclient-*.log)"
+    echo "coturn logs kept in $WORK (coturn.log, tern.log, xep0215.out, uclient-*.log, check-turn*.out)"
   else
     rm -rf "$WORK"
   fi
@@ -408,6 +411,40 @@ if [ "$UC_RC" -ne 0 ] && coturn_said "$EXPIRED_USER" "message processed, error 4
   pass "expired credential refused (username now-60 s, correctly signed; turnutils_uclient exit $UC_RC; coturn: error 401)"
 else
   fail "expired credential not refused as expected ($(why expired))"
+fi
+
+# ---------------------------------------------------------------- tern check turn
+# The same config (secret S1): every service passes. One line per service, then
+# `N checked, M failed` on stdout (config warnings, on stderr, go to check-turn*.err);
+# exit status 0.
+rc=0
+timeout 60 "$TERN" check turn --config "$CONFIG" >"$WORK/check-turn.out" 2>"$WORK/check-turn.err" || rc=$?
+sed 's/^/    /' "$WORK/check-turn.out"
+missing=""
+grep -Eq "stun [^ ]+:$TURN_PORT udp: ok: binding" "$WORK/check-turn.out" || missing="$missing stun/udp(ok: binding)"
+grep -Eq "turn [^ ]+:$TURN_PORT udp: ok: allocated relay" "$WORK/check-turn.out" || missing="$missing turn/udp(ok: allocated relay)"
+grep -Eq "turn [^ ]+:$TURN_PORT tcp: ok: allocated relay" "$WORK/check-turn.out" || missing="$missing turn/tcp(ok: allocated relay)"
+if [ "$rc" -eq 0 ] && [ -z "$missing" ] && grep -q '^3 checked, 0 failed$' "$WORK/check-turn.out"; then
+  pass "tern check turn (secret $SECRET, as coturn's): exit 0, stun/udp ok: binding, turn/udp and turn/tcp ok: allocated relay, '3 checked, 0 failed'"
+else
+  fail "tern check turn (secret $SECRET, as coturn's): exit $rc, missing:${missing:- none}; last line: $(tail -n 1 "$WORK/check-turn.out")"
+fi
+
+# A config whose secret differs from coturn's: the TURN allocations are refused (401),
+# exit status 1.
+sed -E 's/^secret = .*/secret = "not-'"$SECRET"'"/' "$CONFIG" >"$WORK/tern-wrong-secret.toml"
+if ! grep -q '^secret = "not-'"$SECRET"'"$' "$WORK/tern-wrong-secret.toml"; then
+  fail "tern check turn with another secret: could not write the second config"
+else
+  rc=0
+  timeout 60 "$TERN" check turn --config "$WORK/tern-wrong-secret.toml" >"$WORK/check-turn-wrong.out" 2>"$WORK/check-turn-wrong.err" || rc=$?
+  sed 's/^/    /' "$WORK/check-turn-wrong.out"
+  unauthorized=$(grep -Ec "turn [^ ]+:$TURN_PORT (udp|tcp): .*401 Unauthorized" "$WORK/check-turn-wrong.out" || true)
+  if [ "$rc" -eq 1 ] && [ "$unauthorized" -eq 2 ] && grep -Eq '^3 checked, 2 failed$' "$WORK/check-turn-wrong.out"; then
+    pass "tern check turn with another secret: exit 1, turn/udp and turn/tcp '401 Unauthorized', '3 checked, 2 failed'"
+  else
+    fail "tern check turn with another secret: exit $rc, $unauthorized turn line(s) with 401 Unauthorized (expected exit 1, 2 lines); last line: $(tail -n 1 "$WORK/check-turn-wrong.out")"
+  fi
 fi
 
 if kill -0 "$TERN_PID" 2>/dev/null && ! grep -qi 'panicked' "$WORK/tern.log"; then
