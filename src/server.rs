@@ -34,6 +34,8 @@ pub struct ServerInner {
     shutdown: watch::Sender<bool>,
     connections: AtomicUsize,
     connections_done: Notify,
+    /// Open connections per remote address, for `max_connections_per_ip`.
+    per_ip: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
 }
 
 impl ServerInner {
@@ -103,6 +105,34 @@ impl ServerInner {
 /// must not live across an `.await` in a `Send` future.)
 pub(crate) async fn until_shutdown(signal: &mut watch::Receiver<bool>) {
     let _ = signal.wait_for(|stop| *stop).await;
+}
+
+/// Admits a connection from `ip` under `max_connections_per_ip`; released on drop.
+pub(crate) struct IpSlot(Arc<ServerInner>, std::net::IpAddr);
+
+impl ServerInner {
+    pub(crate) fn admit_ip(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<IpSlot> {
+        let limit = self.config().limits.max_connections_per_ip;
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let count = per_ip.entry(ip).or_insert(0);
+        if limit > 0 && !ip.is_loopback() && *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut per_ip = self.0.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = per_ip.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.1);
+            }
+        }
+    }
 }
 
 pub(crate) struct ConnectionGuard(Arc<ServerInner>);
@@ -220,6 +250,7 @@ impl ServerBuilder {
             shutdown,
             connections: AtomicUsize::new(0),
             connections_done: Notify::new(),
+            per_ip: Default::default(),
         });
         for host_config in &config.hosts {
             let domain = jid::BareJid::new(&host_config.name)
@@ -476,5 +507,33 @@ impl Server {
         for host in self.inner.hosts() {
             crate::module::unload_all(&host);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_per_ip_are_limited_except_loopback() {
+        let config = Config::parse(
+            "storage = 'memory'\n[limits]\nmax_connections_per_ip = 2\n[hosts.localhost]\n",
+            std::path::Path::new("."),
+        )
+        .expect("config");
+        let server = Server::builder(config)
+            .generate_certificates(false)
+            .build()
+            .expect("server");
+        let inner = server.inner();
+        let remote: std::net::IpAddr = "203.0.113.9".parse().expect("ip");
+        let a = inner.admit_ip(remote).expect("first");
+        let _b = inner.admit_ip(remote).expect("second");
+        assert!(inner.admit_ip(remote).is_none(), "third refused");
+        drop(a);
+        assert!(inner.admit_ip(remote).is_some(), "a slot freed up");
+        let local: std::net::IpAddr = "127.0.0.1".parse().expect("ip");
+        let held: Vec<IpSlot> = (0..10).filter_map(|_| inner.admit_ip(local)).collect();
+        assert_eq!(held.len(), 10, "loopback is exempt");
     }
 }

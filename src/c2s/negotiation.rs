@@ -654,6 +654,23 @@ impl Negotiation<'_> {
             Ok(bare) => bare,
             Err(_) => return Err(StreamError::new(StreamErrorCondition::InternalServerError)),
         };
+        // RFC 6120 §7.6.2.1: an account at its limit gets resource-constraint, unless
+        // the bind replaces one of its sessions.
+        if let Some(host) = self.server.host(&self.info.host) {
+            let sessions = host.sessions_of(&user);
+            let replaces = requested
+                .as_deref()
+                .is_some_and(|r| host.resource_in_use(&user, r));
+            if sessions.len() >= self.server.config().limits.max_sessions_per_account && !replaces {
+                let error =
+                    crate::stanza::StanzaError::new(crate::stanza::Condition::ResourceConstraint)
+                        .text("too many sessions for this account");
+                let mut reply = crate::stanza::error_reply(iq, &error);
+                reply.remove_attr("from");
+                self.send_element(&reply).await?;
+                return Ok(false);
+            }
+        }
         let full = match requested {
             Some(resource) => match bare.with_resource_str(&resource) {
                 Ok(full) => full,

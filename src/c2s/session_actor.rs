@@ -61,6 +61,8 @@ pub(crate) struct SessionTask {
     pub writer: Option<WriteHalf<BoxIo>>,
     /// Tells the attached connection's reader that the stream is over for it.
     pub done: Option<oneshot::Sender<()>>,
+    /// Counts the session as open until it has fully ended (shutdown waits for it).
+    pub _guard: crate::server::ConnectionGuard,
 }
 
 impl SessionTask {
@@ -68,10 +70,15 @@ impl SessionTask {
         let mut sm: Option<Sm> = None;
         let mut deadline: Option<Instant> = None;
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
+        let mut shutdown = self.server.shutdown_signal();
         let reason = loop {
             let message = tokio::select! {
                 message = self.rx.recv() => message,
                 _ = sleep_until(deadline) => break "not resumed in time".to_string(),
+                // A detached session has no reader to notice the shutdown.
+                _ = crate::server::until_shutdown(&mut shutdown), if self.writer.is_none() => {
+                    break "server shutting down".to_string();
+                }
             };
             let Some(message) = message else {
                 break "session dropped".to_string();

@@ -13,7 +13,7 @@ use crate::server::ServerInner;
 use crate::session::{Outbound, SessionBound, SessionHandle, SessionInfo, TopLevelElement};
 use crate::stanza::{iq_result, StreamError, StreamErrorCondition};
 use crate::xml::framer::{Frame, Framer};
-use crate::xml::ns;
+use crate::xml::{ns, ElementExt};
 
 pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo) {
     let Some(host) = server.host(&info.host) else {
@@ -37,6 +37,7 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo)
         rx,
         writer: Some(writer_half),
         done: Some(done_tx),
+        _guard: server.track_connection(),
     };
     tokio::spawn(task.run());
 
@@ -100,6 +101,8 @@ async fn read_loop(
 ) {
     let jid = handle.jid().clone();
     let mut shutdown = server.shutdown_signal();
+    let limits = server.config().limits.clone();
+    let mut idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
     loop {
         let frame = tokio::select! {
             frame = conn.read_frame() => frame,
@@ -109,7 +112,15 @@ async fn read_loop(
                 handle.close(Some(StreamError::new(StreamErrorCondition::SystemShutdown)));
                 return;
             }
+            // A silent client: is anyone still there? (Dead TCP connections otherwise
+            // linger until the kernel gives up, hours later.)
+            _ = tokio::time::sleep_until(idle_deadline), if !limits.idle_timeout.is_zero() => {
+                idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
+                ping_idle_client(host, handle, limits.ping_timeout);
+                continue;
+            }
         };
+        idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
         match frame {
             Ok(Frame::Stanza(stanza)) => {
                 let nonza = stanza.ns() != ns::CLIENT
@@ -177,6 +188,25 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// Pings the client; no answer (result or error) within `timeout` ends the stream.
+fn ping_idle_client(host: &Arc<Host>, handle: &SessionHandle, timeout: std::time::Duration) {
+    let host = host.clone();
+    let handle = handle.clone();
+    tokio::spawn(async move {
+        let ping = crate::xml::Element::bare("iq", ns::CLIENT)
+            .with("type", "get")
+            .with_child(crate::xml::Element::bare("ping", ns::PING));
+        let to = jid::Jid::from(handle.jid().clone());
+        if host.send_iq(&to, ping, timeout).await.is_err() && !handle.is_closing() {
+            tracing::info!(jid = %handle.jid(), "no answer to a ping; closing the stream");
+            handle.close(Some(StreamError::with_text(
+                StreamErrorCondition::ConnectionTimeout,
+                "no answer to a ping",
+            )));
+        }
+    });
 }
 
 fn is_legacy_session(stanza: &crate::xml::Element) -> bool {

@@ -39,6 +39,15 @@ pub struct Limits {
     pub max_auth_failures: u32,
     /// Stanzas waiting to be written to one slow client before it is disconnected.
     pub outbound_queue: usize,
+    /// Simultaneous connections from one IP address (loopback is exempt: local tools,
+    /// tests and benchmarks); 0 = unlimited.
+    pub max_connections_per_ip: usize,
+    /// Simultaneous sessions (resources) of one account.
+    pub max_sessions_per_account: usize,
+    /// A session silent this long is pinged (XEP-0199); zero turns pings off.
+    pub idle_timeout: Duration,
+    /// How long a ping may go unanswered before the stream is closed.
+    pub ping_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -50,6 +59,10 @@ impl Default for Limits {
             iq_timeout: Duration::from_secs(30),
             max_auth_failures: 3,
             outbound_queue: 4096,
+            max_connections_per_ip: 100,
+            max_sessions_per_account: 16,
+            idle_timeout: Duration::from_secs(300),
+            ping_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -352,8 +365,21 @@ impl Config {
 
 /// Modules a host runs when `modules_enabled` is not set.
 pub const DEFAULT_MODULES: &[&str] = &[
-    "disco", "ping", "version", "time", "roster", "presence", "offline", "vcard", "last", "private",
-    "blocklist", "carbons", "register", "csi", "smacks",
+    "disco",
+    "ping",
+    "version",
+    "time",
+    "roster",
+    "presence",
+    "offline",
+    "vcard",
+    "last",
+    "private",
+    "blocklist",
+    "carbons",
+    "register",
+    "csi",
+    "smacks",
 ];
 
 fn top_string(top: &ModuleOptions, key: &str) -> Option<String> {
@@ -494,6 +520,18 @@ fn read_limits(table: Option<&Table>, diagnostics: &Diagnostics) -> Limits {
     }
     if let Some(v) = opts.integer("outbound_queue", 16..=1_000_000) {
         limits.outbound_queue = v as usize;
+    }
+    if let Some(v) = opts.integer("max_connections_per_ip", 0..=1_000_000) {
+        limits.max_connections_per_ip = v as usize;
+    }
+    if let Some(v) = opts.integer("max_sessions_per_account", 1..=10_000) {
+        limits.max_sessions_per_account = v as usize;
+    }
+    if let Some(v) = opts.integer("idle_timeout", 0..=86_400) {
+        limits.idle_timeout = Duration::from_secs(v as u64);
+    }
+    if let Some(v) = opts.integer("ping_timeout", 1..=3600) {
+        limits.ping_timeout = Duration::from_secs(v as u64);
     }
     opts.report_unknown();
     limits

@@ -335,3 +335,52 @@ async fn closing_the_stream_ends_the_session() -> anyhow::Result<()> {
     assert_error(&reply, "service-unavailable");
     Ok(())
 }
+
+#[tokio::test]
+async fn sessions_per_account_are_limited() -> anyhow::Result<()> {
+    let server = core_server()
+        .user("romeo", "pw")
+        .config_toml("[limits]\nmax_sessions_per_account = 2")
+        .start()
+        .await?;
+    let _one = server.client("romeo").await?;
+    let _two = server.client("romeo").await?;
+    let mut raw = server.raw().await?;
+    raw.open_stream("localhost").await?;
+    raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
+    raw.open_stream("localhost").await?;
+    let error = raw
+        .bind(Some("third"))
+        .await
+        .expect_err("a third session is refused");
+    assert!(error.to_string().contains("resource-constraint"), "{error}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn silent_clients_are_pinged_and_closed_when_they_do_not_answer() -> anyhow::Result<()> {
+    let server = core_server()
+        .user("romeo", "pw")
+        .config_toml("[limits]\nidle_timeout = 1\nping_timeout = 1")
+        .start()
+        .await?;
+    // An answering client stays.
+    let mut alive = server.client("romeo").await?;
+    let ping = alive
+        .expect_where(|s| {
+            s.name() == "iq"
+                && s.attr("type") == Some("get")
+                && s.has_child("ping", "urn:xmpp:ping")
+        })
+        .await?;
+    alive.send(&tern::stanza::iq_result(&ping, None)).await?;
+    alive.sync().await?;
+    // A silent one is closed with connection-timeout.
+    drop(alive);
+    let mut silent = server.client("romeo").await?;
+    assert_eq!(
+        silent.raw().expect_stream_error().await?.as_deref(),
+        Some("connection-timeout")
+    );
+    Ok(())
+}

@@ -10,3 +10,5 @@ mod module_system;
 mod negotiation;
 mod routing;
 mod sasl;
+mod secrets;
+mod shutdown;
