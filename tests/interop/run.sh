@@ -11,8 +11,12 @@
 # xmppjs_check.mjs (logins, messages, server queries, XEP-0215 through raw IQs), the
 # RFC 6121 scenario between a slixmpp client (erin) and an xmpp.js client (frank):
 # roster, subscriptions both ways, presence, a clean and an abrupt disconnect, an
-# offline message (XEP-0160); go-sendxmpp (PLAIN over STARTTLS and over direct TLS,
-# received by a slixmpp and an xmpp.js listener); and coturn_check.sh (its own Tern).
+# offline message (XEP-0160); XEP-0198 stream management with slixmpp (grace, numbered
+# messages from heidi) and with xmpp.js (ivan, from judy): the TCP connection cut under
+# the client, resumption, every message delivered; XEP-0280 carbons with two slixmpp
+# resources of mallory and a third party (niaj); go-sendxmpp (PLAIN over STARTTLS and
+# over direct TLS, received by a slixmpp and an xmpp.js listener); and coturn_check.sh
+# (its own Tern, and `tern check turn` against its coturn).
 # One PASS/FAIL line per check, then `N passed, M failed`.
 # Exit status 1 if anything failed. On failure the work folder (tern.log with
 # RUST_LOG=debug, slixmpp.log and xmppjs.log with the XML exchanged, go-sendxmpp
@@ -95,7 +99,7 @@ cleanup() {
     wait "$TERN_PID" 2>/dev/null || true
   fi
   if [ "$FAILS" -gt 0 ] || [ "$status" -ne 0 ] || [ "${TERN_INTEROP_KEEP:-0}" = 1 ]; then
-    echo "logs kept in $WORK (tern.log, slixmpp.log, xmppjs.log, slixmpp-rfc6121.log, xmppjs-rfc6121.log, rfc6121-sync/, go-sendxmpp-*.log)"
+    echo "logs kept in $WORK (tern.log, slixmpp.log, xmppjs.log, slixmpp-rfc6121.log, xmppjs-rfc6121.log, rfc6121-sync/, slixmpp-sm.log, xmppjs-sm.log, slixmpp-carbons.log, go-sendxmpp-*.log)"
   else
     rm -rf "$WORK"
   fi
@@ -169,6 +173,12 @@ CAROL_PW="carol-Pw-$RANDOM$RANDOM"
 DAVE_PW="dave-Pw-$RANDOM$RANDOM"
 ERIN_PW="erin-Pw-$RANDOM$RANDOM"
 FRANK_PW="frank-Pw-$RANDOM$RANDOM"
+GRACE_PW="grace-Pw-$RANDOM$RANDOM"
+HEIDI_PW="heidi-Pw-$RANDOM$RANDOM"
+IVAN_PW="ivan-Pw-$RANDOM$RANDOM"
+JUDY_PW="judy-Pw-$RANDOM$RANDOM"
+MALLORY_PW="mallory-Pw-$RANDOM$RANDOM"
+NIAJ_PW="niaj-Pw-$RANDOM$RANDOM"
 
 note "server on 127.0.0.1:$PORT_STARTTLS (STARTTLS) and 127.0.0.1:$PORT_TLS (direct TLS), work folder $WORK"
 
@@ -204,7 +214,9 @@ else
   exit 1
 fi
 
-for u in alice:"$ALICE_PW" bob:"$BOB_PW" carol:"$CAROL_PW" erin:"$ERIN_PW" frank:"$FRANK_PW"; do
+for u in alice:"$ALICE_PW" bob:"$BOB_PW" carol:"$CAROL_PW" erin:"$ERIN_PW" frank:"$FRANK_PW" \
+  grace:"$GRACE_PW" heidi:"$HEIDI_PW" ivan:"$IVAN_PW" judy:"$JUDY_PW" mallory:"$MALLORY_PW" \
+  niaj:"$NIAJ_PW"; do
   name="${u%%:*}"
   pw="${u#*:}"
   if timeout 20 "$TERN" adduser "$name@$DOMAIN" --password "$pw" --config "$CONFIG" >"$WORK/adduser-$name.log" 2>&1; then
@@ -280,6 +292,31 @@ echo "    [slixmpp, erin]"
 count_output rfc6121-slixmpp "$WORK/rfc6121-slixmpp.out" "$erin_rc"
 echo "    [xmpp.js, frank]"
 count_output rfc6121-xmppjs "$WORK/rfc6121-xmppjs.out" "$frank_rc"
+
+# ---------------------------------------------------------------- XEP-0198 stream management
+# The TCP connection is cut under the client (slixmpp: shutdown(SHUT_RDWR) of the socket
+# below TLS; xmpp.js: its TLSSocket destroyed) while another account sends it 20 numbered
+# messages before, at and during the cut and after resumption; the client reconnects and
+# resumes; every number must arrive (duplicates allowed and reported, as are the resent
+# stanzas).
+note "XEP-0198 stream management: slixmpp (grace, messages from heidi)"
+run_client slixmpp-sm "$VENV/bin/python" "$HERE/slixmpp_check.py" \
+  --ca "$CA" --log "$WORK/slixmpp-sm.log" --deadline 60 \
+  sm --port "$PORT_STARTTLS" --jid "grace@$DOMAIN" --password "$GRACE_PW" \
+  --peer "heidi@$DOMAIN" --peer-password "$HEIDI_PW" --count 20
+
+note "XEP-0198 stream management: xmpp.js (ivan, messages from judy)"
+run_client xmppjs-sm env NODE_EXTRA_CA_CERTS="$CA" node "$HERE/xmppjs_check.mjs" sm \
+  --service "xmpps://$DOMAIN:$PORT_TLS" --domain "$DOMAIN" \
+  --user ivan --password "$IVAN_PW" --peer judy --peer-password "$JUDY_PW" --count 20 \
+  --log "$WORK/xmppjs-sm.log" --deadline 60
+
+# ---------------------------------------------------------------- XEP-0280 carbons
+note "XEP-0280 carbons: slixmpp (mallory's resources A and B, niaj)"
+run_client slixmpp-carbons "$VENV/bin/python" "$HERE/slixmpp_check.py" \
+  --ca "$CA" --log "$WORK/slixmpp-carbons.log" --deadline 60 \
+  carbons --port "$PORT_STARTTLS" --jid "mallory@$DOMAIN" --password "$MALLORY_PW" \
+  --peer "niaj@$DOMAIN" --peer-password "$NIAJ_PW"
 
 # ---------------------------------------------------------------- go-sendxmpp
 # Starts a listener (slixmpp or xmpp.js) as carol, waits for READY, sends with

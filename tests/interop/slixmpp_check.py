@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Interop checks of Tern with slixmpp 1.17 (a client nobody on the team wrote).
 
-Three modes:
+Five modes:
 
   check    Runs the scenarios below and prints one `PASS slixmpp ...` or
            `FAIL slixmpp ...` line per check. Exit code 1 if any check failed.
@@ -14,6 +14,14 @@ Three modes:
            through files in --sync): roster, subscriptions both ways, presence,
            a clean and an abrupt disconnect, an offline message (XEP-0160). See
            run_rfc6121.
+  sm       XEP-0198 with slixmpp's xep_0198 plugin: stream management enabled with
+           resumption, the TCP connection cut under the client, numbered messages from
+           a second account before, at and during the cut and after resumption; all
+           must arrive (duplicates reported). See run_sm.
+  carbons  XEP-0280 with slixmpp's xep_0280 plugin: two resources of one account
+           enable carbons; a third party's message to one and a message from it are
+           copied to the other (<received/>, <sent/>), <private/> is not. See
+           run_carbons.
 
 Scenarios of `check`:
   * STARTTLS (direct TLS disabled in slixmpp) with SASL forced to SCRAM-SHA-1,
@@ -47,6 +55,7 @@ import hmac
 import json
 import logging
 import re
+import socket
 import sys
 import time
 import uuid
@@ -875,6 +884,435 @@ async def run_rfc6121(args):
             await erin.close()
 
 
+# ---------------------------------------------------------------- XEP-0198 stream management
+
+NS_SM = "urn:xmpp:sm:3"
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_FORWARD = "urn:xmpp:forward:0"
+
+
+class SmClient(Client):
+    """A Client with slixmpp's XEP-0198 plugin (resumption requested, its default) that
+    records every numbered message it receives with the number of the TCP connection it
+    arrived on, and the stream management events."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.register_plugin("xep_0198")
+        self.connection_no = 1
+        self.numbered = []  # (number, connection_no, delay stamp or None, to, id)
+        self.numbered_event = asyncio.Event()
+        self.enabled_stanza = None
+        self.resumed_stanza = None
+        self.resumed_event = asyncio.Event()
+        self.sm_failed = []
+        self.session_starts = 0
+        self.session_ends = 0
+        self.disconnected_event = asyncio.Event()
+        self.resent_by_us = None
+        self.add_event_handler("sm_enabled", self._on_sm_enabled)
+        self.add_event_handler("session_resumed", self._on_session_resumed)
+        self.add_event_handler("sm_failed", lambda st: self.sm_failed.append(str(st)))
+        self.add_event_handler("session_start", self._count_start)
+        self.add_event_handler("session_end", self._count_end)
+        self.add_event_handler("disconnected", lambda _e: self.disconnected_event.set())
+        self.add_event_handler("connected", self._on_connected)
+        self.tag = None
+
+    def _count_start(self, _e):
+        self.session_starts += 1
+
+    def _count_end(self, _e):
+        self.session_ends += 1
+
+    def _on_connected(self, _e):
+        if self.disconnected_event.is_set():
+            self.connection_no += 1
+
+    def _on_sm_enabled(self, stanza):
+        self.enabled_stanza = stanza
+
+    def _on_session_resumed(self, stanza):
+        self.resumed_stanza = stanza
+        # slixmpp resent what is still in its queue after <resumed h/> (kept there
+        # until acknowledged).
+        self.resent_by_us = [st["body"] for _seq, st in self.plugin["xep_0198"].unacked_queue
+                             if isinstance(st, slixmpp.Message)]
+        self.resumed_event.set()
+
+    def _on_message(self, msg):
+        super()._on_message(msg)
+        body = msg["body"] or ""
+        m = re.fullmatch(r"sm (\d+)/(\d+) (\S+)", body)
+        if m and m.group(3) == self.tag:
+            delay = msg.xml.find("{%s}delay" % NS_DELAY)
+            self.numbered.append((int(m.group(1)), self.connection_no,
+                                  delay.get("stamp") if delay is not None else None,
+                                  str(msg["to"]), msg["id"]))
+            self.numbered_event.set()
+
+    def numbers(self):
+        return {n for n, *_ in self.numbered}
+
+    async def wait_numbers(self, wanted, timeout):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not set(wanted) <= self.numbers():
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            self.numbered_event.clear()
+            try:
+                await asyncio.wait_for(self.numbered_event.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+        return True
+
+
+def ranges(numbers):
+    """[1, 2, 3, 5] -> '#1-3, #5'."""
+    numbers = sorted(numbers)
+    out = []
+    i = 0
+    while i < len(numbers):
+        j = i
+        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
+            j += 1
+        out.append("#%d" % numbers[i] if i == j else "#%d-%d" % (numbers[i], numbers[j]))
+        i = j + 1
+    return ", ".join(out) or "none"
+
+
+async def run_sm(args):
+    """XEP-0198 with slixmpp's xep_0198 plugin. The client (--jid) logs in and enables
+    stream management with resumption; a second client (--peer) sends it --count numbered
+    chat messages to its full JID: a first batch before the cut (all received), a few
+    right at the cut, a batch during the outage (after slixmpp noticed the lost
+    connection), the rest after resumption. The TCP connection is cut under the client:
+    shutdown(SHUT_RDWR) on the socket below the TLS layer, no </stream>, no TLS
+    close_notify, nothing slixmpp asked for. The client's disconnected handler reconnects
+    (as applications do) once the outage batch is out; slixmpp resumes the session
+    (<resume previd h/>). Every number must arrive at least once (duplicates are
+    allowed by XEP-0198's resends, and reported); the messages the client sent around
+    the cut must reach the peer."""
+    label = "xep-0198"
+    n = args.count
+    tag = uuid.uuid4().hex[:8]
+    sm = SmClient("%s/sx-sm-%s" % (args.jid, tag[:6]), args.password, ca=args.ca,
+                  mech="SCRAM-SHA-1")
+    sm.tag = tag
+    peer = Client("%s/sx-peer-%s" % (args.peer, tag[:6]), args.peer_password, ca=args.ca,
+                  mech="SCRAM-SHA-1")
+    peer_errors = Inbox()
+    peer.add_event_handler("message_error", peer_errors.push)
+    try:
+        for who, c in (("client", sm), ("peer", peer)):
+            err = await login(c, args.addr, args.port)
+            if not report(err is None, "%s %s login (STARTTLS)" % (label, who),
+                          err or "bound %s" % c.boundjid):
+                return
+        plugin = sm.plugin["xep_0198"]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STEP_TIMEOUT
+        while sm.enabled_stanza is None and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        en = sm.enabled_stanza
+        resume_attr = en.xml.get("resume") if en is not None else None
+        report(en is not None and resume_attr in ("true", "1") and bool(en["id"])
+               and plugin.sm_id == en["id"] and plugin.enabled_in and plugin.enabled_out
+               and not sm.end_session_on_disconnect,
+               "%s stream management enabled with resumption (<enabled resume='true' id/>; "
+               "plugin sm_id set, enabled in and out)" % label,
+               "no <enabled/> within %.0fs" % STEP_TIMEOUT if en is None else
+               "resume=%r id=%r max=%r; plugin sm_id=%r enabled_in=%s enabled_out=%s" % (
+                   resume_attr, en["id"], en.xml.get("max"), plugin.sm_id, plugin.enabled_in,
+                   plugin.enabled_out))
+        if en is None or not plugin.sm_id:
+            return
+        full = JID(sm.boundjid)
+        sent_at = {}
+
+        def send_numbered(i):
+            peer.send_message(mto=full, mbody="sm %d/%d %s" % (i, n, tag), mtype="chat")
+            sent_at[i] = "before-cut"
+
+        first = list(range(1, n // 3 + 1))
+        at_cut = list(range(first[-1] + 1, first[-1] + 4))
+        outage = list(range(at_cut[-1] + 1, at_cut[-1] + 1 + n // 3))
+        after = list(range(outage[-1] + 1, n + 1))
+
+        for i in first:
+            send_numbered(i)
+        ok = await sm.wait_numbers(first, STEP_TIMEOUT)
+        report(ok, "%s messages %s received before the cut" % (label, ranges(first)),
+               "got %s" % ranges(sm.numbers()))
+
+        # In flight at the cut: slixmpp stops reading (as on a stalled network), the peer
+        # sends #7-9, which the server writes to the connection but the client never
+        # handles; the client sends two messages the server receives (not acknowledged
+        # yet: slixmpp asks for acks every 5 stanzas). Then the cut, and two more
+        # messages from the client, which fail on the dead socket (that is how slixmpp
+        # notices the loss).
+        out_bodies = ["sm out %d %s" % (i, tag) for i in (1, 2, 3, 4)]
+        sm.transport.pause_reading()
+        for i in at_cut:
+            send_numbered(i)
+        for b in out_bodies[:2]:
+            sm.send_message(mto=JID(peer.boundjid), mbody=b, mtype="chat")
+        await asyncio.sleep(0.5)
+        # The cut: the TCP socket below TLS is shut down in both directions.
+        raw = sm.transport.get_extra_info("socket")
+        raw.shutdown(socket.SHUT_RDWR)
+        for b in out_bodies[2:]:
+            sm.send_message(mto=JID(peer.boundjid), mbody=b, mtype="chat")
+        try:
+            await asyncio.wait_for(sm.disconnected_event.wait(), STEP_TIMEOUT)
+        except asyncio.TimeoutError:
+            pass
+        unacked = [st["body"].split()[2] for _seq, st in plugin.unacked_queue
+                   if isinstance(st, slixmpp.Message)]
+        report(sm.disconnected_event.is_set() and sm.session_ends == 0,
+               "%s TCP connection cut under slixmpp (socket.shutdown(SHUT_RDWR) below TLS, "
+               "reading paused before): disconnected, session kept for resumption (no "
+               "session_end)" % label,
+               "disconnected=%s session_end events=%d; slixmpp's unacknowledged messages: out "
+               "%s; handled before the cut: %d stanza(s), %s" % (
+                   sm.disconnected_event.is_set(), sm.session_ends, unacked, plugin.handled,
+                   ranges(sm.numbers())))
+        if not sm.disconnected_event.is_set():
+            return
+
+        # The outage batch, then a ping round trip: the server has handled them all.
+        for i in outage:
+            send_numbered(i)
+        try:
+            await peer.plugin["xep_0199"].send_ping(JID(args.domain), timeout=STEP_TIMEOUT)
+        except (IqError, IqTimeout):
+            pass
+        await asyncio.sleep(0.5)
+        bounced = [str(x["id"]) + ":" + str(x["error"]["condition"]) for x in peer_errors.items]
+        report(not bounced,
+               "%s messages %s sent during the outage accepted by the server (no error bounce)"
+               % (label, ranges(outage)), "bounces: %s" % bounced if bounced else "")
+
+        # The client reconnects, as an application's disconnected handler does.
+        connects_before = sm.connection_no
+        sm.connect(args.addr, args.port)
+        try:
+            await asyncio.wait_for(sm.resumed_event.wait(), 15)
+        except asyncio.TimeoutError:
+            pass
+        rs = sm.resumed_stanza
+        detail = ("<resumed previd=%r h=%r/>; session_start events=%d, sm_failed=%s, "
+                  "connection #%d, bound %s" % (
+                      rs.xml.get("previd"), rs.xml.get("h"), sm.session_starts, sm.sm_failed,
+                      sm.connection_no, sm.boundjid) if rs is not None else
+                  "no <resumed/> within 15s; sm_failed=%s session_start events=%d "
+                  "connection #%d" % (sm.sm_failed, sm.session_starts, sm.connection_no))
+        if not report(rs is not None and rs.xml.get("previd") == en["id"]
+                      and sm.session_starts == 1 and not sm.sm_failed
+                      and sm.connection_no == connects_before + 1
+                      and str(sm.boundjid) == str(full),
+                      "%s slixmpp reconnects and resumes (session_resumed, same previd, no new "
+                      "session, full JID %s unchanged)" % (label, full), detail):
+            return
+        # The server's view of our full JID: the 'to' of its answer to a ping.
+        try:
+            reply = await sm.plugin["xep_0199"].send_ping(JID(args.domain), timeout=STEP_TIMEOUT)
+            report(str(reply["to"]) == str(full),
+                   "%s after resumption the server addresses us as %s (ping result 'to')"
+                   % (label, full), "to=%s" % reply["to"])
+        except (IqError, IqTimeout) as e:
+            report(False, "%s ping after resumption" % label, repr(e))
+
+        for i in after:
+            send_numbered(i)
+        await sm.wait_numbers(range(1, n + 1), STEP_TIMEOUT)
+        got = sm.numbers()
+        missing = sorted(set(range(1, n + 1)) - got)
+        counts = {}
+        for num, *_ in sm.numbered:
+            counts[num] = counts.get(num, 0) + 1
+        dups = sorted(k for k, v in counts.items() if v > 1)
+        wrong_to = sorted({num for num, _c, _d, to, _i in sm.numbered if to != str(full)})
+        on_new = sorted({num for num, c, *_ in sm.numbered if c > 1 and num not in after})
+        delayed = sorted({num for num, c, d, *_ in sm.numbered if c > 1 and d})
+        report(not missing and not wrong_to,
+               "%s all %d messages arrived (%d unique, %d received in all; before the cut "
+               "%s, at the cut %s, outage %s, after resumption %s)" % (
+                   label, n, len(got), len(sm.numbered), ranges(first), ranges(at_cut),
+                   ranges(outage), ranges(after)),
+               ("missing %s; " % ranges(missing) if missing else "")
+               + ("'to' not the full JID on %s; " % ranges(wrong_to) if wrong_to else "")
+               + "duplicates %s; delivered on the resumed stream from the server's queue "
+                 "(sent before resumption) %s; with <delay/> %s" % (
+                     ranges(dups), ranges(on_new), ranges(delayed)))
+        print("    xep-0198 slixmpp: resent by the server after <resumed/>: %s; duplicates: %s; "
+              "resent by slixmpp (its queue after <resumed h/>): %s" % (
+                  ranges(on_new), ranges(dups), sm.resent_by_us), flush=True)
+
+        # The client's own messages from around the cut reach the peer: out 1-2 were
+        # received by the server before the cut (its <resumed h/> should count them),
+        # out 3-4 died with the socket and are resent by slixmpp after <resumed/>.
+        deadline = loop.time() + STEP_TIMEOUT
+        seen = []
+        while loop.time() < deadline:
+            while not peer.messages.empty():
+                seen.append(peer.messages.get_nowait()["body"])
+            if all(b in seen for b in out_bodies):
+                break
+            await asyncio.sleep(0.1)
+        counts = {b.split()[2]: seen.count(b) for b in out_bodies}
+        report(all(counts.values()),
+               "%s the 4 messages slixmpp sent around the cut reach the peer (out 1-2 before "
+               "it, out 3-4 into the dead socket)" % label,
+               "received (out number: times) %s; <resumed h=%s/>; slixmpp resent after "
+               "<resumed/>: %s" % (counts, rs.xml.get("h"),
+                                   [b.split()[2] for b in sm.resent_by_us or []]))
+    finally:
+        await asyncio.gather(sm.close(), peer.close(), return_exceptions=True)
+
+
+# ---------------------------------------------------------------- XEP-0280 carbons
+
+class CarbonsClient(Client):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.register_plugin("xep_0280")
+        self.carbons = Inbox()  # ("received" | "sent", wrapper message)
+        self.all_messages = Inbox()
+        self.add_event_handler("carbon_received", lambda m: self.carbons.push(("received", m)))
+        self.add_event_handler("carbon_sent", lambda m: self.carbons.push(("sent", m)))
+        self.add_event_handler("message", self.all_messages.push)
+
+
+def carbon_inner(kind, wrapper):
+    """The forwarded <message/> of a carbon (raw XML), or None."""
+    return wrapper.xml.find("{%s}%s/{%s}forwarded/{jabber:client}message" % (
+        NS_CARBONS, kind, NS_FORWARD))
+
+
+def describe_carbon(kind, wrapper):
+    inner = carbon_inner(kind, wrapper)
+    if inner is None:
+        return "wrapper from=%s to=%s without a forwarded message" % (wrapper["from"], wrapper["to"])
+    return "wrapper from=%s to=%s; forwarded from=%s to=%s type=%s body=%r" % (
+        wrapper["from"], wrapper["to"], inner.get("from"), inner.get("to"), inner.get("type"),
+        inner.findtext("{jabber:client}body"))
+
+
+async def run_carbons(args):
+    """XEP-0280 with slixmpp's xep_0280 plugin: two resources of --jid (A and B) enable
+    carbons; --peer (C) writes to A's full JID: A gets the message, B a <received/>
+    carbon from the account's bare JID with the original message forwarded; A writes to
+    C: B gets a <sent/> carbon. A message A marks <private/> (with <no-copy/>) is not
+    copied to B."""
+    label = "xep-0280"
+    tag = uuid.uuid4().hex[:6]
+    a = CarbonsClient("%s/sx-carbons-a-%s" % (args.jid, tag), args.password, ca=args.ca,
+                      mech="SCRAM-SHA-1")
+    b = CarbonsClient("%s/sx-carbons-b-%s" % (args.jid, tag), args.password, ca=args.ca,
+                      mech="SCRAM-SHA-1")
+    c = CarbonsClient("%s/sx-carbons-c-%s" % (args.peer, tag), args.peer_password, ca=args.ca,
+                      mech="SCRAM-SHA-1")
+    bare = JID(args.jid).bare
+    try:
+        for who, cl in (("A", a), ("B", b), ("C (third party)", c)):
+            err = await login(cl, args.addr, args.port)
+            if not report(err is None, "%s %s login" % (label, who),
+                          err or "bound %s" % cl.boundjid):
+                return
+        # disco#info of the server advertises carbons.
+        reply, err = await raw_iq(a, args.domain,
+                                  ET.Element("{http://jabber.org/protocol/disco#info}query"))
+        features = set() if reply is None else {f.get("var") for f in reply.xml.iter(
+            "{http://jabber.org/protocol/disco#info}feature")}
+        report(NS_CARBONS in features, "%s server disco#info lists %s" % (label, NS_CARBONS),
+               err or "")
+        for who, cl in (("A", a), ("B", b)):
+            try:
+                r = await cl.plugin["xep_0280"].enable(timeout=STEP_TIMEOUT)
+                report(r["type"] == "result", "%s %s enables carbons (xep_0280 enable: "
+                       "iq result)" % (label, who))
+            except IqError as e:
+                report(False, "%s %s enables carbons" % (label, who),
+                       "error <%s/>" % e.iq["error"]["condition"])
+                return
+            except IqTimeout:
+                report(False, "%s %s enables carbons" % (label, who), "timeout")
+                return
+
+        # C -> A's full JID: B gets a received carbon.
+        body = "carbons to A %s" % uuid.uuid4().hex
+        c.send_message(mto=a.boundjid, mbody=body, mtype="chat")
+        good, detail = await expect_message(a, body, c.boundjid)
+        report(good, "%s C -> A's full JID: A receives the message" % label, detail)
+        got = await b.carbons.wait(
+            lambda x: x[0] == "received" and carbon_inner("received", x[1]) is not None
+            and carbon_inner("received", x[1]).findtext("{jabber:client}body") == body)
+        if got is None:
+            report(False, "%s B gets a <received/> carbon of C -> A" % label,
+                   "carbons at B: %s; messages at B: %s" % (
+                       [describe_carbon(k, m) for k, m in b.carbons.items],
+                       [str(m) for m in b.all_messages.items][-3:]))
+        else:
+            w = got[1]
+            inner = carbon_inner("received", w)
+            fwd = w["carbon_received"]
+            report(str(w["from"]) == bare and str(w["to"]) == str(b.boundjid)
+                   and inner.get("from") == str(c.boundjid) and inner.get("to") == str(a.boundjid)
+                   and inner.get("type") == "chat" and str(fwd["body"]) == body,
+                   "%s B gets a <received/> carbon (slixmpp carbon_received): wrapper from the "
+                   "bare JID to B, forwarded message from C's full JID to A's full JID with the "
+                   "original body" % label, describe_carbon("received", w))
+        stray = [describe_carbon(k, m) for k, m in a.carbons.items]
+        report(not stray, "%s A (the addressee) gets no carbon of it" % label,
+               "carbons at A: %s" % stray if stray else "")
+
+        # A -> C: B gets a sent carbon.
+        body = "carbons from A %s" % uuid.uuid4().hex
+        a.send_message(mto=JID(c.boundjid.bare), mbody=body, mtype="chat")
+        good, detail = await expect_message(c, body, a.boundjid)
+        report(good, "%s A -> C's bare JID: C receives the message" % label, detail)
+        got = await b.carbons.wait(
+            lambda x: x[0] == "sent" and carbon_inner("sent", x[1]) is not None
+            and carbon_inner("sent", x[1]).findtext("{jabber:client}body") == body)
+        if got is None:
+            report(False, "%s B gets a <sent/> carbon of A -> C" % label,
+                   "carbons at B: %s" % [describe_carbon(k, m) for k, m in b.carbons.items])
+        else:
+            w = got[1]
+            inner = carbon_inner("sent", w)
+            fwd = w["carbon_sent"]
+            report(str(w["from"]) == bare and str(w["to"]) == str(b.boundjid)
+                   and inner.get("from") == str(a.boundjid)
+                   and inner.get("to") == c.boundjid.bare
+                   and inner.get("type") == "chat" and str(fwd["body"]) == body,
+                   "%s B gets a <sent/> carbon (slixmpp carbon_sent): wrapper from the bare JID "
+                   "to B, forwarded message from A's full JID to C's bare JID with the body"
+                   % label, describe_carbon("sent", w))
+        stray = [describe_carbon(k, m) for k, m in a.carbons.items]
+        report(not stray, "%s A (the sender) gets no carbon of its own message" % label,
+               "carbons at A: %s" % stray if stray else "")
+
+        # A -> C marked private: no carbon at B.
+        body = "carbons private %s" % uuid.uuid4().hex
+        msg = a.make_message(mto=JID(c.boundjid.bare), mbody=body, mtype="chat")
+        ET.SubElement(msg.xml, "{%s}private" % NS_CARBONS)
+        ET.SubElement(msg.xml, "{urn:xmpp:hints}no-copy")
+        msg.send()
+        good, detail = await expect_message(c, body, a.boundjid)
+        report(good, "%s A -> C with <private/>: C receives it" % label, detail)
+        await asyncio.sleep(1.0)
+        copied = [describe_carbon(k, m) for k, m in b.carbons.items
+                  if carbon_inner(k, m) is not None
+                  and carbon_inner(k, m).findtext("{jabber:client}body") == body]
+        report(not copied, "%s A -> C with <private/>: no carbon at B" % label,
+               "carbons: %s" % copied if copied else "none within 1 s")
+    finally:
+        await asyncio.gather(a.close(), b.close(), c.close(), return_exceptions=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -912,6 +1350,16 @@ def main():
     rp.add_argument("--password", required=True)
     rp.add_argument("--peer", required=True, help="frank's bare JID (the xmpp.js side)")
     rp.add_argument("--sync", required=True, help="folder shared with the xmpp.js side")
+    for name, helptext in (("sm", "XEP-0198: resumption after a cut TCP connection"),
+                           ("carbons", "XEP-0280: two resources and a third party")):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("--port", type=int, required=True, help="STARTTLS port")
+        sp.add_argument("--jid", required=True, help="bare JID of the client under test")
+        sp.add_argument("--password", required=True)
+        sp.add_argument("--peer", required=True, help="bare JID of the other party")
+        sp.add_argument("--peer-password", required=True)
+        if name == "sm":
+            sp.add_argument("--count", type=int, default=20, help="numbered messages (>= 9)")
     args = p.parse_args()
 
     if args.log:
@@ -928,6 +1376,12 @@ def main():
             if args.mode == "rfc6121":
                 await asyncio.wait_for(run_rfc6121(args), args.deadline)
                 return 0
+            if args.mode == "sm":
+                await asyncio.wait_for(run_sm(args), args.deadline)
+                return 0
+            if args.mode == "carbons":
+                await asyncio.wait_for(run_carbons(args), args.deadline)
+                return 0
             return await asyncio.wait_for(run_listen(args), args.deadline)
         except asyncio.TimeoutError:
             report(False, "%s finished before the deadline" % args.mode,
@@ -935,7 +1389,7 @@ def main():
             return 1
 
     code = asyncio.run(guarded())
-    if args.mode in ("check", "rfc6121"):
+    if args.mode in ("check", "rfc6121", "sm", "carbons"):
         print("slixmpp totals: passed=%d failed=%d" % (passes, failures), flush=True)
         code = 1 if failures else 0
     sys.exit(code)

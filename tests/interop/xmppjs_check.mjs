@@ -5,6 +5,8 @@
 //                                --expect-body B [--expect-from dave@localhost] [--timeout 30]
 //   node xmppjs_check.mjs rfc6121 --service xmpps://localhost:P2 --user frank --password X
 //                                 --peer erin@localhost --sync DIR [--log FILE]
+//   node xmppjs_check.mjs sm --service xmpps://localhost:P2 --user ivan --password X
+//                            --peer judy --peer-password Y [--count 20] [--log FILE]
 //
 // The CA must be given in NODE_EXTRA_CA_CERTS (Node reads it only at start).
 //
@@ -28,6 +30,10 @@
 // --sync): subscribe/subscribed both ways with roster pushes and roster gets, each other's
 // presence, a clean disconnect (frank), an offline message with a delay after frank's
 // next initial presence, and erin's abrupt disconnect seen as unavailable.
+//
+// `sm` is XEP-0198 with @xmpp/stream-management: the TCP connection is cut under the
+// client (its TLSSocket destroyed) while a second account sends it numbered messages;
+// xmpp.js reconnects by itself and resumes; all messages must arrive (see runSm).
 
 import { appendFileSync, existsSync, readFileSync, readdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -706,6 +712,205 @@ async function runRfc6121() {
   }
 }
 
+// ---------------------------------------------------------------- XEP-0198 stream management
+
+const NS_SM = "urn:xmpp:sm:3";
+
+function ranges(nums) {
+  const sorted = [...new Set(nums)].sort((a, b) => a - b);
+  const out = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j] + 1) j++;
+    out.push(i === j ? `#${sorted[i]}` : `#${sorted[i]}-${sorted[j]}`);
+    i = j + 1;
+  }
+  return out.join(", ") || "none";
+}
+
+// XEP-0198 with @xmpp/stream-management (which @xmpp/client sets up and enables by
+// itself, with resume='true'): the client (--user) logs in over direct TLS; a second
+// client (--peer) sends it --count numbered chat messages to its full JID: a first batch
+// before the cut (all received), a few in flight at the cut (the client stopped reading:
+// the server writes them, the client never handles them), a batch during the outage, the
+// rest after resumption. The cut: the TLSSocket under xmpp.js is destroyed (no </stream>,
+// no close_notify), nothing xmpp.js asked for. xmpp.js's own reconnect (@xmpp/reconnect,
+// delay 3 s) brings it back and stream-management resumes (<resume previd h/>). Every
+// number must arrive at least once (duplicates allowed by XEP-0198, reported); the
+// client's messages around the cut must reach the peer.
+async function runSm() {
+  const label = "xep-0198";
+  const n = Number(opts.count ?? 20);
+  const tag = randomUUID().slice(0, 8);
+  const service = opts.service;
+  const sm = makeClient({ service, username: opts.user, password: opts.password, mech: "SCRAM-SHA-1", tag: "sm client" });
+  const peer = makeClient({ service, username: opts.peer, password: opts["peer-password"], mech: "SCRAM-SHA-1", tag: "sm peer" });
+  const SM = sm.streamManagement;
+  let connectionNo = 0;
+  let onlineEvents = 0;
+  let enabledEl = null;
+  let resumedEl = null;
+  const failedEls = [];
+  const numbered = []; // { num, conn, delay, to }
+  let reconnectingAt = null;
+  let disconnectedAt = null;
+  sm.on("connect", () => connectionNo++);
+  sm.on("online", () => onlineEvents++);
+  sm.on("disconnect", () => {
+    disconnectedAt ??= Date.now();
+  });
+  sm.on("nonza", (el) => {
+    if (el.is("enabled", NS_SM)) enabledEl = el;
+    if (el.is("resumed", NS_SM)) resumedEl = el;
+    if (el.is("failed", NS_SM)) failedEls.push(el.toString());
+  });
+  let resumedEvent = false;
+  SM.on("resumed", () => {
+    resumedEvent = true;
+    for (const w of sm.waiters.splice(0)) w();
+  });
+  sm.reconnect.on("reconnecting", () => {
+    reconnectingAt = Date.now();
+  });
+  sm.on("stanza", (st) => {
+    const m = /^sm (\d+)\/(\d+) (\S+)$/.exec(st.getChildText("body") ?? "");
+    if (st.is("message") && m && m[3] === tag) {
+      const delay = st.getChild("delay", NS_DELAY);
+      numbered.push({ num: Number(m[1]), conn: connectionNo, delay: delay?.attrs.stamp ?? null, to: st.attrs.to });
+    }
+  });
+  const numbers = () => new Set(numbered.map((x) => x.num));
+  const waitNumbers = (wanted, ms) => waitFor(sm, () => [numbers()], (set) => wanted.every((i) => set.has(i)), ms);
+  const waitUntil = async (pred, ms) => {
+    const deadline = Date.now() + ms;
+    while (!pred()) {
+      if (Date.now() > deadline) return false;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return true;
+  };
+  const peerErrors = [];
+  peer.on("stanza", (st) => {
+    if (st.is("message") && st.attrs.type === "error") peerErrors.push(`${st.attrs.id}:${st.getChild("error")?.children?.[0]?.name}`);
+  });
+  try {
+    for (const [who, c] of [["client", sm], ["peer", peer]]) {
+      try {
+        await start(c);
+        report(true, `${label} ${who} login (direct TLS)`, `bound ${c.jid}`);
+      } catch (err) {
+        report(false, `${label} ${who} login (direct TLS)`, `${err?.message ?? err}; sasl failure=${c.info.saslFailure}`);
+        return;
+      }
+    }
+    await waitUntil(() => SM.enabled && enabledEl !== null, STEP_TIMEOUT);
+    report(SM.enabled && !!SM.id && enabledEl?.attrs.resume === "true" && enabledEl?.attrs.id === SM.id,
+      `${label} stream management enabled by @xmpp/client with resumption (<enabled resume='true' id/>; streamManagement.enabled, id)`,
+      enabledEl ? `enabled=${SM.enabled} id=${SM.id}; server: ${enabledEl}` : `no <enabled/> within ${STEP_TIMEOUT / 1000}s; sm failed: ${failedEls}`);
+    if (!SM.enabled || !SM.id) return;
+    const full = sm.jid.toString();
+    const smId = SM.id;
+    const sendNumbered = (i) => peer.send(xml("message", { to: full, type: "chat", id: `sm-${tag}-${i}` }, xml("body", {}, `sm ${i}/${n} ${tag}`)));
+    const range = (a, b) => Array.from({ length: b - a + 1 }, (_, k) => a + k);
+    const first = range(1, Math.floor(n / 3));
+    const atCut = range(first.at(-1) + 1, first.at(-1) + 3);
+    const outage = range(atCut.at(-1) + 1, atCut.at(-1) + Math.floor(n / 3));
+    const after = range(outage.at(-1) + 1, n);
+
+    for (const i of first) await sendNumbered(i);
+    const okFirst = await waitNumbers(first, STEP_TIMEOUT);
+    report(!!okFirst, `${label} messages ${ranges(first)} received before the cut`, `got ${ranges([...numbers()])}`);
+
+    // In flight at the cut: xmpp.js stops reading (the TLSSocket paused, as on a stalled
+    // network); the peer sends #7-9, which the server writes but the client never
+    // handles. Then the client sends two messages, which the server receives, and the
+    // connection is cut 50 ms later, before xmpp.js asks for their acknowledgement (it
+    // waits 250 ms): they are in its queue, and the server's <resumed h/> must count
+    // them. (xmpp.js queues a stanza only once written: a send into the dead socket is
+    // rejected to the application, not resent, so none is tried.)
+    const outBodies = [1, 2].map((i) => `sm out ${i} ${tag}`);
+    const sendOut = (b) => sm.send(xml("message", { to: peer.jid.toString(), type: "chat" }, xml("body", {}, b)));
+    const tlsSock = sm.socket.socket;
+    tlsSock.pause();
+    for (const i of atCut) await sendNumbered(i);
+    await new Promise((r) => setTimeout(r, 500));
+    for (const b of outBodies) await sendOut(b);
+    await new Promise((r) => setTimeout(r, 50));
+    const inboundAtCut = SM.inbound;
+    sm.reconnect.delay = 3000;
+    sm.reconnect.start();
+    tlsSock.destroy();
+    await waitUntil(() => disconnectedAt !== null, STEP_TIMEOUT);
+    const qAtCut = SM.outbound_q.map((item) => item.stanza.getChildText("body")?.split(" ")[2] ?? item.stanza.name);
+    const outboundAtCut = SM.outbound;
+    report(disconnectedAt !== null && SM.id === smId,
+      `${label} TCP connection cut under xmpp.js (TLSSocket destroyed, reading paused before): disconnect, stream management id kept`,
+      `status=${sm.status} sm id=${SM.id || "none"}; stream-management queue (unacknowledged): ${JSON.stringify(qAtCut)}, acknowledged before: ${outboundAtCut}; handled before the cut: ${inboundAtCut}`);
+    if (disconnectedAt === null) return;
+
+    // The outage batch, then a ping round trip: the server has handled them all before
+    // xmpp.js reconnects (3 s after the disconnect).
+    for (const i of outage) await sendNumbered(i);
+    try {
+      await peer.iqCaller.request(xml("iq", { type: "get", to: domain }, xml("ping", { xmlns: "urn:xmpp:ping" })), STEP_TIMEOUT);
+    } catch {}
+    const outageDoneAt = Date.now();
+    await new Promise((r) => setTimeout(r, 300));
+    report(peerErrors.length === 0 && (reconnectingAt === null || reconnectingAt > outageDoneAt),
+      `${label} messages ${ranges(outage)} sent during the outage accepted by the server (no error bounce), before xmpp.js reconnected`,
+      `${peerErrors.length ? `bounces: ${peerErrors}; ` : ""}sent ${outageDoneAt - disconnectedAt} ms after the disconnect${reconnectingAt !== null ? `, reconnect started ${reconnectingAt - disconnectedAt} ms after it` : ""}`);
+
+    await waitUntil(() => resumedEvent, 15_000);
+    const detail = resumedEl
+      ? `${resumedEl}; resumed event=${resumedEvent}, online events=${onlineEvents}, connection #${connectionNo}, status=${sm.status}, jid ${sm.jid}, sm failed: ${failedEls.length ? failedEls : "none"}`
+      : `no <resumed/> within 15s (reconnecting ${reconnectingAt !== null}); sm failed: ${failedEls}; status=${sm.status} connection #${connectionNo}`;
+    if (!report(resumedEvent && resumedEl?.attrs.previd === smId && onlineEvents === 1 && failedEls.length === 0
+        && connectionNo === 2 && sm.status === "online" && sm.jid.toString() === full && SM.enabled,
+      `${label} xmpp.js reconnects by itself and resumes (stream-management 'resumed', same previd, no new session, full JID ${full} unchanged)`,
+      detail)) return;
+    const h = Number(resumedEl.attrs.h);
+    const resentByUs = qAtCut.slice(Math.max(0, h - outboundAtCut));
+
+    try {
+      const reply = await sm.iqCaller.request(xml("iq", { type: "get", to: domain }, xml("ping", { xmlns: "urn:xmpp:ping" })), STEP_TIMEOUT);
+      report(reply.attrs.to === full, `${label} after resumption the server addresses us as ${full} (ping result 'to')`, `to=${reply.attrs.to}`);
+    } catch (err) {
+      report(false, `${label} ping after resumption`, String(err?.condition ?? err?.message ?? err));
+    }
+
+    for (const i of after) await sendNumbered(i);
+    await waitNumbers(range(1, n), STEP_TIMEOUT);
+    const got = numbers();
+    const missing = range(1, n).filter((i) => !got.has(i));
+    const counts = {};
+    for (const x of numbered) counts[x.num] = (counts[x.num] ?? 0) + 1;
+    const dups = Object.keys(counts).filter((k) => counts[k] > 1).map(Number);
+    const wrongTo = numbered.filter((x) => x.to !== full).map((x) => x.num);
+    const onNew = numbered.filter((x) => x.conn > 1 && !after.includes(x.num)).map((x) => x.num);
+    const delayed = numbered.filter((x) => x.conn > 1 && x.delay).map((x) => x.num);
+    report(missing.length === 0 && wrongTo.length === 0,
+      `${label} all ${n} messages arrived (${got.size} unique, ${numbered.length} received in all; before the cut ${ranges(first)}, at the cut ${ranges(atCut)}, outage ${ranges(outage)}, after resumption ${ranges(after)})`,
+      `${missing.length ? `missing ${ranges(missing)}; ` : ""}${wrongTo.length ? `'to' not the full JID on ${ranges(wrongTo)}; ` : ""}duplicates ${ranges(dups)}; delivered on the resumed stream from the server's queue (sent before resumption) ${ranges(onNew)}; with <delay/> ${ranges(delayed)}`);
+    console.log(`    xep-0198 xmpp.js: resent by the server after <resumed/>: ${ranges(onNew)}; duplicates: ${ranges(dups)}; resent by xmpp.js (its queue after <resumed h='${h}'/>): ${JSON.stringify(resentByUs)}`);
+
+    // The client's messages around the cut reach the peer.
+    await waitFor(peer, () => [peer.messages.map((m) => m.getChildText("body"))], (bodies) => outBodies.every((b) => bodies.includes(b)), STEP_TIMEOUT);
+    const outCounts = {};
+    const outDelay = {};
+    for (const b of outBodies) {
+      const ms = peer.messages.filter((m) => m.getChildText("body") === b);
+      outCounts[b.split(" ")[2]] = ms.length;
+      if (ms.some((m) => m.getChild("delay", NS_DELAY))) outDelay[b.split(" ")[2]] = true;
+    }
+    report(Object.values(outCounts).every((c) => c > 0),
+      `${label} the 2 messages xmpp.js sent just before the cut (unacknowledged) reach the peer`,
+      `received (out number: times) ${JSON.stringify(outCounts)}; <resumed h='${h}'/>; xmpp.js resent ${JSON.stringify(resentByUs)} (with <delay/>: ${Object.keys(outDelay).join(",") || "none"})`);
+  } finally {
+    sm.reconnect.stop();
+    await Promise.all([stop(sm), stop(peer)]);
+  }
+}
+
 // A hard deadline for the whole process, whatever hangs.
 const deadlineMs = Number(opts.deadline ?? 120) * 1000;
 setTimeout(() => {
@@ -722,12 +927,16 @@ try {
     code = failures ? 1 : 0;
   } else if (opts.mode === "listen") {
     code = await runListen();
+  } else if (opts.mode === "sm") {
+    await runSm();
+    console.log(`xmppjs totals: passed=${passes} failed=${failures}`);
+    code = failures ? 1 : 0;
   } else if (opts.mode === "rfc6121") {
     await runRfc6121();
     console.log(`xmppjs totals: passed=${passes} failed=${failures}`);
     code = failures ? 1 : 0;
   } else {
-    console.error("usage: xmppjs_check.mjs check|listen ...");
+    console.error("usage: xmppjs_check.mjs check|listen|rfc6121|sm ...");
     code = 2;
   }
 } catch (err) {
