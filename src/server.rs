@@ -36,6 +36,8 @@ pub struct ServerInner {
     connections_done: Notify,
     /// Open connections per remote address, for `max_connections_per_ip`.
     per_ip: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Recent failed authentications per address: (count, last failure).
+    auth_failures: std::sync::Mutex<HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
 }
 
 impl ServerInner {
@@ -105,6 +107,46 @@ impl ServerInner {
 /// must not live across an `.await` in a `Send` future.)
 pub(crate) async fn until_shutdown(signal: &mut watch::Receiver<bool>) {
     let _ = signal.wait_for(|stop| *stop).await;
+}
+
+/// Failures from one address are free up to this many; then each costs twice the last
+/// delay, up to [`MAX_AUTH_DELAY`]. Forgotten after [`AUTH_FAILURE_MEMORY`] of quiet.
+const FREE_AUTH_FAILURES: u32 = 3;
+const MAX_AUTH_DELAY: Duration = Duration::from_secs(16);
+const AUTH_FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
+
+impl ServerInner {
+    /// Records a failed authentication from `ip`; returns how long to wait before
+    /// answering it.
+    pub(crate) fn auth_failed(&self, ip: std::net::IpAddr) -> Duration {
+        let now = std::time::Instant::now();
+        let mut failures = self.auth_failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() > 100_000 {
+            failures.retain(|_, (_, last)| now.duration_since(*last) < AUTH_FAILURE_MEMORY);
+        }
+        let entry = failures.entry(ip).or_insert((0, now));
+        if now.duration_since(entry.1) > AUTH_FAILURE_MEMORY {
+            entry.0 = 0;
+        }
+        entry.0 += 1;
+        entry.1 = now;
+        backoff(entry.0)
+    }
+
+    pub(crate) fn auth_succeeded(&self, ip: std::net::IpAddr) {
+        self.auth_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ip);
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    if failures <= FREE_AUTH_FAILURES {
+        return Duration::ZERO;
+    }
+    let doublings = (failures - FREE_AUTH_FAILURES - 1).min(8);
+    (Duration::from_secs(1) * (1u32 << doublings)).min(MAX_AUTH_DELAY)
 }
 
 /// Admits a connection from `ip` under `max_connections_per_ip`; released on drop.
@@ -251,6 +293,7 @@ impl ServerBuilder {
             connections: AtomicUsize::new(0),
             connections_done: Notify::new(),
             per_ip: Default::default(),
+            auth_failures: Default::default(),
         });
         for host_config in &config.hosts {
             let domain = jid::BareJid::new(&host_config.name)
@@ -513,6 +556,12 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authentication_backoff_doubles_and_caps() {
+        let delays: Vec<u64> = (1..=10).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(delays, vec![0, 0, 0, 1, 2, 4, 8, 16, 16, 16]);
+    }
 
     #[tokio::test]
     async fn connections_per_ip_are_limited_except_loopback() {

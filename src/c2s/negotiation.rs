@@ -551,6 +551,7 @@ impl Negotiation<'_> {
                     username,
                     additional_data,
                 } => {
+                    self.server.auth_succeeded(self.info.peer.ip());
                     let data = additional_data.map(|d| encode_sasl(&d)).unwrap_or_default();
                     let out = format!(
                         "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{data}</success>"
@@ -562,6 +563,11 @@ impl Negotiation<'_> {
                 }
                 SaslStep::Failure(failure) => {
                     tracing::info!(peer = %self.info.peer, host = %self.info.host, mechanism = mechanism.name(), condition = failure.condition(), "authentication failed");
+                    // Guessing from one address slows down across connections too.
+                    let delay = self.server.auth_failed(self.info.peer.ip());
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     self.sasl_failure(failure.condition(), None).await?;
                     return self.count_failure().await.map(|()| false);
                 }
