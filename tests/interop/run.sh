@@ -77,7 +77,7 @@ else
     summary
     exit 1
   fi
-  TERN="$ROOT/target/debug/tern"
+  TERN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/tern"
 fi
 
 # ---------------------------------------------------------------- server
