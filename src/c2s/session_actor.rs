@@ -203,7 +203,6 @@ impl SessionTask {
                 let Some(state) = sm else {
                     return Ok(());
                 };
-                acknowledge(state, client_h)?;
                 // A half-open old connection: its reader stops, its writer goes.
                 if let Some(old) = self.done.take() {
                     let _ = old.send(());
@@ -214,6 +213,8 @@ impl SessionTask {
                 self.writer = Some(writer);
                 self.done = Some(done);
                 *deadline = None;
+                // On the new connection, so that a bad `h` is told to the client.
+                acknowledge(state, client_h)?;
                 let previd = state.id.clone().unwrap_or_default();
                 buf.extend_from_slice(
                     format!(

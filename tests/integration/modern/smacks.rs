@@ -220,3 +220,33 @@ async fn acknowledging_more_than_was_sent_is_an_error() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn resuming_with_a_wrong_h_is_an_error() -> anyhow::Result<()> {
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .config_toml(&config(300))
+        .start()
+        .await?;
+    let mut romeo = server.client("romeo").await?;
+    let id = enable(&mut romeo).await?;
+    drop(romeo);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Nothing was sent to Romeo after enabling; claiming 5 received is impossible.
+    let mut raw = server.raw().await?;
+    raw.open_stream("localhost").await?;
+    raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
+    raw.open_stream("localhost").await?;
+    raw.send_raw(&format!(
+        "<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='5'/>"
+    ))
+    .await?;
+    assert_eq!(
+        raw.expect_stream_error().await?.as_deref(),
+        Some("undefined-condition")
+    );
+    // The session is gone: resuming again fails cleanly.
+    let (_, answer) = resume(&server, "romeo", &id, 0).await?;
+    assert!(answer.is("failed", SM));
+    Ok(())
+}
