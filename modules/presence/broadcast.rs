@@ -143,6 +143,22 @@ pub(super) async fn send_current_presence(state: &Arc<State>, user: &str, to: &J
     }
 }
 
+/// Tells `to` that each of `user`'s available resources is gone (a subscription ended).
+pub(super) async fn send_unavailable(state: &Arc<State>, user: &str, to: &str) {
+    for session in state
+        .host
+        .sessions_of(user)
+        .into_iter()
+        .filter(SessionHandle::is_available)
+    {
+        let unavailable = element("presence", ns::CLIENT)
+            .with("type", "unavailable")
+            .with("from", session.jid().to_string())
+            .with("to", to);
+        state.host.send(unavailable).await;
+    }
+}
+
 /// A probe from `from` for local `user`: answered only for subscribers (§4.3.2).
 pub(super) async fn answer_probe(state: &Arc<State>, user: &str, from: &Jid) {
     let Ok(roster) = state.roster.read(&state.host, user) else {

@@ -96,18 +96,7 @@ pub(super) async fn outbound(
         }
         After::RouteAndSendUnavailable => {
             state.host.send(stanza.clone()).await;
-            for session in state
-                .host
-                .sessions_of(&user)
-                .into_iter()
-                .filter(SessionHandle::is_available)
-            {
-                let unavailable = element("presence", ns::CLIENT)
-                    .with("type", "unavailable")
-                    .with("from", session.jid().to_string())
-                    .with("to", contact.to_string());
-                state.host.send(unavailable).await;
-            }
+            broadcast::send_unavailable(state, &user, &contact.to_string()).await;
             Ok(Flow::Handled)
         }
     }
@@ -209,12 +198,8 @@ pub(super) async fn inbound(
                 .filter(SessionHandle::is_available)
             {
                 session.send(stanza.clone());
-                let unavailable = element("presence", ns::CLIENT)
-                    .with("type", "unavailable")
-                    .with("from", session.jid().to_string())
-                    .with("to", key.clone());
-                state.host.send(unavailable).await;
             }
+            broadcast::send_unavailable(state, user, &key).await;
         }
         After::AutoApprove => {
             let reply = element("presence", ns::CLIENT)
