@@ -1,9 +1,10 @@
 //! The example module (jid_credentials.rs) through a real server.
 
+use crate::common::error_condition;
 use tern::modules::external_services::xml::parse_service;
 use tern::modules::external_services::ExternalService;
 use tern::testing::TestServer;
-use tern::xml::{ns, Element};
+use tern::xml::Element;
 
 const CONFIG: &str = r#"
 modules_enabled = ["disco", "ping", "external_services", "jid_credentials"]
@@ -44,14 +45,6 @@ fn services(reply: &Element) -> Vec<ExternalService> {
         .unwrap_or_default()
 }
 
-fn condition(reply: &Element) -> Option<String> {
-    reply
-        .get_child("error", ns::CLIENT)?
-        .children()
-        .find(|c| c.ns() == ns::STANZAS_ERR && c.name() != "text")
-        .map(|c| c.name().to_string())
-}
-
 const SERVICES: &str = "<iq type='get' to='localhost'><services xmlns='urn:xmpp:extdisco:2'/></iq>";
 
 #[tokio::test]
@@ -85,12 +78,15 @@ async fn provider_failures_become_the_xep_errors() -> anyhow::Result<()> {
     let server = server().await?;
     let mut mallory = server.client("mallory").await?;
     assert_eq!(
-        condition(&mallory.iq_str(SERVICES).await?).as_deref(),
+        error_condition(&mallory.iq_str(SERVICES).await?).as_deref(),
         Some("not-authorized")
     );
     let mut slowpoke = server.client("slowpoke").await?;
     let reply = slowpoke.iq_str(SERVICES).await?;
-    assert_eq!(condition(&reply).as_deref(), Some("remote-server-timeout"));
+    assert_eq!(
+        error_condition(&reply).as_deref(),
+        Some("remote-server-timeout")
+    );
     // Exactly one reply: nothing else arrives later.
     slowpoke
         .expect_silence(std::time::Duration::from_millis(300))
@@ -104,7 +100,7 @@ async fn a_credentials_handler_can_fail_the_request() -> anyhow::Result<()> {
     let ask = "<iq type='get' to='localhost'><credentials xmlns='urn:xmpp:extdisco:2'><service type='turn' host='turn.example.org'/></credentials></iq>";
     let mut eve = server.client("eve").await?;
     let reply = eve.iq_str(ask).await?;
-    assert_eq!(condition(&reply).as_deref(), Some("forbidden"));
+    assert_eq!(error_condition(&reply).as_deref(), Some("forbidden"));
     eve.expect_silence(std::time::Duration::from_millis(200))
         .await?;
     let mut alice = server.client("alice").await?;

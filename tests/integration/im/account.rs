@@ -1,15 +1,8 @@
+use crate::common::error_condition;
 use tern::testing::TestServer;
-use tern::xml::{ns, Element};
+use tern::xml::ns;
 
 const IM: &str = r#"modules_enabled = ["disco", "ping", "roster", "presence", "vcard", "last"]"#;
-
-fn condition(reply: &Element) -> Option<String> {
-    reply
-        .get_child("error", ns::CLIENT)?
-        .children()
-        .find(|c| c.ns() == ns::STANZAS_ERR && c.name() != "text")
-        .map(|c| c.name().to_string())
-}
 
 #[tokio::test]
 async fn vcard_set_get_own_and_others() -> anyhow::Result<()> {
@@ -43,15 +36,18 @@ async fn vcard_set_get_own_and_others() -> anyhow::Result<()> {
             "<iq type='set' to='romeo@localhost'><vCard xmlns='vcard-temp'><FN>x</FN></vCard></iq>",
         )
         .await?;
-    assert_eq!(condition(&forbidden).as_deref(), Some("forbidden"));
+    assert_eq!(error_condition(&forbidden).as_deref(), Some("forbidden"));
     let none = romeo
         .iq_str("<iq type='get' to='juliet@localhost'><vCard xmlns='vcard-temp'/></iq>")
         .await?;
-    assert_eq!(condition(&none).as_deref(), Some("item-not-found"));
+    assert_eq!(error_condition(&none).as_deref(), Some("item-not-found"));
     let unknown = romeo
         .iq_str("<iq type='get' to='nobody@localhost'><vCard xmlns='vcard-temp'/></iq>")
         .await?;
-    assert_eq!(condition(&unknown).as_deref(), Some("service-unavailable"));
+    assert_eq!(
+        error_condition(&unknown).as_deref(),
+        Some("service-unavailable")
+    );
     Ok(())
 }
 
@@ -70,11 +66,11 @@ async fn account_disco_and_last_activity_need_a_subscription() -> anyhow::Result
     let disco = "<iq type='get' to='juliet@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>";
     let last = "<iq type='get' to='juliet@localhost'><query xmlns='jabber:iq:last'/></iq>";
     assert_eq!(
-        condition(&romeo.iq_str(disco).await?).as_deref(),
+        error_condition(&romeo.iq_str(disco).await?).as_deref(),
         Some("service-unavailable")
     );
     assert_eq!(
-        condition(&romeo.iq_str(last).await?).as_deref(),
+        error_condition(&romeo.iq_str(last).await?).as_deref(),
         Some("forbidden")
     );
     // Juliet lets Romeo see her presence.

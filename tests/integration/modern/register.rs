@@ -1,15 +1,8 @@
+use crate::common::error_condition;
 use tern::testing::{RawClient, TestServer};
-use tern::xml::{ns, Element};
+use tern::xml::Element;
 
 const OPEN: &str = "modules_enabled = [\"disco\", \"ping\", \"register\"]\n[modules.register]\nallow_registration = true\nregistrations_per_hour = 2\nmin_password_length = 6";
-
-fn condition(reply: &Element) -> Option<String> {
-    reply
-        .get_child("error", ns::CLIENT)?
-        .children()
-        .find(|c| c.ns() == ns::STANZAS_ERR && c.name() != "text")
-        .map(|c| c.name().to_string())
-}
 
 async fn register(raw: &mut RawClient, user: &str, password: &str) -> anyhow::Result<Element> {
     raw.send_raw(&format!(
@@ -37,11 +30,11 @@ async fn in_band_registration_when_allowed_and_rate_limited() -> anyhow::Result<
         .next()
         .is_some_and(|q| q.has_child("username", "jabber:iq:register")));
     assert_eq!(
-        condition(&register(&mut raw, "taken", "secret123").await?).as_deref(),
+        error_condition(&register(&mut raw, "taken", "secret123").await?).as_deref(),
         Some("conflict")
     );
     assert_eq!(
-        condition(&register(&mut raw, "short", "abc").await?).as_deref(),
+        error_condition(&register(&mut raw, "short", "abc").await?).as_deref(),
         Some("not-acceptable")
     );
     assert_eq!(
@@ -65,7 +58,7 @@ async fn in_band_registration_when_allowed_and_rate_limited() -> anyhow::Result<
         Some("result")
     );
     assert_eq!(
-        condition(&register(&mut raw, "third", "secret123").await?).as_deref(),
+        error_condition(&register(&mut raw, "third", "secret123").await?).as_deref(),
         Some("resource-constraint")
     );
     Ok(())
@@ -81,7 +74,7 @@ async fn registration_is_off_by_default() -> anyhow::Result<()> {
     let features = raw.open_stream("localhost").await?;
     assert!(!features.has_child("register", "http://jabber.org/features/iq-register"));
     assert_eq!(
-        condition(&register(&mut raw, "newbie", "secret123").await?).as_deref(),
+        error_condition(&register(&mut raw, "newbie", "secret123").await?).as_deref(),
         Some("not-allowed")
     );
     Ok(())
