@@ -33,6 +33,41 @@ pub(crate) struct Conn {
     pub framer: Framer,
     pub limits: FramerLimits,
     read_buf: Box<[u8]>,
+    /// Read throttle of a bound session (`[limits] rate`), as Prosody's `limits`.
+    pub throttle: Option<Throttle>,
+}
+
+/// A token bucket on received bytes: past the burst, reading pauses until the rate
+/// allows more. Nothing is dropped; a flooding client just gets slower service.
+pub(crate) struct Throttle {
+    bytes_per_second: f64,
+    burst: f64,
+    tokens: f64,
+    updated: tokio::time::Instant,
+}
+
+impl Throttle {
+    pub fn new(bytes_per_second: u64, burst: u64) -> Self {
+        Throttle {
+            bytes_per_second: bytes_per_second as f64,
+            burst: burst as f64,
+            tokens: burst as f64,
+            updated: tokio::time::Instant::now(),
+        }
+    }
+
+    /// How long to wait before reading again, after `n` bytes arrived.
+    fn take(&mut self, n: usize) -> std::time::Duration {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.updated).as_secs_f64() * self.bytes_per_second;
+        self.tokens = (self.tokens + refill).min(self.burst) - n as f64;
+        self.updated = now;
+        if self.tokens >= 0.0 {
+            std::time::Duration::ZERO
+        } else {
+            std::time::Duration::from_secs_f64(-self.tokens / self.bytes_per_second)
+        }
+    }
 }
 
 impl Conn {
@@ -42,6 +77,7 @@ impl Conn {
             framer: Framer::new(limits),
             limits,
             read_buf: vec![0u8; 8192].into_boxed_slice(),
+            throttle: None,
         }
     }
 
@@ -74,6 +110,12 @@ impl Conn {
                 };
             }
             self.framer.feed(&self.read_buf[..n]);
+            if let Some(throttle) = &mut self.throttle {
+                let pause = throttle.take(n);
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+            }
         }
     }
 

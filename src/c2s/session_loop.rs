@@ -54,7 +54,7 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo)
         &server,
         &host,
         &handle,
-        ReaderConn::new(reader, framer, limits),
+        ReaderConn::new(reader, framer, limits, throttle(&server)),
         done_rx,
     )
     .await;
@@ -85,7 +85,7 @@ pub(crate) async fn resume(
         &server,
         &host,
         &handle,
-        ReaderConn::new(reader, framer, limits),
+        ReaderConn::new(reader, framer, limits, throttle(&server)),
         done_rx,
     )
     .await;
@@ -190,6 +190,13 @@ async fn read_loop(
     }
 }
 
+/// The configured read throttle, if any.
+fn throttle(server: &ServerInner) -> Option<super::connection::Throttle> {
+    let limits = server.config().limits.clone();
+    (limits.rate > 0)
+        .then(|| super::connection::Throttle::new(limits.rate, limits.rate_burst.max(limits.rate)))
+}
+
 /// Pings the client; no answer (result or error) within `timeout` ends the stream.
 fn ping_idle_client(host: &Arc<Host>, handle: &SessionHandle, timeout: std::time::Duration) {
     let host = host.clone();
@@ -238,9 +245,11 @@ impl ReaderConn {
         reader: tokio::io::ReadHalf<BoxIo>,
         framer: Framer,
         limits: crate::xml::framer::FramerLimits,
+        throttle: Option<super::connection::Throttle>,
     ) -> Self {
         let mut inner = Conn::new(Box::new(ReadOnly(reader)), limits);
         inner.framer = framer;
+        inner.throttle = throttle;
         ReaderConn { inner }
     }
 

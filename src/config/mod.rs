@@ -48,6 +48,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long a ping may go unanswered before the stream is closed.
     pub ping_timeout: Duration,
+    /// Bytes per second a bound client may send before reading from it slows down
+    /// (0: no limit), and the burst allowed above that rate.
+    pub rate: u64,
+    pub rate_burst: u64,
 }
 
 impl Default for Limits {
@@ -63,6 +67,8 @@ impl Default for Limits {
             max_sessions_per_account: 16,
             idle_timeout: Duration::from_secs(300),
             ping_timeout: Duration::from_secs(60),
+            rate: 64 * 1024,
+            rate_burst: 1024 * 1024,
         }
     }
 }
@@ -532,6 +538,12 @@ fn read_limits(table: Option<&Table>, diagnostics: &Diagnostics) -> Limits {
     }
     if let Some(v) = opts.integer("ping_timeout", 1..=3600) {
         limits.ping_timeout = Duration::from_secs(v as u64);
+    }
+    if let Some(v) = opts.integer("rate", 0..=1 << 40) {
+        limits.rate = v as u64;
+    }
+    if let Some(v) = opts.integer("rate_burst", 1024..=1 << 40) {
+        limits.rate_burst = v as u64;
     }
     opts.report_unknown();
     limits

@@ -384,3 +384,41 @@ async fn silent_clients_are_pinged_and_closed_when_they_do_not_answer() -> anyho
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_flooding_client_is_slowed_down_not_cut_off() -> anyhow::Result<()> {
+    let server = core_server()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .config_toml("[limits]\nrate = 2048\nrate_burst = 2048")
+        .start()
+        .await?;
+    let mut romeo = server.client("romeo").await?;
+    let mut juliet = server.client("juliet").await?;
+    // ~8 KiB at 2 KiB/s beyond a 2 KiB burst: the last of it is read about 3 s later.
+    let filler = "x".repeat(1000);
+    let started = std::time::Instant::now();
+    for i in 0..8 {
+        romeo
+            .send_str(&format!(
+                "<message to='localhost' id='f{i}'><body>{filler}</body></message>"
+            ))
+            .await?;
+    }
+    romeo.sync().await?;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "read without throttling"
+    );
+    // Nothing was dropped: every message got its answer (messages to the server bounce).
+    for i in 0..8 {
+        romeo
+            .expect_where(|s| s.attr("id") == Some(format!("f{i}").as_str()))
+            .await?;
+    }
+    // Others are not slowed down.
+    let quick = std::time::Instant::now();
+    juliet.sync().await?;
+    assert!(quick.elapsed() < std::time::Duration::from_secs(2));
+    Ok(())
+}
