@@ -10,10 +10,12 @@
 //! - [`host`]: one [`host::Host`] per virtual host, with its own [`events::EventBus`],
 //!   [`items::Items`], IQ handlers, loaded modules, and the session table
 //!   `localpart -> resource -> SessionHandle`.
-//! - [`c2s`]: one task per connection. It owns the socket, frames the XML stream
+//! - `c2s`: one task per connection. It owns the socket, frames the XML stream
 //!   ([`xml::framer`]), negotiates STARTTLS or direct TLS ([`tls`]), SASL ([`sasl`]) and
-//!   binding, then runs the session: a reader loop (stanzas processed one at a time, in
-//!   order) and a writer task draining the session's bounded queue.
+//!   binding (or XEP-0198 resumption), then reads the session's stanzas one at a time, in
+//!   order. A session task owns the session's bounded outbound queue, the writer and the
+//!   stream-management state; it outlives a lost connection while the session can be
+//!   resumed, and it ends the session (table, `SessionClosed`, unacknowledged stanzas).
 //! - [`router`]: validates and stamps what clients send, fires
 //!   [`router::StanzaEvent`] on the addressed host, and applies RFC 6120/6121 delivery
 //!   when no handler took the stanza. Every IQ get/set gets exactly one reply.
@@ -24,6 +26,8 @@
 //! - [`config`]: TOML; syntax errors are fatal, everything else a diagnostic.
 //! - [`storage`]: a trait with sled (default) and memory backends; writes resolve once
 //!   durable.
+//! - [`admin`]: account commands and reloads, shared by the CLI and the admin socket.
+//! - [`stun`] and [`turn_check`]: a STUN/TURN client to prove configured relays work.
 //! - [`testing`]: `TestServer`, a real server on 127.0.0.1:0 with memory storage, and
 //!   a logged-in test client.
 //!

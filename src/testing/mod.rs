@@ -65,8 +65,7 @@ impl TestServerBuilder {
         self
     }
 
-    /// Makes a module available; enable it with `config_toml("modules_enabled = [..]")`
-    /// or [`TestServerBuilder::enable`].
+    /// Makes a module available; enable it with `config_toml("modules_enabled = [..]")`.
     pub fn module(mut self, module: ModuleDescriptor) -> Self {
         self.modules.push(module);
         self
