@@ -1,0 +1,302 @@
+//! `extdisco`: XEP-0215 requests at a constant rate from C online clients, alternating
+//! `<services xmlns='urn:xmpp:extdisco:2'/>` (every service, TURN credentials minted
+//! inline) and `<credentials>` for the TURN services on `--turn-host`. Every request is
+//! matched with its answer by id; latency is from the due time.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tern::xml::Element;
+use tokio::time::Instant;
+
+use crate::client::Target;
+use crate::common::{
+    base_report, check_fd_limit, close_all, login_many, sample, wait_until, Conn, Out,
+};
+use crate::procfs::{round, Window};
+use crate::stats::{Errors, Latencies, Schedule};
+use crate::Common;
+
+const EXTDISCO: &str = "urn:xmpp:extdisco:2";
+
+pub struct ExtdiscoArgs {
+    pub clients: u64,
+    pub rate: f64,
+    pub duration_s: f64,
+    pub drain_s: f64,
+    pub turn_host: String,
+}
+
+struct Tally {
+    answered: Vec<AtomicU8>,
+    /// When each request was handed to its writer, microseconds after the schedule start.
+    dispatched_us: Vec<AtomicU64>,
+    ok: AtomicU64,
+    bad_answers: AtomicU64,
+    duplicates: AtomicU64,
+    /// How many services each `services` answer listed.
+    services_listed: Mutex<BTreeMap<usize, u64>>,
+}
+
+/// Request `k` is a `services` request when even, a `credentials` request when odd.
+fn is_services(k: u64) -> bool {
+    k % 2 == 0
+}
+
+/// Whether a result carries what was asked: services (restricted ones with credentials)
+/// or, for credentials, at least one service with a username and password.
+fn check_answer(k: u64, iq: &Element, tally: &Tally) -> bool {
+    let Some(payload) = iq.children().find(|c| c.ns() == EXTDISCO) else {
+        return false;
+    };
+    let services: Vec<&Element> = payload
+        .children()
+        .filter(|c| c.name() == "service")
+        .collect();
+    let with_credentials = services
+        .iter()
+        .filter(|s| s.attr("username").is_some() && s.attr("password").is_some())
+        .count();
+    if is_services(k) {
+        *tally
+            .services_listed
+            .lock()
+            .expect("tally")
+            .entry(services.len())
+            .or_default() += 1;
+        payload.name() == "services" && !services.is_empty()
+    } else {
+        payload.name() == "credentials" && with_credentials > 0
+    }
+}
+
+pub async fn run(
+    common: &Common,
+    target: Arc<Target>,
+    args: ExtdiscoArgs,
+) -> anyhow::Result<Value> {
+    let mut warnings = Vec::new();
+    let server = &common.server_pid;
+    if args.clients == 0 {
+        anyhow::bail!("--clients must be at least 1");
+    }
+    check_fd_limit(args.clients, &mut warnings);
+    let errors = Errors::default();
+    let setup_errors = Errors::default();
+    let login_latency = Latencies::new();
+    let latency = Latencies::new();
+    let latency_from_dispatch = Latencies::new();
+    let services_latency = Latencies::new();
+    let credentials_latency = Latencies::new();
+    let lag = Latencies::new();
+
+    let indices: Vec<u64> = (0..args.clients).collect();
+    let sessions = login_many(
+        &target,
+        &indices,
+        common.concurrency,
+        None,
+        true,
+        &setup_errors,
+        &login_latency,
+    )
+    .await;
+    if sessions.iter().any(|s| s.is_none()) {
+        anyhow::bail!(
+            "set-up failed: {} of {} logins failed: {}",
+            setup_errors.total(),
+            indices.len(),
+            setup_errors.to_json()
+        );
+    }
+
+    let schedule = Schedule::new(args.rate, args.duration_s);
+    let tally = Arc::new(Tally {
+        answered: (0..schedule.total).map(|_| AtomicU8::new(0)).collect(),
+        dispatched_us: (0..schedule.total).map(|_| AtomicU64::new(0)).collect(),
+        ok: AtomicU64::new(0),
+        bad_answers: AtomicU64::new(0),
+        duplicates: AtomicU64::new(0),
+        services_listed: Mutex::new(BTreeMap::new()),
+    });
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut conns = Vec::new();
+    for session in sessions.into_iter().flatten() {
+        let tally = tally.clone();
+        let latency = latency.clone();
+        let latency_from_dispatch = latency_from_dispatch.clone();
+        let services_latency = services_latency.clone();
+        let credentials_latency = credentials_latency.clone();
+        let reader_errors = errors.clone();
+        conns.push(Conn::start(
+            session,
+            sent.clone(),
+            errors.clone(),
+            move |stanza, arrived| {
+                if stanza.name() != "iq" {
+                    return;
+                }
+                let Some(k) = stanza
+                    .attr("id")
+                    .and_then(|id| id.strip_prefix('e'))
+                    .and_then(|n| n.parse::<u64>().ok())
+                else {
+                    return; // a push (answered already) or something else
+                };
+                let Some(slot) = tally.answered.get(k as usize) else {
+                    return;
+                };
+                if slot.fetch_add(1, Ordering::Relaxed) > 0 {
+                    tally.duplicates.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                let elapsed = arrived.saturating_duration_since(schedule.due(k));
+                match stanza.attr("type") {
+                    Some("result") => {
+                        if check_answer(k, &stanza, &tally) {
+                            tally.ok.fetch_add(1, Ordering::Relaxed);
+                            latency.record(elapsed);
+                            let dispatched = schedule.start
+                                + Duration::from_micros(
+                                    tally.dispatched_us[k as usize].load(Ordering::Relaxed),
+                                );
+                            latency_from_dispatch
+                                .record(arrived.saturating_duration_since(dispatched));
+                            if is_services(k) {
+                                services_latency.record(elapsed);
+                            } else {
+                                credentials_latency.record(elapsed);
+                            }
+                        } else {
+                            tally.bad_answers.fetch_add(1, Ordering::Relaxed);
+                            reader_errors.add("bad-answer", tern::xml::writer::to_string(&stanza));
+                        }
+                    }
+                    _ => {
+                        let condition = stanza
+                            .get_child("error", tern::xml::ns::CLIENT)
+                            .and_then(|e| {
+                                e.children()
+                                    .find(|c| c.ns() == tern::xml::ns::STANZAS_ERR)
+                                    .map(|c| c.name().to_string())
+                            })
+                            .unwrap_or_else(|| "unknown".into());
+                        reader_errors.add(&condition, tern::xml::writer::to_string(&stanza));
+                    }
+                }
+            },
+        ));
+    }
+    let senders: Vec<_> = conns.iter().map(|c| c.tx.clone()).collect();
+
+    let domain = target.domain.clone();
+    let services_request = format!("' to='{domain}'><services xmlns='{EXTDISCO}'/></iq>");
+    let credentials_request = format!(
+        "' to='{domain}'><credentials xmlns='{EXTDISCO}'><service type='turn' host='{}'/></credentials></iq>",
+        args.turn_host
+    );
+    let before = sample(server);
+    let clients = args.clients;
+    let dispatch_tally = tally.clone();
+    schedule
+        .run(&lag, move |k, _due, dispatched| {
+            dispatch_tally.dispatched_us[k as usize].store(
+                (dispatched - schedule.start).as_micros() as u64,
+                Ordering::Relaxed,
+            );
+            let client = (k % clients) as usize;
+            let rest = if is_services(k) {
+                &services_request
+            } else {
+                &credentials_request
+            };
+            let _ = senders[client].send(Out::Op(format!("<iq type='get' id='e{k}{rest}")));
+        })
+        .await;
+    let send_end = Instant::now();
+    let total = schedule.total;
+    // Errors include bad answers and failed writes.
+    let answered = || tally.ok.load(Ordering::Relaxed) + errors.total();
+    let drained = wait_until(Duration::from_secs_f64(args.drain_s), || {
+        answered() >= total
+    })
+    .await;
+    let after = sample(server);
+    let window = Window::between(&before, &after, server);
+
+    let unclosed = close_all(conns, Duration::from_secs(10)).await;
+    if unclosed > 0 {
+        warnings.push(format!(
+            "{unclosed} streams not closed by the server within 10 s"
+        ));
+    }
+
+    let ok = tally.ok.load(Ordering::Relaxed);
+    let sent = sent.load(Ordering::Relaxed);
+    let unanswered = tally
+        .answered
+        .iter()
+        .filter(|a| a.load(Ordering::Relaxed) == 0)
+        .count();
+    if !drained {
+        warnings.push(format!(
+            "{unanswered} of {total} requests unanswered after --drain {} s",
+            args.drain_s
+        ));
+    }
+    let send_s = (send_end - schedule.start).as_secs_f64();
+    let params = json!({
+        "addr": common.addr.to_string(),
+        "clients": args.clients,
+        "rate": args.rate,
+        "duration_s": args.duration_s,
+        "turn_host": args.turn_host,
+        "users": common.users,
+    });
+    let mut report = base_report(
+        "extdisco",
+        &common.label,
+        params,
+        &window,
+        ok,
+        !server.is_empty(),
+        &mut warnings,
+    );
+    let listed: BTreeMap<String, u64> = tally
+        .services_listed
+        .lock()
+        .expect("tally")
+        .iter()
+        .map(|(n, c)| (n.to_string(), *c))
+        .collect();
+    report.insert(
+        "requests".into(),
+        json!({
+            "scheduled": total,
+            "sent": sent,
+            "ok": ok,
+            "errors": errors.total(),
+            "bad_answers": tally.bad_answers.load(Ordering::Relaxed),
+            "unanswered": unanswered,
+            "duplicates": tally.duplicates.load(Ordering::Relaxed),
+            "all_answered_ok": ok == total,
+            "sent_per_s": round(sent as f64 / send_s.max(1e-9), 2),
+            "services_per_answer": listed,
+        }),
+    );
+    report.insert("latency".into(), latency.to_json());
+    report.insert(
+        "latency_from_dispatch".into(),
+        latency_from_dispatch.to_json(),
+    );
+    report.insert("services_latency".into(), services_latency.to_json());
+    report.insert("credentials_latency".into(), credentials_latency.to_json());
+    report.insert("schedule_lag".into(), lag.to_json());
+    report.insert("setup_login_latency".into(), login_latency.to_json());
+    report.insert("errors".into(), errors.to_json());
+    report.insert("warnings".into(), json!(warnings));
+    Ok(Value::Object(report))
+}

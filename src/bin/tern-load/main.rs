@@ -1,0 +1,307 @@
+//! `tern-load`: a load generator for XMPP servers (Tern, Prosody, ejabberd).
+//!
+//! Thousands of clients over STARTTLS with SASL SCRAM-SHA-1 (PBKDF2 once per account,
+//! see `scram`), open-loop constant arrival rates with latencies measured from each
+//! operation's due time (`stats`), delivery accounting, and the cost to the server read
+//! from /proc (`procfs`): CPU microseconds per operation, RSS and PSS. One JSON object on
+//! standard output per run; `bench/run.sh` drives it.
+//!
+//! Scenarios: `idle`, `logins`, `messages`, `extdisco` (see `--help` of each).
+
+mod client;
+mod common;
+mod extdisco;
+mod idle;
+mod logins;
+mod messages;
+mod procfs;
+mod scram;
+mod stats;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(
+    name = "tern-load",
+    version,
+    about = "Load generator for XMPP servers: STARTTLS + SCRAM-SHA-1 clients, open-loop rates, server CPU per operation from /proc"
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+/// Options of every scenario.
+#[derive(Args, Clone)]
+pub struct Common {
+    /// Server address (STARTTLS port).
+    #[arg(long, default_value = "127.0.0.1:5222")]
+    pub addr: SocketAddr,
+    /// XMPP domain (also the TLS server name).
+    #[arg(long, default_value = "localhost")]
+    pub domain: String,
+    /// Number of accounts PREFIX0..PREFIX{N-1}; clients use them round-robin.
+    #[arg(long, default_value_t = 1000)]
+    pub users: u64,
+    /// Account name prefix.
+    #[arg(long, default_value = "u")]
+    pub user_prefix: String,
+    /// Password of every account.
+    #[arg(long, default_value = "pw")]
+    pub password: String,
+    /// PEM certificate(s) to trust for the server.
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// Server process to measure (CPU, RSS, PSS; its descendants included). Repeatable or
+    /// comma-separated.
+    #[arg(long = "server-pid", value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// Seconds a login (or, in set-up, any step) may take before it counts as failed.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Logins at once while setting up clients (closed loop; not the measured load).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Runtime worker threads (default: the CPUs this process may run on).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Free-form label copied into the report (e.g. the server's name).
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Log in C clients (bind, presence), hold them, report memory per connection.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        /// Clients to log in and hold.
+        #[arg(long, default_value_t = 200)]
+        connections: u64,
+        /// Seconds to hold them after all logged in (idle CPU is measured then).
+        #[arg(long, default_value_t = 5.0)]
+        hold: f64,
+        /// Log in at this many per second (open loop) instead of `--concurrency` at a time.
+        #[arg(long)]
+        ramp_rate: Option<f64>,
+    },
+    /// Full logins (TCP, STARTTLS, SCRAM, bind, presence, close) at a constant rate.
+    Logins {
+        #[command(flatten)]
+        common: Common,
+        /// Logins per second.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Logins running at once beyond which new ones count as failed (overload).
+        #[arg(long, default_value_t = 4096)]
+        max_inflight: u64,
+    },
+    /// P online pairs exchanging chat messages at R per second in total.
+    Messages {
+        #[command(flatten)]
+        common: Common,
+        /// Sender/receiver pairs (accounts 2i send to 2i+1).
+        #[arg(long, default_value_t = 50)]
+        pairs: u64,
+        /// Messages per second, all pairs together.
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Seconds to wait after the last send for everything to arrive.
+        #[arg(long, default_value_t = 10.0)]
+        drain: f64,
+        /// Extra body bytes per message.
+        #[arg(long, default_value_t = 0)]
+        payload: usize,
+    },
+    /// XEP-0215 services and credentials requests at a constant rate.
+    Extdisco {
+        #[command(flatten)]
+        common: Common,
+        /// Online clients the requests are spread over.
+        #[arg(long, default_value_t = 20)]
+        clients: u64,
+        /// Requests per second, all clients together (services and credentials alternate).
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Seconds to wait after the last request for the answers.
+        #[arg(long, default_value_t = 10.0)]
+        drain: f64,
+        /// Host of the TURN services asked for in credentials requests.
+        #[arg(long, default_value = "turn.example.org")]
+        turn_host: String,
+    },
+}
+
+impl Scenario {
+    fn common(&self) -> &Common {
+        match self {
+            Scenario::Idle { common, .. }
+            | Scenario::Logins { common, .. }
+            | Scenario::Messages { common, .. }
+            | Scenario::Extdisco { common, .. } => common,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let common = cli.scenario.common().clone();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(threads) = common.threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = match builder.build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("tern-load: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.scenario, common)) {
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("JSON report")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("tern-load: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Value> {
+    if let Scenario::Logins { rate, .. }
+    | Scenario::Messages { rate, .. }
+    | Scenario::Extdisco { rate, .. } = &scenario
+    {
+        if !(*rate > 0.0 && rate.is_finite()) {
+            anyhow::bail!("--rate must be a positive number");
+        }
+    }
+    let target = Arc::new(client::Target::new(
+        common.addr,
+        &common.domain,
+        &common.user_prefix,
+        common.users,
+        &common.password,
+        &common.ca,
+        Duration::from_secs_f64(common.timeout.max(0.001)),
+    )?);
+    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let mut report = match scenario {
+        Scenario::Idle {
+            connections,
+            hold,
+            ramp_rate,
+            ..
+        } => {
+            if ramp_rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+                anyhow::bail!("--ramp-rate must be a positive number");
+            }
+            idle::run(
+                &common,
+                target.clone(),
+                idle::IdleArgs {
+                    connections,
+                    hold_s: hold,
+                    ramp_rate,
+                },
+            )
+            .await?
+        }
+        Scenario::Logins {
+            rate,
+            duration,
+            max_inflight,
+            ..
+        } => {
+            logins::run(
+                &common,
+                target.clone(),
+                logins::LoginsArgs {
+                    rate,
+                    duration_s: duration,
+                    max_inflight,
+                },
+            )
+            .await?
+        }
+        Scenario::Messages {
+            pairs,
+            rate,
+            duration,
+            drain,
+            payload,
+            ..
+        } => {
+            messages::run(
+                &common,
+                target.clone(),
+                messages::MessagesArgs {
+                    pairs,
+                    rate,
+                    duration_s: duration,
+                    drain_s: drain,
+                    payload,
+                },
+            )
+            .await?
+        }
+        Scenario::Extdisco {
+            clients,
+            rate,
+            duration,
+            drain,
+            turn_host,
+            ..
+        } => {
+            extdisco::run(
+                &common,
+                target.clone(),
+                extdisco::ExtdiscoArgs {
+                    clients,
+                    rate,
+                    duration_s: duration,
+                    drain_s: drain,
+                    turn_host,
+                },
+            )
+            .await?
+        }
+    };
+    if let Value::Object(map) = &mut report {
+        map.insert("started_at".into(), json!(started_at));
+        map.insert(
+            "generator_runtime".into(),
+            json!({
+                "worker_threads": workers,
+                "pbkdf2_derivations": target.keys.derivations.load(Ordering::Relaxed),
+                "pbkdf2_cache_hits": target.keys.hits.load(Ordering::Relaxed),
+            }),
+        );
+    }
+    Ok(report)
+}
