@@ -63,6 +63,11 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
         roster,
         sessions: Mutex::new(HashMap::new()),
     });
+    // RFC 6121 §3.4: pre-approvals are supported, so they MUST be advertised.
+    ctx.add_item(Arc::new(crate::host::StreamFeature(element(
+        "sub",
+        "urn:xmpp:features:pre-approval",
+    ))));
 
     let s = state.clone();
     ctx.hook::<OutgoingStanza, _>(0, move |event| {

@@ -95,8 +95,9 @@ pub(super) async fn outbound(
             Ok(Flow::Handled)
         }
         After::RouteAndSendUnavailable => {
-            state.host.send(stanza.clone()).await;
+            // Unavailable first, while the contact is still a subscriber (§3.2.2).
             broadcast::send_unavailable(state, &user, &contact.to_string()).await;
+            state.host.send(stanza.clone()).await;
             Ok(Flow::Handled)
         }
     }
@@ -144,6 +145,8 @@ pub(super) async fn inbound(
                     item.approved = false;
                     (After::AutoApprove, vec![key.clone()])
                 }
+                // Already pending: not delivered again (A.3.1); the first request is kept.
+                _ if roster.pending_in.contains_key(&key) => (After::Nothing, vec![]),
                 _ => {
                     roster.pending_in.insert(key.clone(), raw.clone());
                     (After::Deliver, vec![])
