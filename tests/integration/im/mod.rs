@@ -4,4 +4,5 @@ mod account;
 mod durability;
 mod offline;
 mod roster;
+mod state_table;
 mod subscriptions;
