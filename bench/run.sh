@@ -11,8 +11,9 @@
 # throwaway config (require_encryption, sled storage, the default modules plus
 # external_services with 1 STUN and 3 TURN REST services, no credential rate limit) in a
 # work folder; adds accounts u0..u{N-1} with password pw offline (`tern adduser`); starts
-# tern on two free loopback ports, which generates its ECDSA certificate; pins the server to
-# CPU 0 and the generator to CPU 1 (taskset, when there are 2 CPUs or more); raises
+# tern on two free loopback ports, which generates its ECDSA certificate; logs every account
+# in once to fill tern-load's SCRAM key cache (--key-cache; not measured) and restarts tern
+# fresh; pins the server to CPU 0 and the generator to CPU 1 (taskset, when there are 2 CPUs or more); raises
 # `ulimit -n` to the hard limit; runs each scenario; stops tern; writes
 # bench/results/tern-<UTC time>.json (every report plus the machine, commit and commands)
 # and bench/results/latest.md (a summary). --smoke writes to bench/results/smoke/ instead
@@ -233,24 +234,51 @@ done
 ADDUSER_S=$(python3 -c "import time; print(round(time.time() - $adduser_start, 2))")
 
 RUST_LOG_SERVER="${BENCH_RUST_LOG:-info}"
-RUST_LOG="$RUST_LOG_SERVER" "${PIN_SERVER[@]}" "$TERN" run --config "$CONFIG" >"$WORK/tern.log" 2>&1 &
-TERN_PID=$!
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for _ in $(seq 1 150); do
-  kill -0 "$TERN_PID" 2>/dev/null || break
-  if port_open "$PORT" && [ -s "$CA" ]; then break; fi
-  sleep 0.1
-done
-if ! port_open "$PORT" || ! [ -s "$CA" ]; then
-  echo "tern did not start listening on 127.0.0.1:$PORT within 15 s:" >&2
-  tail -n 20 "$WORK/tern.log" >&2
+start_tern() {
+  RUST_LOG="$RUST_LOG_SERVER" "${PIN_SERVER[@]}" "$TERN" run --config "$CONFIG" >>"$WORK/tern.log" 2>&1 &
+  TERN_PID=$!
+  for _ in $(seq 1 150); do
+    kill -0 "$TERN_PID" 2>/dev/null || break
+    if port_open "$PORT" && [ -s "$CA" ]; then break; fi
+    sleep 0.1
+  done
+  if ! port_open "$PORT" || ! [ -s "$CA" ]; then
+    echo "tern did not start listening on 127.0.0.1:$PORT within 15 s:" >&2
+    tail -n 20 "$WORK/tern.log" >&2
+    exit 1
+  fi
+}
+stop_tern() {
+  kill "$TERN_PID" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    kill -0 "$TERN_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -9 "$TERN_PID" 2>/dev/null || true
+  wait "$TERN_PID" 2>/dev/null || true
+  TERN_PID=""
+}
+
+# Warm-up, not measured: one login per account fills the generator's SCRAM key cache
+# (PBKDF2 once per account) so no scenario derives keys while measuring. Then a fresh
+# server, so that `idle` sees a process that never held a connection.
+KEYS="$WORK/scram-keys.json"
+start_tern
+note "warm-up: one login per account to fill $KEYS (tern pid $TERN_PID)"
+if ! "${PIN_GEN[@]}" "$LOAD" idle --addr "127.0.0.1:$PORT" --domain "$DOMAIN" --users "$USERS" \
+  --password "$PASSWORD" --ca "$CA" --key-cache "$KEYS" --connections "$USERS" --hold 0 \
+  >"$WORK/warmup.json" 2>"$WORK/warmup.err"; then
+  echo "warm-up failed: $(tail -n 5 "$WORK/warmup.err")" >&2
   exit 1
 fi
+stop_tern
+start_tern
 note "tern (pid $TERN_PID) on 127.0.0.1:$PORT; pinning: $PINNING; ulimit -n $NOFILE"
 
 # ---------------------------------------------------------------- scenarios
 COMMON=(--addr "127.0.0.1:$PORT" --domain "$DOMAIN" --users "$USERS" --password "$PASSWORD"
-  --ca "$CA" --server-pid "$TERN_PID" --label tern)
+  --ca "$CA" --key-cache "$KEYS" --server-pid "$TERN_PID" --label tern)
 : >"$WORK/commands.txt"
 run_scenario() {
   local name="$1"
@@ -272,13 +300,7 @@ run_scenario logins --rate "$LOGIN_RATE" --duration "$LOGIN_DURATION"
 run_scenario messages --pairs "$PAIRS" --rate "$MSG_RATE" --duration "$MSG_DURATION"
 run_scenario extdisco --clients "$EXT_CLIENTS" --rate "$EXT_RATE" --duration "$EXT_DURATION" --turn-host "$TURN_HOST"
 BENCH_S=$(python3 -c "import time; print(round(time.time() - $BENCH_START, 1))")
-
-kill "$TERN_PID" 2>/dev/null || true
-for _ in $(seq 1 100); do
-  kill -0 "$TERN_PID" 2>/dev/null || break
-  sleep 0.1
-done
-TERN_PID=""
+stop_tern
 
 # ---------------------------------------------------------------- results
 mkdir -p "$OUT"

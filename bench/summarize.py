@@ -172,6 +172,9 @@ def outcome(name, r):
     return f"{q['ok']}/{q['scheduled']} ok, {q['errors']} errors"
 
 
+shown_path = os.path.relpath(json_path, root)
+if shown_path.startswith(".."):
+    shown_path = json_path
 OP = {"idle": "login (ramp)", "logins": "login", "messages": "message", "extdisco": "request"}
 lines = [
     f"# Tern benchmark {stamp}{' (smoke)' if meta['smoke'] else ''}",
@@ -182,7 +185,7 @@ lines = [
     f"ulimit -n {meta['ulimit_n']}; load average at start {meta['loadavg_at_start']}"
     f"{'; OTHER BUILDS WERE RUNNING' if meta['busy_at_start'] else ''}.",
     f"Server: tern, sled storage, STARTTLS + SCRAM-SHA-1, RUST_LOG={meta['server_rust_log']}, "
-    f"{meta['accounts']} accounts. Full JSON: `{os.path.relpath(json_path, root)}`.",
+    f"{meta['accounts']} accounts. Full JSON: `{shown_path}`.",
     "",
     "| scenario | op | throughput | server CPU µs/op | server cores | latency ms p50 / p90 / p99 / p99.9 / max | outcome | generator cores | other CPU cores |",
     "|---|---|---|---|---|---|---|---|---|",

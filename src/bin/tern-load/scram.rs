@@ -1,6 +1,9 @@
 //! A SCRAM-SHA-1 client (RFC 5802, no channel binding) whose expensive part, PBKDF2, runs
 //! once per (password, salt, iterations): the derived keys are cached, so thousands of
 //! logins cost the generator a few HMACs each instead of 4096 iterations of HMAC-SHA-1.
+//! The cache can be kept in a file (`--key-cache`), so that a run with thousands of
+//! accounts, each logging in once, does not derive during the measured window: salts are
+//! per account and stable, so one warm-up login per account fills it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,8 +25,8 @@ struct DerivedKeys {
     server_key: [u8; 20],
 }
 
-/// (password, salt, iterations).
-type CacheKey = (String, Vec<u8>, u32);
+/// (SHA-1 of the password, salt, iterations): the file never holds the password.
+type CacheKey = ([u8; 20], Vec<u8>, u32);
 
 /// Derived keys keyed by (password, salt, iterations). Every user has its own salt, so
 /// PBKDF2 runs once per user.
@@ -42,8 +45,74 @@ impl KeyCache {
         Arc::new(KeyCache::default())
     }
 
+    /// Adds the entries of a file written by [`KeyCache::save`]; returns how many.
+    pub fn load(&self, path: &std::path::Path) -> anyhow::Result<usize> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let entries: Vec<serde_json::Value> = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a key cache", path.display()))?;
+        let bytes = |v: &serde_json::Value, name: &str| -> anyhow::Result<Vec<u8>> {
+            let text = v[name]
+                .as_str()
+                .with_context(|| format!("entry without {name}"))?;
+            Ok(B64.decode(text)?)
+        };
+        let fixed = |v: &serde_json::Value, name: &str| -> anyhow::Result<[u8; 20]> {
+            bytes(v, name)?
+                .try_into()
+                .map_err(|_| anyhow!("{name} is not 20 bytes"))
+        };
+        let mut keys = self.keys.lock().expect("key cache");
+        for entry in &entries {
+            let iterations = entry["iterations"]
+                .as_u64()
+                .and_then(|i| u32::try_from(i).ok())
+                .context("entry without iterations")?;
+            let key = (
+                fixed(entry, "password_sha1")?,
+                bytes(entry, "salt")?,
+                iterations,
+            );
+            let derived = DerivedKeys {
+                client_key: fixed(entry, "client_key")?,
+                stored_key: fixed(entry, "stored_key")?,
+                server_key: fixed(entry, "server_key")?,
+            };
+            keys.insert(key, Arc::new(OnceLock::from(derived)));
+        }
+        Ok(entries.len())
+    }
+
+    /// Writes every derived key to `path` (JSON).
+    pub fn save(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let keys = self.keys.lock().expect("key cache");
+        let entries: Vec<serde_json::Value> = keys
+            .iter()
+            .filter_map(|((password, salt, iterations), cell)| {
+                let derived = cell.get()?;
+                Some(serde_json::json!({
+                    "password_sha1": B64.encode(password),
+                    "salt": B64.encode(salt),
+                    "iterations": iterations,
+                    "client_key": B64.encode(derived.client_key),
+                    "stored_key": B64.encode(derived.stored_key),
+                    "server_key": B64.encode(derived.server_key),
+                }))
+            })
+            .collect();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&entries)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+
     fn get(&self, password: &str, salt: &[u8], iterations: u32) -> DerivedKeys {
-        let key = (password.to_string(), salt.to_vec(), iterations);
+        let key = (
+            Sha1::digest(password.as_bytes()).into(),
+            salt.to_vec(),
+            iterations,
+        );
         let cell = self
             .keys
             .lock()
@@ -205,5 +274,21 @@ mod tests {
         again.respond(server_first).unwrap();
         assert_eq!(cache.derivations.load(Ordering::Relaxed), 1);
         assert_eq!(cache.hits.load(Ordering::Relaxed), 1);
+
+        // Through a file: a new cache derives nothing.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        cache.save(&path).unwrap();
+        let loaded = KeyCache::default();
+        assert_eq!(loaded.load(&path).unwrap(), 1);
+        let mut third = ScramClient::new(&loaded, "user", "pencil");
+        third.client_nonce = "fyko+d2lbbFgONRv9qkxdawL".into();
+        third.client_first_bare = "n=user,r=fyko+d2lbbFgONRv9qkxdawL".into();
+        assert_eq!(
+            third.respond(server_first).unwrap(),
+            "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="
+        );
+        assert_eq!(loaded.derivations.load(Ordering::Relaxed), 0);
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("pencil"));
     }
 }
