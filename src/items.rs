@@ -104,6 +104,28 @@ impl Items {
             .collect()
     }
 
+    /// Calls `f` on every item of type `T`, in order, without collecting them (hot paths).
+    pub fn for_each<T: Send + Sync + 'static>(&self, mut f: impl FnMut(&T)) {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = slots
+            .get(&TypeId::of::<T>())
+            .and_then(|slot| slot.list.downcast_ref::<Vec<Entry<T>>>())
+        {
+            for entry in list {
+                f(&entry.item);
+            }
+        }
+    }
+
+    /// Whether some item of type `T` satisfies `predicate`.
+    pub fn any<T: Send + Sync + 'static>(&self, predicate: impl Fn(&T) -> bool) -> bool {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        slots
+            .get(&TypeId::of::<T>())
+            .and_then(|slot| slot.list.downcast_ref::<Vec<Entry<T>>>())
+            .is_some_and(|list| list.iter().any(|e| predicate(&e.item)))
+    }
+
     /// Every item of type `T`, in the order they were added.
     pub fn all<T: Send + Sync + 'static>(&self) -> Vec<Arc<T>> {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());

@@ -359,40 +359,71 @@ fn check_rate(state: &State, requester: &BareJid) -> Result<(), StanzaError> {
     Ok(())
 }
 
-/// Config services plus item services, validated.
-fn all_services(state: &State, settings: &Settings) -> Vec<ExternalService> {
-    let mut services = settings.services.clone();
-    for item in state.host.items.all::<ExternalService>() {
+/// Config services plus item services that pass `wanted`, validated. Only those are
+/// copied: a request pays for the services it serves, not for all of them.
+fn all_services(
+    state: &State,
+    settings: &Settings,
+    wanted: impl Fn(&ExternalService) -> bool,
+) -> Vec<ExternalService> {
+    let mut services: Vec<ExternalService> = settings
+        .services
+        .iter()
+        .filter(|s| wanted(s))
+        .cloned()
+        .collect();
+    state.host.items.for_each::<ExternalService>(|item| {
         let origin = if item.origin.is_empty() {
-            "item".to_string()
+            "item"
         } else {
-            item.origin.clone()
+            item.origin.as_str()
         };
-        if let Some(prepared) =
-            prepare::prepare((*item).clone(), &prepare::LogReport { origin: &origin })
-        {
-            services.push(prepared);
+        // Validation may complete a service (port, transport), so filter after it.
+        if let Some(prepared) = prepare::prepare(item.clone(), &prepare::LogReport { origin }) {
+            if wanted(&prepared) {
+                services.push(prepared);
+            }
         }
-    }
+    });
     services
 }
 
-async fn mint(
+/// Whether any service (config or item) matching `wanted` mints credentials inline.
+fn any_service(
     state: &State,
     settings: &Settings,
+    wanted: impl Fn(&ExternalService) -> bool,
+) -> bool {
+    settings.services.iter().any(&wanted) || state.host.items.any::<ExternalService>(&wanted)
+}
+
+async fn mint(
+    settings: &Settings,
+    providers: &[Arc<CredentialProviderItem>],
     service: &mut ExternalService,
     requester: &Requester,
 ) -> Result<(), StanzaError> {
-    let providers = state.host.items.all::<CredentialProviderItem>();
     match tokio::time::timeout(
         settings.provider_timeout,
-        credentials::resolve(service, requester, &providers, SystemTime::now()),
+        credentials::resolve(service, requester, providers, SystemTime::now()),
     )
     .await
     {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(err.to_stanza_error()),
         Err(_) => Err(ProviderError::Timeout.to_stanza_error()),
+    }
+}
+
+/// The registered credential providers, fetched only when a service needs one.
+fn providers_for(state: &State, services: &[ExternalService]) -> Vec<Arc<CredentialProviderItem>> {
+    if services
+        .iter()
+        .any(|s| matches!(s.source, CredentialSource::Provider(_)))
+    {
+        state.host.items.all::<CredentialProviderItem>()
+    } else {
+        Vec::new()
     }
 }
 
@@ -413,15 +444,15 @@ pub(crate) async fn visible_services(
         jid: requester.clone(),
         session: session.clone(),
     };
-    let mut services: Vec<ExternalService> = all_services(state, &settings)
-        .into_iter()
-        .filter(|s| requested_type.is_none_or(|t| t == s.kind))
-        .collect();
+    let mut services = all_services(state, &settings, |s| {
+        requested_type.is_none_or(|t| t == s.kind)
+    });
+    let providers = providers_for(state, &services);
     for service in services
         .iter_mut()
         .filter(|s| s.mints_credentials() && s.delivery == Delivery::Inline)
     {
-        mint(state, &settings, service, &who).await?;
+        mint(&settings, &providers, service, &who).await?;
     }
     let mut event = ServicesRequest {
         host: state.host.clone(),
@@ -455,7 +486,8 @@ pub(crate) async fn visible_services(
             service.expires = None;
         } else if service.mints_credentials() && service.username.is_none() {
             // Added by a handler without credentials: mint them now.
-            mint(state, &settings, &mut service, &who).await?;
+            let providers = providers_for(state, std::slice::from_ref(&service));
+            mint(&settings, &providers, &mut service, &who).await?;
         }
         out.push(service);
     }
@@ -471,7 +503,7 @@ async fn handle_services(state: &Arc<State>, request: IqRequest, version: Versio
         .filter(|t| !t.is_empty())
         .map(str::to_string);
     let settings = state.settings();
-    let mints = all_services(state, &settings).iter().any(|s| {
+    let mints = any_service(state, &settings, |s| {
         s.mints_credentials()
             && s.delivery == Delivery::Inline
             && requested_type.as_deref().is_none_or(|t| t == s.kind)
@@ -490,24 +522,34 @@ async fn handle_services(state: &Arc<State>, request: IqRequest, version: Versio
     )
     .await?;
     let lang = request.lang();
-    if version == Version::V2 && settings.push {
-        if let Some(session) = &request.session {
-            state.pushes.subscribe(
-                state,
-                session,
-                requested_type.clone(),
-                lang.clone(),
-                &services,
+    let subscriber = request
+        .session
+        .as_ref()
+        .filter(|_| version == Version::V2 && settings.push);
+    let reply = match subscriber {
+        // The subscription keeps what the client was told (pushes are diffs from it).
+        Some(session) => {
+            let reply = xml::answer(
+                "services",
+                version,
+                requested_type.as_deref(),
+                services.clone(),
+                lang.as_deref(),
             );
+            state
+                .pushes
+                .subscribe(state, session, requested_type.clone(), lang, services);
+            reply
         }
-    }
-    Ok(Some(xml::answer(
-        "services",
-        version,
-        requested_type.as_deref(),
-        &services,
-        lang.as_deref(),
-    )))
+        None => xml::answer(
+            "services",
+            version,
+            requested_type.as_deref(),
+            services,
+            lang.as_deref(),
+        ),
+    };
+    Ok(Some(reply))
 }
 
 async fn handle_credentials(state: &Arc<State>, request: IqRequest, version: Version) -> IqResult {
@@ -515,10 +557,9 @@ async fn handle_credentials(state: &Arc<State>, request: IqRequest, version: Ver
     let requester = check_access(state, &request)?;
     let queries = xml::parse_credentials_request(request.payload(), version)?;
     let settings = state.settings();
-    let mut matching: Vec<ExternalService> = all_services(state, &settings)
-        .into_iter()
-        .filter(|s| s.restricted && queries.iter().any(|q| q.matches(s)))
-        .collect();
+    let mut matching = all_services(state, &settings, |s| {
+        s.restricted && queries.iter().any(|q| q.matches(s))
+    });
     if matching.is_empty() {
         return Err(StanzaError::new(Condition::ItemNotFound)
             .text("no restricted service matches")
@@ -529,8 +570,9 @@ async fn handle_credentials(state: &Arc<State>, request: IqRequest, version: Ver
         jid: requester.clone(),
         session: request.session.clone(),
     };
+    let providers = providers_for(state, &matching);
     for service in matching.iter_mut() {
-        mint(state, &settings, service, &who).await?;
+        mint(&settings, &providers, service, &who).await?;
     }
     let mut event = CredentialsRequest {
         host: state.host.clone(),
@@ -561,7 +603,7 @@ async fn handle_credentials(state: &Arc<State>, request: IqRequest, version: Ver
         "credentials",
         version,
         None,
-        &services,
+        services,
         lang.as_deref(),
     )))
 }
@@ -589,11 +631,12 @@ pub async fn preview(
         jid: jid.clone(),
         session: None,
     };
+    let providers = providers_for(&state, &services);
     for service in services
         .iter_mut()
         .filter(|s| s.mints_credentials() && s.username.is_none())
     {
-        mint(&state, &settings, service, &who)
+        mint(&settings, &providers, service, &who)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }

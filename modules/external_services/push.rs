@@ -47,7 +47,7 @@ impl Pushes {
         info: &Arc<SessionInfo>,
         requested_type: Option<String>,
         lang: Option<String>,
-        services: &[ExternalService],
+        services: Vec<ExternalService>,
     ) {
         let Some(jid) = info.jid.as_ref() else {
             return;
@@ -56,6 +56,7 @@ impl Pushes {
             return;
         };
         let key = (info.id, requested_type.clone());
+        self.schedule_refresh(state, key.clone(), &services);
         self.subscriptions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -65,10 +66,9 @@ impl Pushes {
                     session,
                     requested_type,
                     lang,
-                    last: services.to_vec(),
+                    last: services,
                 },
             );
-        self.schedule_refresh(state, key, services);
     }
 
     fn schedule_refresh(&self, state: &State, key: Key, services: &[ExternalService]) {
@@ -236,12 +236,12 @@ async fn update(state: Arc<State>, key: Key, mode: Mode) {
     if let Some(kind) = &requested_type {
         payload.set("type", kind.clone());
     }
-    for (action, service) in &changes {
+    for (action, service) in changes {
         payload.append_child(xml::service_element(
             service,
             Version::V2,
             lang.as_deref(),
-            Some(*action),
+            Some(action),
         ));
     }
     let iq = Element::bare("iq", ns::CLIENT)

@@ -137,26 +137,34 @@ pub fn parse_credentials_request(
 
 /// Renders one service. `lang` picks the name; `action` is for pushes (`:2` only).
 pub fn service_element(
-    service: &ExternalService,
+    service: ExternalService,
     version: Version,
     lang: Option<&str>,
     action: Option<Action>,
 ) -> Element {
+    // Takes the service by value: its strings move into the element, so a reply costs
+    // no copies beyond the element itself.
     let namespace = version.namespace();
-    let mut el = Element::bare("service", namespace)
-        .with("type", service.kind.clone())
-        .with("host", service.host.clone());
+    let mut el = Element::bare("service", namespace);
+    if let Some(name) = service.name_for(lang) {
+        el.set("name", name);
+    }
+    if !service.extended.is_empty() {
+        el.append_child(extended_form(&service));
+    }
+    el.set("type", service.kind);
+    el.set("host", service.host);
     if let Some(port) = service.port {
         el.set("port", port.to_string());
     }
-    if let Some(transport) = &service.transport {
-        el.set("transport", transport.clone());
+    if let Some(transport) = service.transport {
+        el.set("transport", transport);
     }
-    if let Some(username) = &service.username {
-        el.set("username", username.clone());
+    if let Some(username) = service.username {
+        el.set("username", username);
     }
-    if let Some(password) = &service.password {
-        el.set("password", password.clone());
+    if let Some(password) = service.password {
+        el.set("password", password);
     }
     if version == Version::V2 {
         // `true`/`false`, never 1/0: Dino's parser reads "1" as false.
@@ -170,12 +178,6 @@ pub fn service_element(
         if let Some(action) = action {
             el.set("action", action.name());
         }
-    }
-    if let Some(name) = service.name_for(lang) {
-        el.set("name", name);
-    }
-    if !service.extended.is_empty() {
-        el.append_child(extended_form(service));
     }
     el
 }
@@ -198,7 +200,7 @@ pub fn answer(
     name: &str,
     version: Version,
     requested_type: Option<&str>,
-    services: &[ExternalService],
+    services: Vec<ExternalService>,
     lang: Option<&str>,
 ) -> Element {
     let mut el = Element::bare(name, version.namespace());
@@ -249,7 +251,7 @@ mod tests {
 
     #[test]
     fn v2_round_trip() {
-        let el = service_element(&sample(), Version::V2, Some("de"), Some(Action::Modify));
+        let el = service_element(sample(), Version::V2, Some("de"), Some(Action::Modify));
         assert_eq!(el.attr("restricted"), Some("true"));
         assert_eq!(el.attr("expires"), Some("2023-11-14T22:13:20Z"));
         assert_eq!(el.attr("name"), Some("Relais"));
@@ -266,7 +268,7 @@ mod tests {
 
     #[test]
     fn v1_has_no_v2_attributes() {
-        let el = service_element(&sample(), Version::V1, None, Some(Action::Add));
+        let el = service_element(sample(), Version::V1, None, Some(Action::Add));
         assert_eq!(el.ns(), NS_V1);
         for attr in ["restricted", "expires", "action"] {
             assert_eq!(el.attr(attr), None, "{attr}");
