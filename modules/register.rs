@@ -138,11 +138,18 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
         move |request| {
             let settings = s.clone();
             async move {
+                // Only a client of this host changes its own password here: `from` of a
+                // user of another virtual host names a different account.
                 let user = request
-                    .from
-                    .node()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default();
+                    .session
+                    .as_ref()
+                    .filter(|s| s.host == request.host.name)
+                    .and_then(|s| s.username.clone())
+                    .filter(|_| request.from.domain().as_str() == request.host.name)
+                    .ok_or_else(|| {
+                        StanzaError::new(Condition::NotAllowed)
+                            .text("one may only change one's own password")
+                    })?;
                 let query = request.payload();
                 if let Some(name) = query.get_child("username", NS_REGISTER).map(|u| u.text()) {
                     if normalize_username(&name).as_deref() != Some(user.as_str()) {

@@ -113,3 +113,30 @@ async fn password_change_and_account_removal() -> anyhow::Result<()> {
         .is_empty());
     Ok(())
 }
+
+/// A user of one virtual host must not change the password of the same localpart on
+/// another virtual host by addressing the IQ there.
+#[tokio::test]
+async fn password_change_only_on_ones_own_host() -> anyhow::Result<()> {
+    let server = TestServer::builder()
+        .host("a.test")
+        .host("b.test")
+        .user("romeo@a.test", "pw")
+        .user("romeo@b.test", "pw")
+        .config_toml("modules_enabled = [\"disco\", \"ping\", \"register\"]\n[modules.register]\nmin_password_length = 6")
+        .start()
+        .await?;
+    let mut attacker = server.client("romeo@a.test").await?;
+    let reply = attacker
+        .iq_str("<iq type='set' to='b.test'><query xmlns='jabber:iq:register'><username>romeo</username><password>stolen1</password></query></iq>")
+        .await?;
+    assert_eq!(reply.attr("type"), Some("error"), "refused on another host");
+    // The victim's password is unchanged.
+    let mut victim = server.client("romeo@b.test").await?;
+    victim.sync().await?;
+    assert!(server
+        .client_with(server.options("romeo@b.test", "stolen1"))
+        .await
+        .is_err());
+    Ok(())
+}
