@@ -324,7 +324,7 @@ async fn deliver_iq(
         _ => {
             // Results and errors go to a full JID only; others were matched or are stale.
             if let Target::Full(jid) = &target {
-                if let Some(session) = host.session(jid) {
+                if let Some(session) = open_session(host, jid) {
                     session.send(stanza);
                 }
             }
@@ -333,7 +333,7 @@ async fn deliver_iq(
     };
     let (to, handler_target) = match &target {
         Target::Full(jid) => {
-            match host.session(jid) {
+            match open_session(host, jid) {
                 Some(session) => {
                     session.send(stanza);
                 }
@@ -417,7 +417,7 @@ async fn deliver_message(
     let message_type = stanza.attr("type").unwrap_or("normal").to_string();
     let bare = match target {
         Target::Full(jid) => {
-            if let Some(session) = host.session(&jid) {
+            if let Some(session) = open_session(host, &jid) {
                 session.send(stanza);
                 return;
             }
@@ -475,7 +475,7 @@ async fn deliver_message(
     let available: Vec<SessionHandle> = host
         .sessions_of(&user)
         .into_iter()
-        .filter(|s| s.is_available() && s.priority() >= 0)
+        .filter(|s| s.is_available() && s.priority() >= 0 && !s.is_closing())
         .collect();
     match message_type.as_str() {
         // RFC 6121 §8.5.2.1.1 / §8.5.2.2.1: a groupchat message to a bare JID is never
@@ -532,6 +532,12 @@ async fn deliver_message(
     for session in available.iter().filter(|s| s.priority() == top) {
         session.send(stanza.clone());
     }
+}
+
+/// The session bound to `jid`, unless it is ending: a closing session refuses stanzas
+/// (`SessionHandle::send`), so it is treated as gone (RFC 6121 §8.5.3.2 / §10.5.3).
+fn open_session(host: &Host, jid: &FullJid) -> Option<SessionHandle> {
+    host.session(jid).filter(|s| !s.is_closing())
 }
 
 fn deliver_presence(host: &Arc<Host>, stanza: Element, target: Target) {

@@ -68,3 +68,58 @@ async fn stored_in_order_with_delay_and_delivered_after_initial_presence() -> an
     );
     Ok(())
 }
+
+/// A session that is closing (here: its client stopped reading and its queue filled up)
+/// no longer takes messages; the account is treated as having no available resource,
+/// so messages go to offline storage instead of being dropped silently.
+#[tokio::test]
+async fn messages_to_a_closing_session_are_stored_not_lost() -> anyhow::Result<()> {
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .config_toml(
+            r#"modules_enabled = ["disco", "ping", "roster", "presence", "offline"]
+[limits]
+outbound_queue = 16
+rate = 0"#,
+        )
+        .start()
+        .await?;
+    let mut romeo = server.client("romeo").await?;
+    let mut juliet = server.client("juliet").await?;
+    juliet.available().await?;
+    let host = server.host("localhost").expect("host");
+    // Juliet reads nothing from now on: socket buffers, then her queue, fill up.
+    let body = "x".repeat(100 * 1024);
+    let mut closing = false;
+    for _ in 0..2000 {
+        romeo
+            .send_str(&format!(
+                "<message to='juliet@localhost' type='chat'><body>{body}</body></message>"
+            ))
+            .await?;
+        if host.sessions_of("juliet").iter().any(|s| s.is_closing()) {
+            closing = true;
+            break;
+        }
+    }
+    assert!(closing, "juliet's session should be closing");
+    romeo
+        .send_str("<message to='juliet@localhost' type='chat' id='after'><body>after</body></message>")
+        .await?;
+    romeo.sync().await?;
+    let stored = server
+        .server()
+        .storage()
+        .scan("localhost", "offline", "juliet/")?;
+    assert!(
+        stored
+            .iter()
+            .any(|(_, bytes)| String::from_utf8_lossy(bytes).contains("id=\"after\"")
+                || String::from_utf8_lossy(bytes).contains("id='after'")),
+        "the message after the close was stored ({} stored)",
+        stored.len()
+    );
+    drop(juliet);
+    Ok(())
+}
