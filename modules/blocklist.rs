@@ -17,6 +17,8 @@ pub const MODULE: ModuleDescriptor = ModuleDescriptor {
 pub const NS_BLOCKING: &str = "urn:xmpp:blocking";
 const NS_BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
 const STORE: &str = "blocklist";
+/// Lists kept in memory at most; past it the cache starts over.
+const MAX_CACHED: usize = 10_000;
 
 #[derive(Default)]
 struct State {
@@ -42,12 +44,16 @@ impl State {
             .flatten()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
-        let list = Arc::new(list);
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(user.to_string(), list.clone());
-        list
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        // Stanzas to any localpart (existing or not) land here: keep the map bounded.
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        // A `save` that ran since the read above has the newer list: keep it.
+        cache
+            .entry(user.to_string())
+            .or_insert_with(|| Arc::new(list))
+            .clone()
     }
 
     async fn save(&self, host: &Host, user: &str, list: Vec<String>) -> Result<(), HandlerError> {
@@ -294,4 +300,26 @@ async fn change(state: &Arc<State>, request: IqRequest, block: bool) -> IqResult
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inbound stanzas to made-up localparts each look a list up: the cache must not
+    /// grow with them.
+    #[tokio::test]
+    async fn the_cache_stays_bounded() {
+        let server = crate::testing::TestServer::builder()
+            .start()
+            .await
+            .expect("server");
+        let host = server.host("localhost").expect("host");
+        let state = State::default();
+        for i in 0..(MAX_CACHED + 500) {
+            state.list(&host, &format!("nobody{i}"));
+        }
+        let cached = state.cache.lock().unwrap_or_else(|p| p.into_inner()).len();
+        assert!(cached <= MAX_CACHED, "{cached} lists cached");
+    }
 }
