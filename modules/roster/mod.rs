@@ -292,6 +292,19 @@ async fn roster_set(service: &Arc<RosterService>, request: IqRequest) -> IqResul
             host.send(announce("unsubscribe")).await;
         }
         if item.subscription.from() {
+            // The contact no longer sees the user: it hears the user's resources go
+            // unavailable, first, as for any cancellation (RFC 6121 §3.2.2).
+            for session in host
+                .sessions_of(&user)
+                .into_iter()
+                .filter(SessionHandle::is_available)
+            {
+                let unavailable = element("presence", ns::CLIENT)
+                    .with("type", "unavailable")
+                    .with("from", session.jid().to_string())
+                    .with("to", set.jid.clone());
+                host.send(unavailable).await;
+            }
             host.send(announce("unsubscribed")).await;
         }
         return Ok(None);

@@ -192,3 +192,51 @@ async fn mutual_subscription_and_probes_at_login() -> anyhow::Result<()> {
     assert_eq!(online.attr("type"), None);
     Ok(())
 }
+
+/// RFC 6121 §2.5.2 / §3.2.2: removing a contact who was subscribed to the user's
+/// presence cancels that subscription, and the contact hears the user's resources go
+/// unavailable (otherwise the contact keeps showing the user online).
+#[tokio::test]
+async fn roster_remove_tells_the_former_subscriber_the_user_is_unavailable(
+) -> anyhow::Result<()> {
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .config_toml(IM)
+        .start()
+        .await?;
+    let mut romeo = server.client("romeo").await?;
+    let mut juliet = server.client("juliet").await?;
+    romeo.available().await?;
+    juliet.available().await?;
+    // Juliet subscribes to Romeo, Romeo approves: Juliet sees Romeo online.
+    juliet
+        .send_str("<presence to='romeo@localhost' type='subscribe'/>")
+        .await?;
+    romeo.expect_where(is_presence("subscribe")).await?;
+    romeo
+        .send_str("<presence to='juliet@localhost' type='subscribed'/>")
+        .await?;
+    juliet.expect_where(is_presence("subscribed")).await?;
+    let romeo_jid = romeo.jid().to_string();
+    juliet
+        .expect_where(|s| is_presence("")(s) && s.attr("from") == Some(romeo_jid.as_str()))
+        .await?;
+    let removed = romeo
+        .iq_str("<iq type='set'><query xmlns='jabber:iq:roster'><item jid='juliet@localhost' subscription='remove'/></query></iq>")
+        .await?;
+    assert_eq!(removed.attr("type"), Some("result"));
+    juliet.expect_where(is_presence("unsubscribed")).await?;
+    let gone = tokio::time::timeout(
+        Duration::from_secs(2),
+        juliet.expect_where(|s| {
+            is_presence("unavailable")(s) && s.attr("from") == Some(romeo_jid.as_str())
+        }),
+    )
+    .await;
+    assert!(
+        matches!(gone, Ok(Ok(_))),
+        "juliet should get romeo's unavailable presence"
+    );
+    Ok(())
+}
