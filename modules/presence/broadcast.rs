@@ -110,7 +110,14 @@ pub(super) async fn session_gone(state: &Arc<State>, session: &SessionHandle) {
         .unwrap_or_else(|p| p.into_inner())
         .get(&session.id())
         .is_some_and(|s| s.last.is_some() || !s.directed.is_empty());
-    if was_available {
+    // Replaced by a bind of the same full JID (RFC 6120 §7.7.2.2) that is already
+    // available: its presence superseded this one, and an 'unavailable' from the same
+    // full JID now would mark the successor offline.
+    let superseded = state
+        .host
+        .session(session.jid())
+        .is_some_and(|current| !current.same_session(session) && current.is_available());
+    if was_available && !superseded {
         let unavailable = element("presence", ns::CLIENT).with("type", "unavailable");
         from_session(state, session, unavailable).await;
     }

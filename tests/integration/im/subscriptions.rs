@@ -240,3 +240,73 @@ async fn roster_remove_tells_the_former_subscriber_the_user_is_unavailable(
     );
     Ok(())
 }
+
+/// A bind that replaces a session with the same full JID (RFC 6120 §7.7.2.2): when the
+/// old session finally ends, its 'unavailable' must not override the presence the new
+/// session already sent under the same full JID.
+#[tokio::test]
+async fn a_replaced_session_ending_late_does_not_mark_its_successor_unavailable(
+) -> anyhow::Result<()> {
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .config_toml(&format!("{IM}\n[limits]\noutbound_queue = 16\nrate = 0"))
+        .start()
+        .await?;
+    let mut options = server.options("romeo", "pw");
+    options.resource = Some("phone".into());
+    let mut romeo = server.client_with(options.clone()).await?;
+    let mut juliet = server.client("juliet").await?;
+    romeo.available().await?;
+    juliet.available().await?;
+    juliet
+        .send_str("<presence to='romeo@localhost' type='subscribe'/>")
+        .await?;
+    romeo.expect_where(is_presence("subscribe")).await?;
+    romeo
+        .send_str("<presence to='juliet@localhost' type='subscribed'/>")
+        .await?;
+    let romeo_jid = romeo.jid().to_string();
+    juliet
+        .expect_where(|s| is_presence("")(s) && s.attr("from") == Some(romeo_jid.as_str()))
+        .await?;
+    // The old connection stops reading (a phone whose network went away): its session
+    // is stuck writing and cannot end yet.
+    let host = server.host("localhost").expect("host");
+    let body = "x".repeat(100 * 1024);
+    let mut stuck = false;
+    for _ in 0..2000 {
+        juliet
+            .send_str(&format!(
+                "<message to='{romeo_jid}' type='chat'><body>{body}</body></message>"
+            ))
+            .await?;
+        if host.sessions_of("romeo").iter().any(|s| s.is_closing()) {
+            stuck = true;
+            break;
+        }
+    }
+    assert!(stuck);
+    // The phone reconnects with the same resource and comes online.
+    let mut romeo2 = server.client_with(options).await?;
+    assert_eq!(romeo2.jid().to_string(), romeo_jid);
+    romeo2.available().await?;
+    juliet.sync().await?;
+    juliet
+        .expect_where(|s| is_presence("")(s) && s.attr("from") == Some(romeo_jid.as_str()))
+        .await?;
+    // Now the old connection goes for good, and its session ends.
+    drop(romeo);
+    let stale = tokio::time::timeout(
+        Duration::from_secs(2),
+        juliet.expect_where(|s| {
+            is_presence("unavailable")(s) && s.attr("from") == Some(romeo_jid.as_str())
+        }),
+    )
+    .await;
+    assert!(
+        stale.is_err(),
+        "juliet was told romeo/phone is unavailable while it is online"
+    );
+    Ok(())
+}
