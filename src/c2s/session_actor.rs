@@ -250,11 +250,26 @@ impl SessionTask {
         }
     }
 
+    /// Writes to the attached connection. A client that stops reading stalls the write:
+    /// past `ping_timeout` the connection counts as lost (otherwise the task would wait
+    /// forever, with the close and everything else queued behind it).
     async fn write(&mut self, bytes: &[u8]) -> bool {
+        let stall = self.server.config().limits.ping_timeout;
         let Some(writer) = self.writer.as_mut() else {
             return false;
         };
-        writer.write_all(bytes).await.is_ok() && writer.flush().await.is_ok()
+        let write = async { writer.write_all(bytes).await.is_ok() && writer.flush().await.is_ok() };
+        match tokio::time::timeout(stall, write).await {
+            Ok(written) => written,
+            Err(_) => {
+                tracing::info!(jid = %self.handle.jid(), "the client has not read for {stall:?}; dropping the connection");
+                // Half a stanza may have gone out: this connection cannot be used again.
+                if let Some(mut writer) = self.writer.take() {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+                }
+                false
+            }
+        }
     }
 
     async fn finish_stream(&mut self, error: Option<StreamError>) {

@@ -55,3 +55,44 @@ async fn tls_login_starttls_and_direct() -> anyhow::Result<()> {
     assert_eq!(pong.attr("type"), Some("result"));
     Ok(())
 }
+
+/// A client that keeps its connection open but stops reading stalls the session's
+/// writes; after `ping_timeout` the connection counts as lost and the session ends
+/// (before, the session task waited on the socket forever, its close queued behind).
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected() -> anyhow::Result<()> {
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .config_toml("[limits]\noutbound_queue = 16\nrate = 0\nping_timeout = 1")
+        .start()
+        .await?;
+    let romeo = server.client("romeo").await?;
+    let mut juliet = server.client("juliet").await?;
+    let to = romeo.jid().to_string();
+    let host = server.host("localhost").expect("host");
+    let body = "x".repeat(100 * 1024);
+    let mut closing = false;
+    for _ in 0..2000 {
+        juliet
+            .send_str(&format!(
+                "<message to='{to}' type='chat'><body>{body}</body></message>"
+            ))
+            .await?;
+        if host.sessions_of("romeo").iter().any(|s| s.is_closing()) {
+            closing = true;
+            break;
+        }
+    }
+    assert!(closing, "romeo's queue filled up");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !host.sessions_of("romeo").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled session should have ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(romeo);
+    Ok(())
+}
