@@ -105,7 +105,9 @@ rate = 0"#,
     }
     assert!(closing, "juliet's session should be closing");
     romeo
-        .send_str("<message to='juliet@localhost' type='chat' id='after'><body>after</body></message>")
+        .send_str(
+            "<message to='juliet@localhost' type='chat' id='after'><body>after</body></message>",
+        )
         .await?;
     romeo.sync().await?;
     let stored = server
@@ -113,10 +115,10 @@ rate = 0"#,
         .storage()
         .scan("localhost", "offline", "juliet/")?;
     assert!(
-        stored
-            .iter()
-            .any(|(_, bytes)| String::from_utf8_lossy(bytes).contains("id=\"after\"")
-                || String::from_utf8_lossy(bytes).contains("id='after'")),
+        stored.iter().any(
+            |(_, bytes)| String::from_utf8_lossy(bytes).contains("id=\"after\"")
+                || String::from_utf8_lossy(bytes).contains("id='after'")
+        ),
         "the message after the close was stored ({} stored)",
         stored.len()
     );

@@ -197,8 +197,7 @@ async fn mutual_subscription_and_probes_at_login() -> anyhow::Result<()> {
 /// presence cancels that subscription, and the contact hears the user's resources go
 /// unavailable (otherwise the contact keeps showing the user online).
 #[tokio::test]
-async fn roster_remove_tells_the_former_subscriber_the_user_is_unavailable(
-) -> anyhow::Result<()> {
+async fn roster_remove_tells_the_former_subscriber_the_user_is_unavailable() -> anyhow::Result<()> {
     let server = TestServer::builder()
         .user("romeo", "pw")
         .user("juliet", "pw")
