@@ -71,6 +71,9 @@ impl std::fmt::Display for FrameError {
     }
 }
 
+/// Bytes an unfinished tag outside any stanza may hold, even under a tiny stanza limit.
+const MIN_HEADER_BUDGET: usize = 4096;
+
 pub struct Framer {
     parser: Parser,
     limits: FramerLimits,
@@ -84,6 +87,10 @@ pub struct Framer {
     /// Bytes the parser swallowed minus bytes accounted to events: what sits in its
     /// lexer waiting for the rest of a token.
     lexer_pending: usize,
+    /// Namespace names copied into the stanza's elements (each element owns a copy, so
+    /// `<a/>` under a long default namespace costs far more than its 4 wire bytes);
+    /// limited to `max_stanza_bytes` as well.
+    namespace_bytes: usize,
     failed: Option<FrameError>,
 }
 
@@ -102,6 +109,7 @@ impl Framer {
             root_open: false,
             stanza_bytes: 0,
             lexer_pending: 0,
+            namespace_bytes: 0,
             failed: None,
         }
     }
@@ -161,9 +169,15 @@ impl Framer {
                     return Ok(None);
                 }
                 Err(EndOrError::NeedMoreData) => {
-                    if self.in_stanza()
-                        && self.stanza_bytes + self.lexer_pending > self.limits.max_stanza_bytes
-                    {
+                    // Also between stanzas: an unfinished start tag (the stream header or
+                    // a stanza's, with endless attributes) sits whole in the parser. A
+                    // stream header always gets at least `MIN_HEADER_BUDGET`.
+                    let budget = if self.in_stanza() {
+                        self.limits.max_stanza_bytes
+                    } else {
+                        self.limits.max_stanza_bytes.max(MIN_HEADER_BUDGET)
+                    };
+                    if self.stanza_bytes + self.lexer_pending > budget {
                         return Err(self.fail(too_big(self.limits.max_stanza_bytes)));
                     }
                     return Ok(None);
@@ -206,12 +220,17 @@ impl Framer {
                 }
                 if self.open.is_empty() {
                     self.stanza_bytes = 0;
+                    self.namespace_bytes = 0;
                 }
                 if self.open.len() >= self.limits.max_depth {
                     return Err(FrameError::new(
                         StreamErrorCondition::PolicyViolation,
                         format!("elements nested deeper than {}", self.limits.max_depth),
                     ));
+                }
+                self.namespace_bytes += namespace.len();
+                if self.namespace_bytes > self.limits.max_stanza_bytes {
+                    return Err(too_big(self.limits.max_stanza_bytes));
                 }
                 let mut element = Element::bare(name.as_str(), namespace.as_str());
                 *element.attrs_mut() = attrs;
@@ -454,6 +473,57 @@ mod tests {
         );
         assert!(err.is_none());
         assert_eq!(out.len(), 2);
+    }
+
+    /// Caught by the heap bound of fuzz/fuzz_targets/framer.rs: each element owns a
+    /// copy of its namespace name, so 500 `<a/>` under a 2000-byte default namespace
+    /// (4 KB on the wire) allocated 1 MB; at the default limit, gigabytes.
+    #[test]
+    fn inherited_namespace_copies_count() {
+        let limits = FramerLimits {
+            max_stanza_bytes: 4096,
+            max_depth: 64,
+        };
+        let long = "x".repeat(1990);
+        let input = format!("<m xmlns='urn:{long}'>{}</m>", "<a/>".repeat(500));
+        assert!(input.len() < limits.max_stanza_bytes);
+        assert_eq!(error_of(&input, limits), StreamErrorCondition::PolicyViolation);
+        // Ordinary stanzas with many elements in a short namespace still pass.
+        let many = format!("<iq type='set' id='1'>{}</iq>", "<item/>".repeat(200));
+        let (out, err) = frames(&format!("{HEADER}{many}"), limits);
+        assert!(err.is_none(), "{err:?}");
+        assert!(matches!(&out[1], Frame::Stanza(iq) if iq.children().count() == 200));
+    }
+
+    /// Caught by the pending-bytes bound of the framer fuzz target: a start tag that never
+    /// ends, between stanzas (or as the stream header), was buffered without limit.
+    #[test]
+    fn endless_start_tag_between_stanzas() {
+        let limits = FramerLimits {
+            max_stanza_bytes: 4096,
+            max_depth: 64,
+        };
+        let attrs: String = (0..2000).map(|i| format!("a{i}='x' ")).collect();
+        let mut framer = Framer::new(limits);
+        framer.feed(HEADER.as_bytes());
+        assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Open(_)))));
+        let mut failed = None;
+        for chunk in format!("<m {attrs}").as_bytes().chunks(100) {
+            framer.feed(chunk);
+            if let Err(e) = framer.next_frame(false) {
+                failed = Some(e);
+                break;
+            }
+            assert!(framer.pending_bytes() <= limits.max_stanza_bytes + 100);
+        }
+        assert_eq!(
+            failed.map(|e| e.condition),
+            Some(StreamErrorCondition::PolicyViolation)
+        );
+        // The stream header is bounded the same way.
+        let mut framer = Framer::new(limits);
+        framer.feed(format!("<stream:stream {attrs}").as_bytes());
+        assert!(framer.next_frame(false).is_err());
     }
 
     #[test]
