@@ -86,15 +86,28 @@ impl SessionTask {
             // Batch what is already queued into one write.
             let mut next = Some(message);
             let mut closing: Option<Option<StreamError>> = None;
+            // What the session may hold for a client that does not acknowledge (or is
+            // away): as much as the outbound queue.
+            let max_held = self.server.config().limits.outbound_queue;
             while let Some(message) = next.take() {
                 match message {
                     Outbound::Stanza(stanza) => match (&mut sm, self.writer.is_some()) {
-                        (Some(state), true) => {
-                            buf.extend_from_slice(&writer::to_bytes(&stanza));
-                            state.sent = state.sent.wrapping_add(1);
-                            state.unacked.push_back(stanza);
+                        (Some(state), attached) => {
+                            if attached {
+                                buf.extend_from_slice(&writer::to_bytes(&stanza));
+                                state.sent = state.sent.wrapping_add(1);
+                                state.unacked.push_back(stanza);
+                            } else {
+                                state.pending.push(stanza);
+                            }
+                            if state.unacked.len() + state.pending.len() > max_held {
+                                closing = Some(Some(StreamError::with_text(
+                                    StreamErrorCondition::PolicyViolation,
+                                    "too many unacknowledged stanzas",
+                                )));
+                                break;
+                            }
                         }
-                        (Some(state), false) => state.pending.push(stanza),
                         (None, _) => buf.extend_from_slice(&writer::to_bytes(&stanza)),
                     },
                     Outbound::Nonza(element) => {

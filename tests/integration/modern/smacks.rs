@@ -250,3 +250,49 @@ async fn resuming_with_a_wrong_h_is_an_error() -> anyhow::Result<()> {
     assert!(answer.is("failed", SM));
     Ok(())
 }
+
+/// A client that never acknowledges (or stays away) cannot make the server hold an
+/// ever longer queue of unacknowledged stanzas: past the outbound queue size the stream
+/// ends, and what was held goes the usual way (here: offline storage).
+#[tokio::test]
+async fn unacknowledged_stanzas_are_bounded() -> anyhow::Result<()> {
+    use tern::xml::framer::Frame;
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .config_toml(&format!("{}\n[limits]\noutbound_queue = 16", config(300)))
+        .start()
+        .await?;
+    let mut romeo = server.client("romeo").await?;
+    let mut juliet = server.client("juliet").await?;
+    juliet.available().await?;
+    enable(&mut juliet).await?;
+    let to = juliet.jid().to_string();
+    // One at a time, each read by Juliet (the outbound queue never fills), never acked.
+    let mut condition = None;
+    'outer: for i in 0..40 {
+        romeo
+            .send_str(&format!(
+                "<message to='{to}' type='chat'><body>m{i}</body></message>"
+            ))
+            .await?;
+        loop {
+            match juliet.raw().read_frame().await? {
+                Some(Frame::Stanza(s)) if s.is("error", ns::STREAM) => {
+                    condition = s
+                        .children()
+                        .find(|c| c.ns() == ns::STREAMS_ERR && c.name() != "text")
+                        .map(|c| c.name().to_string());
+                    break 'outer;
+                }
+                Some(Frame::Stanza(s)) if body(&s).as_deref() == Some(format!("m{i}").as_str()) => {
+                    break
+                }
+                Some(Frame::Stanza(_)) | Some(Frame::Open(_)) => {}
+                Some(Frame::Close) | None => break 'outer,
+            }
+        }
+    }
+    assert_eq!(condition.as_deref(), Some("policy-violation"));
+    Ok(())
+}
