@@ -30,10 +30,12 @@ pub(crate) enum SmCommand {
     Answer,
     /// The client's `<a h/>`.
     Acked(u32),
-    /// The connection was lost; keep the session for resumption.
-    Detach,
+    /// Connection `connection` was lost; keep the session for resumption. Ignored when
+    /// another connection has taken over since (its reader may report late).
+    Detach { connection: u64 },
     /// A new connection resumed the session; `client_h` is what the client received.
     Attach {
+        connection: u64,
         writer: WriteHalf<BoxIo>,
         done: oneshot::Sender<()>,
         client_h: u32,
@@ -61,6 +63,8 @@ pub(crate) struct SessionTask {
     pub writer: Option<WriteHalf<BoxIo>>,
     /// Tells the attached connection's reader that the stream is over for it.
     pub done: Option<oneshot::Sender<()>>,
+    /// Which connection is attached (0: the one that bound the session).
+    pub connection: u64,
     /// Counts the session as open until it has fully ended (shutdown waits for it).
     pub _guard: crate::server::ConnectionGuard,
 }
@@ -207,8 +211,13 @@ impl SessionTask {
                     acknowledge(state, h)?;
                 }
             }
-            SmCommand::Detach => self.detach(sm, deadline),
+            SmCommand::Detach { connection } => {
+                if connection == self.connection {
+                    self.detach(sm, deadline);
+                }
+            }
             SmCommand::Attach {
+                connection,
                 writer,
                 done,
                 client_h,
@@ -225,6 +234,7 @@ impl SessionTask {
                 }
                 self.writer = Some(writer);
                 self.done = Some(done);
+                self.connection = connection;
                 *deadline = None;
                 // On the new connection, so that a bad `h` is told to the client.
                 acknowledge(state, client_h)?;

@@ -37,6 +37,7 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo)
         rx,
         writer: Some(writer_half),
         done: Some(done_tx),
+        connection: 0,
         _guard: server.track_connection(),
     };
     tokio::spawn(task.run());
@@ -56,6 +57,7 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo)
         &handle,
         ReaderConn::new(reader, framer, limits, throttle(&server)),
         done_rx,
+        0,
     )
     .await;
 }
@@ -76,7 +78,9 @@ pub(crate) async fn resume(
     } = conn;
     let (reader, writer_half) = tokio::io::split(io);
     let (done_tx, done_rx) = oneshot::channel();
+    let connection = server.next_session_id();
     handle.control(Outbound::Sm(SmCommand::Attach {
+        connection,
         writer: writer_half,
         done: done_tx,
         client_h,
@@ -87,6 +91,7 @@ pub(crate) async fn resume(
         &handle,
         ReaderConn::new(reader, framer, limits, throttle(&server)),
         done_rx,
+        connection,
     )
     .await;
 }
@@ -98,6 +103,7 @@ async fn read_loop(
     handle: &SessionHandle,
     mut conn: ReaderConn,
     mut done_rx: oneshot::Receiver<()>,
+    connection: u64,
 ) {
     let jid = handle.jid().clone();
     let mut shutdown = server.shutdown_signal();
@@ -180,7 +186,7 @@ async fn read_loop(
                 // XEP-0198: a resumable session waits for the client to come back.
                 if handle.sm_resume_id().is_some() {
                     tracing::debug!(jid = %jid, reason, "connection lost");
-                    handle.control(Outbound::Sm(SmCommand::Detach));
+                    handle.control(Outbound::Sm(SmCommand::Detach { connection }));
                 } else {
                     handle.close(None);
                 }

@@ -296,3 +296,70 @@ async fn unacknowledged_stanzas_are_bounded() -> anyhow::Result<()> {
     assert_eq!(condition.as_deref(), Some("policy-violation"));
     Ok(())
 }
+
+fn load_slow(ctx: &mut tern::api::ModuleContext) -> anyhow::Result<()> {
+    ctx.hook_iq(
+        tern::api::IqType::Get,
+        tern::api::IqTarget::Host,
+        "urn:example:slow",
+        "query",
+        |_request| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(None)
+        },
+    );
+    Ok(())
+}
+
+const SLOW: tern::api::ModuleDescriptor = tern::api::ModuleDescriptor {
+    name: "slow",
+    depends: &[],
+    load: load_slow,
+};
+
+/// The old connection's reader can notice its lost connection late (here: it was busy
+/// with a slow request) after the client already resumed on a new connection. Its report
+/// must not detach the new connection.
+#[tokio::test]
+async fn a_late_report_from_the_old_connection_does_not_detach_the_resumed_one(
+) -> anyhow::Result<()> {
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .module(SLOW)
+        .config_toml(&config(300).replace("\"smacks\"", "\"smacks\", \"slow\""))
+        .start()
+        .await?;
+    let mut juliet = server.client("juliet").await?;
+    // The old reader picks its branch at random when both are ready: try a few times.
+    for round in 0..5 {
+        let mut romeo = server.client("romeo").await?;
+        let id = enable(&mut romeo).await?;
+        let romeo_jid = romeo.jid().to_string();
+        romeo
+            .send_str(
+                "<iq type='get' id='slow' to='localhost'><query xmlns='urn:example:slow'/></iq>",
+            )
+            .await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The connection drops while the request is being handled; the client resumes.
+        drop(romeo);
+        let (mut raw, answer) = resume(&server, "romeo", &id, 0).await?;
+        assert!(answer.is("resumed", SM), "round {round}");
+        // The slow request finishes and the old reader sees its connection is gone.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let text = format!("after {round}");
+        send_messages(&mut juliet, &romeo_jid, &[text.as_str()]).await?;
+        loop {
+            let stanza = tokio::time::timeout(Duration::from_secs(3), raw.read_element())
+                .await
+                .map_err(|_| anyhow::anyhow!("round {round}: nothing arrived"))??;
+            if stanza.name() == "message" {
+                assert_eq!(body(&stanza).as_deref(), Some(text.as_str()));
+                break;
+            }
+        }
+        raw.send_raw("</stream:stream>").await?;
+    }
+    Ok(())
+}
