@@ -27,7 +27,7 @@ impl SledStorage {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| StorageError::Backend(e.to_string()))?;
         }
-        // sled releases its file lock from a background thread after the previous
+        // sled releases its file lock from a background thread (it wakes every 500 ms) after the previous
         // handle is dropped (a server that just stopped, a test that reopens): wait a
         // little for it rather than fail.
         let mut attempts = 0;
@@ -35,7 +35,7 @@ impl SledStorage {
             match sled::open(path) {
                 Ok(db) => break db,
                 Err(sled::Error::Io(err))
-                    if err.kind() == std::io::ErrorKind::WouldBlock && attempts < 40 =>
+                    if err.kind() == std::io::ErrorKind::WouldBlock && attempts < 200 =>
                 {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));
