@@ -338,10 +338,11 @@ impl SessionTask {
                 redeliver(&self.server, stanza).await;
             }
         }
-        // Anything still queued was never written: same treatment.
+        // Anything still queued was never written, with or without stream management:
+        // same treatment (messages re-routed, requests answered).
         self.rx.close();
         while let Ok(message) = self.rx.try_recv() {
-            if let (Outbound::Stanza(stanza), true) = (message, self.handle.sm_enabled()) {
+            if let Outbound::Stanza(stanza) = message {
                 redeliver(&self.server, stanza).await;
             }
         }

@@ -125,3 +125,59 @@ rate = 0"#,
     drop(juliet);
     Ok(())
 }
+
+/// A session without stream management that ends with messages still in its outbound
+/// queue (never written: here the client stopped reading) re-routes them; they are not
+/// dropped.
+#[tokio::test]
+async fn messages_never_written_to_an_ended_session_go_offline() -> anyhow::Result<()> {
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .config_toml(
+            r#"modules_enabled = ["disco", "ping", "roster", "presence", "offline"]
+[limits]
+outbound_queue = 16
+rate = 0
+ping_timeout = 1"#,
+        )
+        .start()
+        .await?;
+    let mut romeo = server.client("romeo").await?;
+    let mut juliet = server.client("juliet").await?;
+    juliet.available().await?;
+    let host = server.host("localhost").expect("host");
+    let body = "x".repeat(100 * 1024);
+    let mut closing = false;
+    for _ in 0..2000 {
+        romeo
+            .send_str(&format!(
+                "<message to='juliet@localhost' type='chat'><body>{body}</body></message>"
+            ))
+            .await?;
+        romeo.sync().await?;
+        if host.sessions_of("juliet").iter().any(|s| s.is_closing()) {
+            closing = true;
+            break;
+        }
+    }
+    assert!(closing, "juliet's queue filled up");
+    // The stalled session ends (ping_timeout) with its queue full of messages.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !host.sessions_of("juliet").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the session ended");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let stored = server
+        .server()
+        .storage()
+        .scan("localhost", "offline", "juliet/")?;
+    assert!(
+        stored.len() >= 16,
+        "the queued messages went offline ({} stored)",
+        stored.len()
+    );
+    drop(juliet);
+    Ok(())
+}
