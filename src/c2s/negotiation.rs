@@ -146,10 +146,19 @@ impl Negotiation<'_> {
         writer::stream_header(&from, to, &crate::util::random_id(), &self.info.lang)
     }
 
+    /// Writes before the negotiation deadline too (a second's grace when already late,
+    /// e.g. after a SASL back-off): a client that sends but never reads must not keep the
+    /// connection past it.
     async fn send(&mut self, bytes: &[u8]) -> Result<(), StreamError> {
-        self.conn.write(bytes).await.map_err(|err| {
-            StreamError::with_text(StreamErrorCondition::UndefinedCondition, err.to_string())
-        })
+        let until = self
+            .deadline
+            .max(Instant::now() + std::time::Duration::from_secs(1));
+        match tokio::time::timeout_at(until, self.conn.write(bytes)).await {
+            Ok(written) => written.map_err(|err| {
+                StreamError::with_text(StreamErrorCondition::UndefinedCondition, err.to_string())
+            }),
+            Err(_) => Err(timeout_error()),
+        }
     }
 
     async fn send_element(&mut self, element: &Element) -> Result<(), StreamError> {

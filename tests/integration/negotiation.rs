@@ -772,3 +772,38 @@ async fn whitespace_after_starttls_is_harmless_but_a_stanza_after_it_is_not() ->
     );
     Ok(())
 }
+
+/// A client that sends requests during negotiation but never reads the answers stalls
+/// the server's writes; the negotiation deadline still ends the connection.
+#[tokio::test]
+async fn a_client_that_never_reads_cannot_outlast_the_negotiation_deadline() -> anyhow::Result<()> {
+    let server = TestServer::builder()
+        .config_toml(
+            "modules_enabled = [\"disco\", \"ping\", \"register\"]\n[limits]\nnegotiation_timeout = 1",
+        )
+        .start()
+        .await?;
+    let mut raw = server.raw().await?;
+    raw.open_stream("localhost").await?;
+    // Pre-authentication requests (the registration form) whose answers pile up unread.
+    let request = "<iq type='get' id='g'><query xmlns='jabber:iq:register'/></iq>".repeat(1000);
+    for _ in 0..100 {
+        if tokio::time::timeout(Duration::from_millis(200), raw.send_raw(&request))
+            .await
+            .is_err()
+        {
+            break; // the server stopped reading: it is stuck writing
+        }
+    }
+    let inner = server.server().inner().clone();
+    let start = Instant::now();
+    while inner.connection_count() > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the connection outlived the negotiation deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(raw);
+    Ok(())
+}
