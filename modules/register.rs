@@ -35,24 +35,33 @@ struct Settings {
 }
 
 impl Settings {
-    /// Whether `ip` may create another account now (refused attempts do not count).
-    fn may_register(&self, ip: IpAddr) -> bool {
+    /// Takes one of `ip`'s registrations for this hour, atomically (parallel attempts
+    /// cannot all pass the check); `false` when none is left.
+    fn reserve(&self, ip: IpAddr) -> bool {
         let now = Instant::now();
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.retain(|_, times| {
             times.retain(|t| now.duration_since(*t) < Duration::from_secs(3600));
             !times.is_empty()
         });
-        recent.get(&ip).map_or(0, Vec::len) < self.per_hour
+        let times = recent.entry(ip).or_default();
+        if times.len() >= self.per_hour {
+            return false;
+        }
+        times.push(now);
+        true
     }
 
-    fn record(&self, ip: IpAddr) {
-        self.recent
+    /// Gives a reservation back: refused attempts (a taken name) do not count.
+    fn release(&self, ip: IpAddr) {
+        if let Some(times) = self
+            .recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(ip)
-            .or_default()
-            .push(Instant::now());
+            .get_mut(&ip)
+        {
+            times.pop();
+        }
     }
 }
 
@@ -260,22 +269,26 @@ async fn register(
             StanzaError::new(Condition::NotAcceptable).text("invalid or missing user name")
         })?;
     let credentials = checked_credentials(settings, &password)?;
-    if !settings.may_register(ip) {
+    if !settings.reserve(ip) {
         return Err(StanzaError::new(Condition::ResourceConstraint)
             .text("too many registrations from your address; try later"));
     }
-    let created = host
+    let created = match host
         .storage()
         .create_account(&host.name, &user, &credentials)
         .await
-        .map_err(|err| {
+    {
+        Ok(created) => created,
+        Err(err) => {
+            settings.release(ip);
             tracing::error!(%err, "registration failed");
-            StanzaError::new(Condition::InternalServerError)
-        })?;
+            return Err(StanzaError::new(Condition::InternalServerError));
+        }
+    };
     if !created {
+        settings.release(ip);
         return Err(StanzaError::new(Condition::Conflict).text("that user name is taken"));
     }
-    settings.record(ip);
     tracing::info!(user = %user, host = %host.name, %ip, "account registered in-band");
     Ok(None)
 }

@@ -46,6 +46,26 @@ impl SessionInfo {
     }
 }
 
+/// Keeps only the newest presence of each sender: an inactive phone needs the state
+/// when it wakes, not the history.
+fn hold(held: &mut Vec<Element>, presence: Element) {
+    let from = presence.attr("from").map(str::to_string);
+    let subscription = matches!(
+        presence.attr("type"),
+        Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")
+    );
+    if !subscription {
+        held.retain(|p| {
+            p.attr("from").map(str::to_string) != from
+                || matches!(
+                    p.attr("type"),
+                    Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")
+                )
+        });
+    }
+    held.push(presence);
+}
+
 /// What the session task is asked to do, in order.
 pub(crate) enum Outbound {
     Stanza(Element),
@@ -127,9 +147,15 @@ impl SessionHandle {
         if self.shared.closing.load(Ordering::Relaxed) {
             return false;
         }
-        if self.shared.inactive.load(Ordering::Relaxed) && stanza.name() == "presence" {
-            self.hold(stanza);
-            return true;
+        if stanza.name() == "presence" {
+            // Decided and queued under the lock `set_inactive` flushes under, so a
+            // presence can neither overtake an older held one nor be stranded in `held`.
+            let mut held = self.shared.held.lock().unwrap_or_else(|p| p.into_inner());
+            if self.shared.inactive.load(Ordering::Acquire) {
+                hold(&mut held, stanza);
+                return true;
+            }
+            return self.enqueue(stanza);
         }
         self.enqueue(stanza)
     }
@@ -149,39 +175,16 @@ impl SessionHandle {
         }
     }
 
-    /// Keeps only the newest presence of each sender: an inactive phone needs the state
-    /// when it wakes, not the history.
-    fn hold(&self, presence: Element) {
-        let mut held = self.shared.held.lock().unwrap_or_else(|p| p.into_inner());
-        let from = presence.attr("from").map(str::to_string);
-        let subscription = matches!(
-            presence.attr("type"),
-            Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")
-        );
-        if !subscription {
-            held.retain(|p| {
-                p.attr("from").map(str::to_string) != from
-                    || matches!(
-                        p.attr("type"),
-                        Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")
-                    )
-            });
-        }
-        held.push(presence);
-    }
-
     /// XEP-0352 client state: inactive holds presence back; active flushes what was held.
     pub fn set_inactive(&self, inactive: bool) {
-        self.shared.inactive.store(inactive, Ordering::Relaxed);
+        let mut held = self.shared.held.lock().unwrap_or_else(|p| p.into_inner());
+        self.shared.inactive.store(inactive, Ordering::Release);
         if !inactive {
-            let held =
-                std::mem::take(&mut *self.shared.held.lock().unwrap_or_else(|p| p.into_inner()));
-            for stanza in held {
+            for stanza in std::mem::take(&mut *held) {
                 self.enqueue(stanza);
             }
         }
     }
-
     /// Sends a control command to the session task, in order with the stanzas. Waits for
     /// room when the queue is full (control must not be dropped).
     pub(crate) fn control(&self, command: Outbound) {

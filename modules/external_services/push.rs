@@ -20,6 +20,9 @@ use crate::session::SessionId;
 
 type Key = (SessionId, Option<String>);
 
+/// The shortest interval between two credential refreshes of one subscription.
+const MIN_REFRESH: Duration = Duration::from_secs(1);
+
 struct Subscription {
     session: SessionHandle,
     requested_type: Option<String>,
@@ -122,7 +125,9 @@ fn refresh_deadline(services: &[ExternalService], fraction: f64) -> Option<Insta
         .filter_map(|s| s.expires)
         .map(|expires| expires.duration_since(now).unwrap_or(Duration::ZERO))
         .min()
-        .map(|remaining| Instant::now() + remaining.mul_f64(fraction))
+        // A floor, so that a provider handing out credentials that are (nearly)
+        // expired cannot make the scheduler spin minting and pushing.
+        .map(|remaining| Instant::now() + remaining.mul_f64(fraction).max(MIN_REFRESH))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -126,6 +126,11 @@ impl Negotiation<'_> {
     /// Reads the next frame before the negotiation deadline. Returns `Ok(None)` when the
     /// peer closed the connection.
     async fn read(&mut self) -> Result<Option<Frame>, StreamError> {
+        // `timeout_at` polls the read first: a client that keeps data buffered would
+        // never see the deadline pass without this check.
+        if Instant::now() >= self.deadline {
+            return Err(timeout_error());
+        }
         match tokio::time::timeout_at(self.deadline, self.conn.read_frame()).await {
             Err(_) => Err(timeout_error()),
             Ok(Ok(frame)) => Ok(Some(frame)),
@@ -502,9 +507,10 @@ impl Negotiation<'_> {
         loop {
             let step = match input.take() {
                 Some(bytes) => {
-                    // Key derivation for PLAIN and verification are CPU work: keep them
-                    // off the async worker only when they are expensive (PBKDF2 is not
-                    // run here for SCRAM; stored keys make SCRAM cheap).
+                    // Runs on the async worker: SCRAM only compares stored keys (cheap);
+                    // PLAIN derives a key (4096 PBKDF2 rounds, about a millisecond),
+                    // which is acceptable but worth moving to a blocking pool if PLAIN
+                    // logins ever dominate.
                     let lookup = |user: &str| storage.get_account(&host, user).ok().flatten();
                     sasl.step(&bytes, &lookup)
                 }
