@@ -487,7 +487,10 @@ mod tests {
         let long = "x".repeat(1990);
         let input = format!("<m xmlns='urn:{long}'>{}</m>", "<a/>".repeat(500));
         assert!(input.len() < limits.max_stanza_bytes);
-        assert_eq!(error_of(&input, limits), StreamErrorCondition::PolicyViolation);
+        assert_eq!(
+            error_of(&input, limits),
+            StreamErrorCondition::PolicyViolation
+        );
         // Ordinary stanzas with many elements in a short namespace still pass.
         let many = format!("<iq type='set' id='1'>{}</iq>", "<item/>".repeat(200));
         let (out, err) = frames(&format!("{HEADER}{many}"), limits);
