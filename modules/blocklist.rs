@@ -25,6 +25,9 @@ struct State {
     /// Lists read so far (per account), so the per-stanza checks do not hit storage.
     cache: Mutex<HashMap<String, Arc<Vec<String>>>>,
     interested: Mutex<HashSet<SessionId>>,
+    /// Serialises read-modify-write of lists: two resources blocking at once must not
+    /// lose one of the entries. Changes are rare, so one lock for all accounts does.
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl State {
@@ -248,6 +251,7 @@ async fn change(state: &Arc<State>, request: IqRequest, block: bool) -> IqResult
     if block && items.is_empty() {
         return Err(StanzaError::bad_request("block at least one JID").into());
     }
+    let _serial = state.changing.lock().await;
     let mut list: Vec<String> = state.list(&host, &user).as_ref().clone();
     let mut newly_blocked = Vec::new();
     if block {

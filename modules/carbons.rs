@@ -100,7 +100,7 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
                 None => {
                     let available: Vec<&SessionHandle> = sessions
                         .iter()
-                        .filter(|s| s.is_available() && s.priority() >= 0)
+                        .filter(|s| s.is_available() && s.priority() >= 0 && !s.is_closing())
                         .collect();
                     let top = available.iter().map(|s| s.priority()).max();
                     available

@@ -13,6 +13,7 @@ const STORE: &str = "private";
 /// Fragments are small (bookmarks, preferences); a cap keeps one account from filling
 /// the disk.
 const MAX_FRAGMENT: usize = 64 * 1024;
+const MAX_FRAGMENTS: usize = 64;
 
 fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
     ctx.add_feature(NS_PRIVATE);
@@ -61,6 +62,16 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
                         .into());
                 }
                 let key = format!("{user}/{}", fragment_key(child));
+                // A new namespace counts against the account's number of fragments.
+                let stored = host
+                    .storage()
+                    .scan(&host.name, STORE, &format!("{user}/"))
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                if stored.len() >= MAX_FRAGMENTS && !stored.iter().any(|(k, _)| *k == key) {
+                    return Err(StanzaError::new(Condition::NotAcceptable)
+                        .text(format!("at most {MAX_FRAGMENTS} namespaces per account"))
+                        .into());
+                }
                 host.storage()
                     .put(&host.name, STORE, &key, &bytes)
                     .await

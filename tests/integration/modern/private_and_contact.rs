@@ -69,3 +69,29 @@ async fn contact_addresses_in_disco() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_number_of_private_namespaces_is_capped() -> anyhow::Result<()> {
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .config_toml(r#"modules_enabled = ["disco", "ping", "private"]"#)
+        .start()
+        .await?;
+    let mut romeo = server.client("romeo").await?;
+    for i in 0..64 {
+        let ok = romeo
+            .iq_str(&format!("<iq type='set'><query xmlns='jabber:iq:private'><x xmlns='urn:example:{i}'/></query></iq>"))
+            .await?;
+        assert_eq!(ok.attr("type"), Some("result"), "fragment {i}");
+    }
+    let refused = romeo
+        .iq_str("<iq type='set'><query xmlns='jabber:iq:private'><x xmlns='urn:example:one-too-many'/></query></iq>")
+        .await?;
+    assert_eq!(refused.attr("type"), Some("error"));
+    // Replacing an existing one is still fine.
+    let replaced = romeo
+        .iq_str("<iq type='set'><query xmlns='jabber:iq:private'><x xmlns='urn:example:3'>new</x></query></iq>")
+        .await?;
+    assert_eq!(replaced.attr("type"), Some("result"));
+    Ok(())
+}
