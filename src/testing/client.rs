@@ -322,6 +322,20 @@ impl RawClient {
         }
     }
 
+    /// Opens a stream, authenticates with SCRAM-SHA-1 and restarts the stream: ready to
+    /// bind (or resume). Returns the post-authentication features.
+    pub async fn login(
+        &mut self,
+        host: &str,
+        username: &str,
+        password: &str,
+    ) -> anyhow::Result<Element> {
+        self.open_stream(host).await?;
+        self.authenticate("SCRAM-SHA-1", username, password)
+            .await??;
+        self.open_stream(host).await
+    }
+
     /// Binds a resource (server-chosen when `None`).
     pub async fn bind(&mut self, resource: Option<&str>) -> anyhow::Result<FullJid> {
         let mut bind = Element::bare("bind", ns::BIND);

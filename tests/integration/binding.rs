@@ -65,9 +65,7 @@ async fn server_generates_a_resource_when_none_is_requested() -> anyhow::Result<
     );
     // An empty <resource/> also means "choose one for me".
     let mut raw = server.raw().await?;
-    raw.open_stream("localhost").await?;
-    raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
-    raw.open_stream("localhost").await?;
+    raw.login("localhost", "romeo", "pw").await?;
     let jid = raw.bind(Some("   ")).await?;
     assert!(!jid.resource().as_str().trim().is_empty(), "{jid}");
     Ok(())
@@ -77,9 +75,7 @@ async fn server_generates_a_resource_when_none_is_requested() -> anyhow::Result<
 async fn invalid_resource_is_bad_request_and_binding_can_be_retried() -> anyhow::Result<()> {
     let server = server().await?;
     let mut raw = server.raw().await?;
-    raw.open_stream("localhost").await?;
-    raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
-    raw.open_stream("localhost").await?;
+    raw.login("localhost", "romeo", "pw").await?;
     let too_long = "r".repeat(2000);
     raw.send_raw(&format!(
         "<iq type='set' id='bind-bad'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{too_long}</resource></bind></iq>"
@@ -159,9 +155,7 @@ async fn legacy_session_iq_gets_a_result() -> anyhow::Result<()> {
 
     // Between SASL and binding (some old clients do this).
     let mut raw = server.raw().await?;
-    raw.open_stream("localhost").await?;
-    raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
-    raw.open_stream("localhost").await?;
+    raw.login("localhost", "romeo", "pw").await?;
     raw.send_raw(
         "<iq type='set' id='sess-3'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>",
     )
@@ -287,9 +281,7 @@ async fn stanzas_pipelined_with_the_bind_request_are_processed() -> anyhow::Resu
     let mut juliet = server.client("juliet").await?;
     juliet.available().await?;
     let mut raw = server.raw().await?;
-    raw.open_stream("localhost").await?;
-    raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
-    let features = raw.open_stream("localhost").await?;
+    let features = raw.login("localhost", "romeo", "pw").await?;
     assert!(features.get_child("bind", ns::BIND).is_some());
     // Bind, presence, a message and a ping in one write: the stanzas after the bind
     // request are read by the negotiation and must survive into the session.
@@ -346,9 +338,7 @@ async fn sessions_per_account_are_limited() -> anyhow::Result<()> {
     let _one = server.client("romeo").await?;
     let _two = server.client("romeo").await?;
     let mut raw = server.raw().await?;
-    raw.open_stream("localhost").await?;
-    raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
-    raw.open_stream("localhost").await?;
+    raw.login("localhost", "romeo", "pw").await?;
     let error = raw
         .bind(Some("third"))
         .await

@@ -465,9 +465,7 @@ async fn stanzas_before_bind_are_not_authorized() -> anyhow::Result<()> {
         "<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>".to_string(),
     ] {
         let mut raw = server.raw().await?;
-        raw.open_stream("localhost").await?;
-        raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
-        raw.open_stream("localhost").await?;
+        raw.login("localhost", "romeo", "pw").await?;
         raw.send_raw(&stanza).await?;
         let (elements, closed) = drain(&mut raw).await?;
         assert!(closed);
@@ -717,9 +715,7 @@ async fn stanzas_in_another_namespace_are_invalid_namespace() -> anyhow::Result<
     assert_alive(&server, &mut witness, "romeo").await?;
     // The same before binding and after.
     let mut raw = server.raw().await?;
-    raw.open_stream("localhost").await?;
-    raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
-    raw.open_stream("localhost").await?;
+    raw.login("localhost", "romeo", "pw").await?;
     raw.send_raw("<iq xmlns='jabber:server' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>").await?;
     assert_eq!(
         finish(&mut raw).await?.as_deref(),

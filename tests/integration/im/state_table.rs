@@ -1038,9 +1038,7 @@ fn the_tables_mirror_each_other() {
 async fn pre_approval_is_advertised() -> anyhow::Result<()> {
     let (server, _host) = start().await?;
     let mut raw: RawClient = server.raw().await?;
-    raw.open_stream("localhost").await?;
-    raw.authenticate("SCRAM-SHA-1", "a", "pw").await??;
-    let features = raw.open_stream("localhost").await?;
+    let features = raw.login("localhost", "a", "pw").await?;
     assert!(
         features.has_child("sub", "urn:xmpp:features:pre-approval"),
         "{}",

@@ -80,9 +80,7 @@ async fn csi_is_advertised_and_unknown_nonzas_are_refused() -> anyhow::Result<()
         .start()
         .await?;
     let mut raw = server.raw().await?;
-    raw.open_stream("localhost").await?;
-    raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
-    let features = raw.open_stream("localhost").await?;
+    let features = raw.login("localhost", "romeo", "pw").await?;
     assert!(features.has_child("csi", "urn:xmpp:csi:0"));
     raw.bind(None).await?;
     raw.send_raw("<bogus xmlns='urn:example:nothing'/>").await?;

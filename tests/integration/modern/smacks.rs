@@ -16,6 +16,23 @@ fn body(stanza: &Element) -> Option<String> {
     stanza.get_child("body", ns::CLIENT).map(|b| b.text())
 }
 
+/// A server with stream management (`resume_timeout` seconds) and two clients, Romeo
+/// already available.
+async fn romeo_and_juliet(
+    resume_timeout: u32,
+) -> anyhow::Result<(TestServer, TestClient, TestClient)> {
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .config_toml(&config(resume_timeout))
+        .start()
+        .await?;
+    let mut romeo = server.client("romeo").await?;
+    let juliet = server.client("juliet").await?;
+    romeo.available().await?;
+    Ok((server, romeo, juliet))
+}
+
 async fn enable(client: &mut TestClient) -> anyhow::Result<String> {
     client
         .send_str("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
@@ -57,15 +74,7 @@ async fn resume(
 
 #[tokio::test]
 async fn acks_count_both_ways() -> anyhow::Result<()> {
-    let server = TestServer::builder()
-        .user("romeo", "pw")
-        .user("juliet", "pw")
-        .config_toml(&config(300))
-        .start()
-        .await?;
-    let mut romeo = server.client("romeo").await?;
-    let mut juliet = server.client("juliet").await?;
-    romeo.available().await?;
+    let (_server, mut romeo, mut juliet) = romeo_and_juliet(300).await?;
     enable(&mut romeo).await?;
     // Two stanzas handled, then a request.
     romeo.send_str("<presence/>").await?;
@@ -90,15 +99,7 @@ async fn acks_count_both_ways() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn resumption_keeps_the_jid_and_resends_what_was_not_acked() -> anyhow::Result<()> {
-    let server = TestServer::builder()
-        .user("romeo", "pw")
-        .user("juliet", "pw")
-        .config_toml(&config(300))
-        .start()
-        .await?;
-    let mut romeo = server.client("romeo").await?;
-    let mut juliet = server.client("juliet").await?;
-    romeo.available().await?;
+    let (server, mut romeo, mut juliet) = romeo_and_juliet(300).await?;
     let id = enable(&mut romeo).await?;
     let romeo_jid = romeo.jid().to_string();
     send_messages(&mut juliet, &romeo_jid, &["a", "b"]).await?;
@@ -174,15 +175,7 @@ async fn another_users_session_cannot_be_resumed() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn after_the_timeout_unacked_messages_go_offline() -> anyhow::Result<()> {
-    let server = TestServer::builder()
-        .user("romeo", "pw")
-        .user("juliet", "pw")
-        .config_toml(&config(1))
-        .start()
-        .await?;
-    let mut romeo = server.client("romeo").await?;
-    let mut juliet = server.client("juliet").await?;
-    romeo.available().await?;
+    let (server, mut romeo, mut juliet) = romeo_and_juliet(1).await?;
     let id = enable(&mut romeo).await?;
     let romeo_jid = romeo.jid().to_string();
     send_messages(&mut juliet, &romeo_jid, &["in flight"]).await?;
@@ -234,9 +227,7 @@ async fn resuming_with_a_wrong_h_is_an_error() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Nothing was sent to Romeo after enabling; claiming 5 received is impossible.
     let mut raw = server.raw().await?;
-    raw.open_stream("localhost").await?;
-    raw.authenticate("SCRAM-SHA-1", "romeo", "pw").await??;
-    raw.open_stream("localhost").await?;
+    raw.login("localhost", "romeo", "pw").await?;
     raw.send_raw(&format!(
         "<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='5'/>"
     ))
