@@ -97,18 +97,13 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
             // The resources the router will deliver to (RFC 6121 §8.5.2.1.1).
             let delivered: Vec<SessionId> = match direct {
                 Some(id) => vec![id],
-                None => {
-                    let available: Vec<&SessionHandle> = sessions
-                        .iter()
-                        .filter(|s| s.is_available() && s.priority() >= 0 && !s.is_closing())
-                        .collect();
-                    let top = available.iter().map(|s| s.priority()).max();
-                    available
-                        .iter()
-                        .filter(|s| Some(s.priority()) == top)
-                        .map(|s| s.id())
-                        .collect()
-                }
+                None => crate::router::top_priority(crate::router::available_resources(
+                    &event.host,
+                    &user,
+                ))
+                .iter()
+                .map(SessionHandle::id)
+                .collect(),
             };
             if delivered.is_empty() {
                 return Ok(Flow::Continue);

@@ -408,6 +408,29 @@ async fn deliver_iq(
     Box::pin(route(server, reply, None)).await;
 }
 
+/// The account's resources that may receive messages to its bare JID: available,
+/// non-negative priority, not closing (RFC 6121 §8.5.2).
+pub fn available_resources(host: &Host, user: &str) -> Vec<SessionHandle> {
+    host.sessions_of(user)
+        .into_iter()
+        .filter(|s| s.is_available() && s.priority() >= 0 && !s.is_closing())
+        .collect()
+}
+
+/// Of those, the ones a chat or normal message goes to: the highest priority
+/// (RFC 6121 §8.5.2.1.1). Carbons use the same rule to know who already has a copy.
+pub fn top_priority(available: Vec<SessionHandle>) -> Vec<SessionHandle> {
+    let top = available
+        .iter()
+        .map(SessionHandle::priority)
+        .max()
+        .unwrap_or(0);
+    available
+        .into_iter()
+        .filter(|s| s.priority() == top)
+        .collect()
+}
+
 async fn deliver_message(
     server: &Arc<ServerInner>,
     host: &Arc<Host>,
@@ -472,11 +495,7 @@ async fn deliver_message(
         .await;
         return;
     }
-    let available: Vec<SessionHandle> = host
-        .sessions_of(&user)
-        .into_iter()
-        .filter(|s| s.is_available() && s.priority() >= 0 && !s.is_closing())
-        .collect();
+    let available = available_resources(host, &user);
     match message_type.as_str() {
         // RFC 6121 §8.5.2.1.1 / §8.5.2.2.1: a groupchat message to a bare JID is never
         // delivered; the sender MUST get an error.
@@ -523,13 +542,7 @@ async fn deliver_message(
         }
         return;
     }
-    // chat and normal: the resources with the highest priority (RFC 6121 §8.5.2.1.1).
-    let top = available
-        .iter()
-        .map(SessionHandle::priority)
-        .max()
-        .unwrap_or(0);
-    for session in available.iter().filter(|s| s.priority() == top) {
+    for session in top_priority(available) {
         session.send(stanza.clone());
     }
 }
