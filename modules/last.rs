@@ -103,7 +103,11 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
             let record = serde_json::to_vec(&(now, String::new())).unwrap_or_default();
-            if let Err(err) = host.storage().put(&host.name, STORE, &user, &record).await {
+            if let Err(err) = host
+                .storage()
+                .put_unsynced(&host.name, STORE, &user, &record)
+                .await
+            {
                 tracing::warn!(%err, "cannot record the last logout");
             }
             Ok(Flow::Continue)

@@ -55,6 +55,18 @@ pub trait Storage: Send + Sync + 'static {
         key: &'a str,
         value: &'a [u8],
     ) -> BoxFuture<'a, StorageResult<()>>;
+    /// Like `put`, for a record nobody is told was saved (a logout time): the backend may
+    /// make it durable later, on its own schedule (sled: within 500 ms), so the write
+    /// does not pay for a sync of its own. Backends without such a schedule just `put`.
+    fn put_unsynced<'a>(
+        &'a self,
+        host: &'a str,
+        store: &'a str,
+        key: &'a str,
+        value: &'a [u8],
+    ) -> BoxFuture<'a, StorageResult<()>> {
+        self.put(host, store, key, value)
+    }
     fn delete<'a>(
         &'a self,
         host: &'a str,
