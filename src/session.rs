@@ -66,15 +66,17 @@ fn hold(held: &mut Vec<Element>, presence: Element) {
     held.push(presence);
 }
 
-/// What the session task is asked to do, in order.
+/// What the session task is asked to do, in order. Every variant is a pointer: the
+/// queue allocates its slots 32 at a time, so a large variant would cost each session
+/// kilobytes before its first stanza.
 pub(crate) enum Outbound {
-    Stanza(Element),
+    Stanza(Box<Element>),
     /// Send the stream error (if any) and `</stream:stream>`, then end the session.
-    Close(Option<StreamError>),
+    Close(Option<Box<StreamError>>),
     /// XEP-0198 stream management.
-    Sm(crate::c2s::SmCommand),
+    Sm(Box<crate::c2s::SmCommand>),
     /// A top-level element that is not a stanza (never counted by XEP-0198).
-    Nonza(Element),
+    Nonza(Box<Element>),
 }
 
 struct Shared {
@@ -161,7 +163,7 @@ impl SessionHandle {
     }
 
     fn enqueue(&self, stanza: Element) -> bool {
-        match self.shared.tx.try_send(Outbound::Stanza(stanza)) {
+        match self.shared.tx.try_send(Outbound::Stanza(Box::new(stanza))) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(jid = %self.jid(), "outbound queue full; disconnecting the session");
@@ -218,10 +220,10 @@ impl SessionHandle {
                 .unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
             id
         });
-        self.control(Outbound::Sm(crate::c2s::SmCommand::Enable {
+        self.control(Outbound::Sm(Box::new(crate::c2s::SmCommand::Enable {
             id: id.clone(),
             resume_timeout: resume.then_some(resume_timeout),
-        }));
+        })));
         Some(id)
     }
 
@@ -251,17 +253,17 @@ impl SessionHandle {
 
     /// Writes a top-level element that is not a stanza (e.g. XEP-0198's `<failed/>`).
     pub fn send_nonza(&self, element: Element) {
-        self.control(Outbound::Nonza(element));
+        self.control(Outbound::Nonza(Box::new(element)));
     }
 
     /// The client asked `<r/>`: answer `<a h=.../>` in order with the stanzas.
     pub fn sm_answer(&self) {
-        self.control(Outbound::Sm(crate::c2s::SmCommand::Answer));
+        self.control(Outbound::Sm(Box::new(crate::c2s::SmCommand::Answer)));
     }
 
     /// The client acknowledged `h` stanzas.
     pub fn sm_client_ack(&self, h: u32) {
-        self.control(Outbound::Sm(crate::c2s::SmCommand::Acked(h)));
+        self.control(Outbound::Sm(Box::new(crate::c2s::SmCommand::Acked(h))));
     }
 
     pub fn is_inactive(&self) -> bool {
@@ -276,7 +278,9 @@ impl SessionHandle {
         let tx = self.shared.tx.clone();
         // The queue may be full (that is one reason to close); wait for room in the
         // background rather than block the caller.
-        if let Err(mpsc::error::TrySendError::Full(message)) = tx.try_send(Outbound::Close(error)) {
+        if let Err(mpsc::error::TrySendError::Full(message)) =
+            tx.try_send(Outbound::Close(error.map(Box::new)))
+        {
             tokio::spawn(async move {
                 let _ = tx.send(message).await;
             });

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::sasl::ChannelBindingData;
@@ -32,7 +32,6 @@ pub(crate) struct Conn {
     pub io: BoxIo,
     pub framer: Framer,
     pub limits: FramerLimits,
-    read_buf: Box<[u8]>,
     /// Read throttle of a bound session (`[limits] rate`), as Prosody's `limits`.
     pub throttle: Option<Throttle>,
 }
@@ -44,6 +43,9 @@ pub(crate) struct Throttle {
     burst: f64,
     tokens: f64,
     updated: tokio::time::Instant,
+    /// Until when reading is paused. Kept here rather than in a pending sleep, so that a
+    /// `select!` cancelling the read (a timer of the session) does not cancel the pause.
+    paused_until: Option<tokio::time::Instant>,
 }
 
 impl Throttle {
@@ -53,6 +55,7 @@ impl Throttle {
             burst: burst as f64,
             tokens: burst as f64,
             updated: tokio::time::Instant::now(),
+            paused_until: None,
         }
     }
 
@@ -76,7 +79,6 @@ impl Conn {
             io,
             framer: Framer::new(limits),
             limits,
-            read_buf: vec![0u8; 8192].into_boxed_slice(),
             throttle: None,
         }
     }
@@ -89,6 +91,12 @@ impl Conn {
     /// The next frame. Cancel-safe: bytes are only consumed once a read completes.
     pub async fn read_frame(&mut self) -> Result<Frame, ReadError> {
         loop {
+            if let Some(throttle) = &mut self.throttle {
+                if let Some(until) = throttle.paused_until {
+                    tokio::time::sleep_until(until).await;
+                    throttle.paused_until = None;
+                }
+            }
             match self.framer.next_frame(false) {
                 Ok(Some(frame)) => return Ok(frame),
                 Ok(None) => {}
@@ -99,7 +107,7 @@ impl Conn {
                     )))
                 }
             }
-            let n = match self.io.read(&mut self.read_buf).await {
+            let n = match read_into(&mut self.io, &mut self.framer).await {
                 Ok(n) => n,
                 Err(err) => return Err(ReadError::Closed(err.to_string())),
             };
@@ -109,11 +117,10 @@ impl Conn {
                     _ => Err(ReadError::Closed("connection closed by peer".into())),
                 };
             }
-            self.framer.feed(&self.read_buf[..n]);
             if let Some(throttle) = &mut self.throttle {
                 let pause = throttle.take(n);
                 if !pause.is_zero() {
-                    tokio::time::sleep(pause).await;
+                    throttle.paused_until = Some(tokio::time::Instant::now() + pause);
                 }
             }
         }
@@ -139,6 +146,34 @@ impl Conn {
         };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), write).await;
     }
+}
+
+thread_local! {
+    /// What every connection served by this thread reads into. The bytes go on to the
+    /// framer in the same poll, so a connection waiting for data holds no read buffer
+    /// (with thousands of idle clients, 8 KiB each was the largest part of their memory).
+    static READ_BUF: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; 16 * 1024].into_boxed_slice());
+}
+
+/// Reads once from `io` into `framer`; `Ok(0)` at end of stream. Cancel-safe: the bytes
+/// of a completed read are in the framer before this returns `Ready`.
+async fn read_into(io: &mut BoxIo, framer: &mut Framer) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        READ_BUF.with_borrow_mut(|buf| {
+            let mut read_buf = tokio::io::ReadBuf::new(buf);
+            match std::pin::Pin::new(&mut *io).poll_read(cx, &mut read_buf) {
+                std::task::Poll::Ready(Ok(())) => {
+                    let filled = read_buf.filled();
+                    framer.feed(filled);
+                    std::task::Poll::Ready(Ok(filled.len()))
+                }
+                std::task::Poll::Ready(Err(err)) => std::task::Poll::Ready(Err(err)),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        })
+    })
+    .await
 }
 
 /// `<stream:error>` with the prefix the stream declared (some clients match on it).
@@ -184,7 +219,7 @@ pub(crate) async fn handle(
             tracing::warn!(%peer, "direct TLS connection but no TLS certificates are loaded");
             return;
         };
-        let accept = tls.direct_tls_acceptor().accept(tcp);
+        let accept = Box::pin(tls.direct_tls_acceptor().accept(tcp));
         match tokio::time::timeout(config.limits.negotiation_timeout, accept).await {
             Ok(Ok(stream)) => {
                 let (exporter, end_point) = crate::tls::channel_binding(&tls, &stream);
@@ -213,13 +248,21 @@ pub(crate) async fn handle(
         ..info
     };
     let conn = Conn::new(io, limits);
-    let negotiated = super::negotiation::negotiate(&server, conn, info, channel_binding).await;
+    // Each phase in a box of its own: a task's future is as large as its largest state,
+    // and an idle session should not carry negotiation's for its lifetime.
+    let negotiated = Box::pin(super::negotiation::negotiate(
+        &server,
+        conn,
+        info,
+        channel_binding,
+    ))
+    .await;
     match negotiated {
         Some(super::negotiation::Negotiated::Bound(conn, info)) => {
-            super::session_loop::run(server, conn, info).await
+            Box::pin(super::session_loop::run(server, conn, info)).await
         }
         Some(super::negotiation::Negotiated::Resumed(conn, handle, h)) => {
-            super::session_loop::resume(server, conn, handle, h).await
+            Box::pin(super::session_loop::resume(server, conn, handle, h)).await
         }
         None => {}
     }

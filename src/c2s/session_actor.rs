@@ -73,7 +73,8 @@ impl SessionTask {
     pub(crate) async fn run(mut self) {
         let mut sm: Option<Sm> = None;
         let mut deadline: Option<Instant> = None;
-        let mut buf: Vec<u8> = Vec::with_capacity(4096);
+        // Allocated per batch and released after it: an idle session holds no buffer.
+        let mut buf: Vec<u8> = Vec::new();
         let mut shutdown = self.server.shutdown_signal();
         let reason = loop {
             let message = tokio::select! {
@@ -98,11 +99,11 @@ impl SessionTask {
                     Outbound::Stanza(stanza) => match (&mut sm, self.writer.is_some()) {
                         (Some(state), attached) => {
                             if attached {
-                                buf.extend_from_slice(&writer::to_bytes(&stanza));
+                                writer::append_to(&stanza, &mut buf);
                                 state.sent = state.sent.wrapping_add(1);
-                                state.unacked.push_back(stanza);
+                                state.unacked.push_back(*stanza);
                             } else {
-                                state.pending.push(stanza);
+                                state.pending.push(*stanza);
                             }
                             if state.unacked.len() + state.pending.len() > max_held {
                                 closing = Some(Some(StreamError::with_text(
@@ -112,21 +113,23 @@ impl SessionTask {
                                 break;
                             }
                         }
-                        (None, _) => buf.extend_from_slice(&writer::to_bytes(&stanza)),
+                        (None, _) => writer::append_to(&stanza, &mut buf),
                     },
                     Outbound::Nonza(element) => {
                         if self.writer.is_some() {
-                            buf.extend_from_slice(&writer::to_bytes(&element));
+                            writer::append_to(&element, &mut buf);
                         }
                     }
                     Outbound::Close(error) => {
-                        closing = Some(error);
+                        closing = Some(error.map(|error| *error));
                         break;
                     }
                     Outbound::Sm(command) => {
-                        if let Err(error) = self
-                            .sm_command(command, &mut sm, &mut deadline, &mut buf)
-                            .await
+                        // Boxed, as `finish_stream` and `end_session`: rare steps whose
+                        // futures would otherwise enlarge every session task.
+                        if let Err(error) =
+                            Box::pin(self.sm_command(*command, &mut sm, &mut deadline, &mut buf))
+                                .await
                         {
                             closing = Some(Some(error));
                             break;
@@ -149,7 +152,7 @@ impl SessionTask {
             }
             if !buf.is_empty() {
                 let written = self.write(&buf).await;
-                buf.clear();
+                buf = Vec::new();
                 if !written {
                     // The connection broke under us: the reader will notice too.
                     if sm.as_ref().is_some_and(|s| s.resume_timeout.is_some()) {
@@ -164,11 +167,11 @@ impl SessionTask {
                     .as_ref()
                     .map(ToString::to_string)
                     .unwrap_or_else(|| "closed".to_string());
-                self.finish_stream(error).await;
+                Box::pin(self.finish_stream(error)).await;
                 break reason;
             }
         };
-        self.end_session(reason, sm).await;
+        Box::pin(self.end_session(reason, sm)).await;
     }
 
     async fn sm_command(
@@ -249,10 +252,10 @@ impl SessionTask {
                 );
                 // What the client missed, then what queued up while it was away.
                 for stanza in &state.unacked {
-                    buf.extend_from_slice(&writer::to_bytes(stanza));
+                    writer::append_to(stanza, buf);
                 }
                 for stanza in std::mem::take(&mut state.pending) {
-                    buf.extend_from_slice(&writer::to_bytes(&stanza));
+                    writer::append_to(&stanza, buf);
                     state.sent = state.sent.wrapping_add(1);
                     state.unacked.push_back(stanza);
                 }
@@ -343,7 +346,7 @@ impl SessionTask {
         self.rx.close();
         while let Ok(message) = self.rx.try_recv() {
             if let Outbound::Stanza(stanza) = message {
-                redeliver(&self.server, stanza).await;
+                redeliver(&self.server, *stanza).await;
             }
         }
     }

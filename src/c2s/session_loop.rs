@@ -48,7 +48,7 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo)
         host: host.clone(),
         session: handle.clone(),
     };
-    if let Err(err) = host.events.fire(&mut bound).await {
+    if let Err(err) = Box::pin(host.events.fire(&mut bound)).await {
         tracing::warn!(%err, "session-bound handler failed");
     }
     read_loop(
@@ -79,12 +79,12 @@ pub(crate) async fn resume(
     let (reader, writer_half) = tokio::io::split(io);
     let (done_tx, done_rx) = oneshot::channel();
     let connection = server.next_session_id();
-    handle.control(Outbound::Sm(SmCommand::Attach {
+    handle.control(Outbound::Sm(Box::new(SmCommand::Attach {
         connection,
         writer: writer_half,
         done: done_tx,
         client_h,
-    }));
+    })));
     read_loop(
         &server,
         &host,
@@ -109,7 +109,14 @@ async fn read_loop(
     let mut shutdown = server.shutdown_signal();
     let limits = server.config().limits.clone();
     let mut idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
+    let mut dormant_at = Some(tokio::time::Instant::now() + DORMANT_AFTER);
     loop {
+        // One timer for both: the parser's release first, then the idle ping.
+        let wake_at = match dormant_at {
+            Some(at) if limits.idle_timeout.is_zero() || at < idle_deadline => Some(at),
+            _ if limits.idle_timeout.is_zero() => None,
+            _ => Some(idle_deadline),
+        };
         let frame = tokio::select! {
             frame = conn.read_frame() => frame,
             // The session task closed the stream, or another connection took over.
@@ -120,13 +127,18 @@ async fn read_loop(
             }
             // A silent client: is anyone still there? (Dead TCP connections otherwise
             // linger until the kernel gives up, hours later.)
-            _ = tokio::time::sleep_until(idle_deadline), if !limits.idle_timeout.is_zero() => {
-                idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
-                ping_idle_client(host, handle, limits.ping_timeout);
+            _ = sleep_until(wake_at) => {
+                if dormant_at.take().is_some() {
+                    conn.inner.framer.hibernate();
+                } else {
+                    idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
+                    ping_idle_client(host, handle, limits.ping_timeout);
+                }
                 continue;
             }
         };
         idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
+        dormant_at = Some(tokio::time::Instant::now() + DORMANT_AFTER);
         match frame {
             Ok(Frame::Stanza(stanza)) => {
                 let nonza = stanza.ns() != ns::CLIENT
@@ -138,7 +150,7 @@ async fn read_loop(
                         session: handle.clone(),
                         element: stanza,
                     };
-                    match host.events.fire(&mut event).await {
+                    match Box::pin(host.events.fire(&mut event)).await {
                         Ok(crate::events::Flow::Handled) => continue,
                         Ok(crate::events::Flow::Continue) => {}
                         Err(err) => tracing::warn!(%err, "a top-level element handler failed"),
@@ -160,8 +172,10 @@ async fn read_loop(
                     handle.send(reply);
                     continue;
                 }
-                if let Err(error) = crate::router::from_session(server, host, handle, stanza).await
-                {
+                // Boxed (as the other handler calls here): routing's future is large, and
+                // held inline it would be part of every idle session's memory.
+                let routed = Box::pin(crate::router::from_session(server, host, handle, stanza));
+                if let Err(error) = routed.await {
                     tracing::debug!(jid = %jid, %error, "closing the session");
                     handle.close(Some(error));
                     return;
@@ -186,13 +200,24 @@ async fn read_loop(
                 // XEP-0198: a resumable session waits for the client to come back.
                 if handle.sm_resume_id().is_some() {
                     tracing::debug!(jid = %jid, reason, "connection lost");
-                    handle.control(Outbound::Sm(SmCommand::Detach { connection }));
+                    handle.control(Outbound::Sm(Box::new(SmCommand::Detach { connection })));
                 } else {
                     handle.close(None);
                 }
                 return;
             }
         }
+    }
+}
+
+/// Silence after which a session's parser is released (it is rebuilt when the client
+/// speaks again): most clients sit idle most of the time, and a parser costs kilobytes.
+const DORMANT_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

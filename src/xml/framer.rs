@@ -75,10 +75,21 @@ impl std::fmt::Display for FrameError {
 const MIN_HEADER_BUDGET: usize = 4096;
 
 pub struct Framer {
-    parser: Parser,
+    /// `None` while the stream is dormant (see [`Framer::hibernate`]).
+    parser: Option<Box<Parser>>,
     limits: FramerLimits,
-    /// Bytes received but not yet handed to the parser.
+    /// The client's stream header as it arrived (with any XML declaration), kept to wake
+    /// a dormant stream: replayed into a fresh parser, it restores the namespaces the
+    /// client declared, which rxml does not expose.
+    header: Option<Box<[u8]>>,
+    /// Bytes fed before the stream header was complete, and how many of them the parser
+    /// took: the header is their first `header_consumed` bytes.
+    header_capture: Vec<u8>,
+    header_consumed: usize,
+    /// Bytes received; those before `input_pos` were handed to the parser already.
+    /// Released whenever the parser has taken everything, so an idle stream holds none.
     input: Vec<u8>,
+    input_pos: usize,
     /// Open elements below the stream root; empty between stanzas.
     open: Vec<Element>,
     root_open: bool,
@@ -96,15 +107,14 @@ pub struct Framer {
 
 impl Framer {
     pub fn new(limits: FramerLimits) -> Self {
-        let options = rxml::Options {
-            // A token (name, attribute value, text chunk) can never exceed a stanza.
-            max_token_length: limits.max_stanza_bytes.max(64) + 64,
-            ..Default::default()
-        };
         Framer {
-            parser: Parser::with_options(options),
+            parser: Some(Box::new(new_parser(limits))),
             limits,
-            input: Vec::with_capacity(4096),
+            header: None,
+            header_capture: Vec::new(),
+            header_consumed: 0,
+            input: Vec::new(),
+            input_pos: 0,
             open: Vec::new(),
             root_open: false,
             stanza_bytes: 0,
@@ -116,13 +126,60 @@ impl Framer {
 
     /// Hands received bytes to the framer.
     pub fn feed(&mut self, bytes: &[u8]) {
+        if !self.root_open && self.header_capture.len() <= self.header_budget() {
+            self.header_capture.extend_from_slice(bytes);
+        }
         self.input.extend_from_slice(bytes);
+    }
+
+    fn header_budget(&self) -> usize {
+        self.limits.max_stanza_bytes.max(MIN_HEADER_BUDGET)
+    }
+
+    /// Releases the parser (and its buffers) between stanzas, so a client that sits idle
+    /// for hours costs no parser memory; the next bytes wake it by replaying the stream
+    /// header. Returns whether the stream is dormant now: not in the middle of anything,
+    /// header seen, nothing failed.
+    pub fn hibernate(&mut self) -> bool {
+        let quiet = self.root_open
+            && self.header.is_some()
+            && self.open.is_empty()
+            && self.lexer_pending == 0
+            && self.input_pos == self.input.len()
+            && self.failed.is_none();
+        if quiet {
+            self.parser = None;
+        }
+        self.parser.is_none()
+    }
+
+    /// A fresh parser that has read the client's stream header again.
+    fn wake(&mut self) -> Result<(), FrameError> {
+        let header = self.header.as_deref().unwrap_or_default();
+        let mut parser = Box::new(new_parser(self.limits));
+        let mut rest = header;
+        loop {
+            match parser.parse(&mut rest, false) {
+                Ok(Some(Event::StartElement(..))) if rest.is_empty() => break,
+                Ok(Some(Event::XmlDeclaration(..))) => {}
+                // The header parsed once already; failing now would be our bug.
+                other => {
+                    tracing::error!(?other, "replaying the stream header failed");
+                    return Err(self.fail(FrameError::new(
+                        StreamErrorCondition::InternalServerError,
+                        "cannot resume reading the stream",
+                    )));
+                }
+            }
+        }
+        self.parser = Some(parser);
+        Ok(())
     }
 
     /// Bytes received that no complete frame has accounted for yet. After `<starttls/>`
     /// this must be zero: anything else was pipelined before the TLS handshake.
     pub fn pending_bytes(&self) -> usize {
-        self.input.len() + self.lexer_pending
+        self.input.len() - self.input_pos + self.lexer_pending
     }
 
     /// Whether everything pending is XML whitespace that the parser has not taken in yet.
@@ -130,8 +187,7 @@ impl Framer {
     /// that is harmless, unlike a pipelined stanza.
     pub fn pending_is_whitespace(&self) -> bool {
         self.lexer_pending == 0
-            && self
-                .input
+            && self.input[self.input_pos..]
                 .iter()
                 .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
     }
@@ -148,12 +204,30 @@ impl Framer {
         if let Some(err) = &self.failed {
             return Err(err.clone());
         }
+        if self.parser.is_none() {
+            if self.input_pos == self.input.len() && !at_eof {
+                return Ok(None);
+            }
+            self.wake()?;
+        }
         loop {
-            let mut slice: &[u8] = &self.input;
+            let Some(parser) = self.parser.as_mut() else {
+                return Ok(None);
+            };
+            let mut slice: &[u8] = &self.input[self.input_pos..];
             let before = slice.len();
-            let result = self.parser.parse(&mut slice, at_eof);
+            let result = parser.parse(&mut slice, at_eof);
             let consumed = before - slice.len();
-            self.input.drain(..consumed);
+            if !self.root_open {
+                self.header_consumed += consumed;
+            }
+            // Advancing rather than draining: a read holding many stanzas is not
+            // shifted once per stanza.
+            self.input_pos += consumed;
+            if self.input_pos == self.input.len() {
+                self.input = Vec::new();
+                self.input_pos = 0;
+            }
             self.lexer_pending += consumed;
             match result {
                 Ok(Some(event)) => {
@@ -212,6 +286,10 @@ impl Framer {
                 if !self.root_open {
                     self.account(metrics.len());
                     self.root_open = true;
+                    let capture = std::mem::take(&mut self.header_capture);
+                    if let Some(header) = capture.get(..self.header_consumed) {
+                        self.header = Some(header.into());
+                    }
                     return Ok(Some(Frame::Open(header_from(
                         namespace.as_str(),
                         name.as_str(),
@@ -277,6 +355,14 @@ impl Framer {
             Ok(())
         }
     }
+}
+
+fn new_parser(limits: FramerLimits) -> Parser {
+    Parser::with_options(rxml::Options {
+        // A token (name, attribute value, text chunk) can never exceed a stanza.
+        max_token_length: limits.max_stanza_bytes.max(64) + 64,
+        ..Default::default()
+    })
 }
 
 fn too_big(limit: usize) -> FrameError {
@@ -381,6 +467,83 @@ mod tests {
         }
         assert!(matches!(&out[2], Frame::Stanza(p) if p.name() == "presence"));
         assert!(matches!(&out[3], Frame::Close));
+    }
+
+    /// Feeds `input` in one piece and collects every frame.
+    fn drain(framer: &mut Framer, input: &str) -> Vec<Frame> {
+        framer.feed(input.as_bytes());
+        let mut out = Vec::new();
+        while let Some(frame) = framer.next_frame(false).expect("no stream error") {
+            out.push(frame);
+        }
+        out
+    }
+
+    #[test]
+    fn a_dormant_stream_wakes_with_the_namespaces_its_header_declared() {
+        let header = "<?xml version='1.0'?>\n<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' xmlns:x='urn:example:x' to='localhost' version='1.0'>";
+        let mut framer = Framer::new(FramerLimits::default());
+        // The header and the start of a stanza in one read: not dormant mid-stanza.
+        let out = drain(&mut framer, &format!("{header}<message to='a@b'>"));
+        assert!(matches!(out.as_slice(), [Frame::Open(_)]));
+        assert!(!framer.hibernate());
+        let out = drain(&mut framer, "<x:thing/></message>");
+        assert_eq!(out.len(), 1);
+        assert!(framer.hibernate());
+        assert!(framer.parser.is_none());
+        // Woken byte by byte: the prefix declared in the header still resolves, and the
+        // default namespace is still jabber:client.
+        let mut out = Vec::new();
+        for byte in "<message><x:thing/></message> <presence/>".as_bytes() {
+            framer.feed(std::slice::from_ref(byte));
+            while let Some(frame) = framer.next_frame(false).expect("no stream error") {
+                out.push(frame);
+            }
+        }
+        assert_eq!(out.len(), 2, "{out:?}");
+        let Frame::Stanza(message) = &out[0] else {
+            panic!("{out:?}");
+        };
+        assert!(message.is("message", crate::xml::ns::CLIENT));
+        assert!(message.get_child("thing", "urn:example:x").is_some());
+        assert!(matches!(&out[1], Frame::Stanza(p) if p.is("presence", crate::xml::ns::CLIENT)));
+        // Dormant again, then the stream's end.
+        assert!(framer.hibernate());
+        let out = drain(&mut framer, "</stream:stream>");
+        assert!(matches!(out.as_slice(), [Frame::Close]));
+    }
+
+    #[test]
+    fn no_dormancy_before_the_header_or_after_an_error() {
+        let mut framer = Framer::new(FramerLimits::default());
+        framer.feed(b"<stream:stream xmlns='jabber:client' xmlns:stre");
+        assert!(matches!(framer.next_frame(false), Ok(None)));
+        assert!(!framer.hibernate());
+        let mut framer = Framer::new(FramerLimits::default());
+        framer.feed(format!("{HEADER}<a><!-- no --></a>").as_bytes());
+        while let Ok(Some(_)) = framer.next_frame(false) {}
+        assert!(!framer.hibernate());
+        assert!(framer.next_frame(false).is_err());
+    }
+
+    #[test]
+    fn limits_still_hold_after_waking() {
+        let limits = FramerLimits {
+            max_stanza_bytes: 100,
+            max_depth: 2,
+        };
+        let mut framer = Framer::new(limits);
+        assert_eq!(drain(&mut framer, HEADER).len(), 1);
+        assert!(framer.hibernate());
+        framer.feed(b"<a><b><c/></b></a>");
+        let err = loop {
+            match framer.next_frame(false) {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("depth limit not applied"),
+                Err(err) => break err,
+            }
+        };
+        assert_eq!(err.condition, StreamErrorCondition::PolicyViolation);
     }
 
     fn error_of(input: &str, limits: FramerLimits) -> StreamErrorCondition {

@@ -7,13 +7,19 @@ use super::{ns, Element};
 /// accepts the redundant declaration.
 pub fn to_bytes(element: &Element) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
+    append_to(element, &mut out);
+    out
+}
+
+/// Serialises a stanza at the end of `out` (several stanzas batched into one write).
+pub fn append_to(element: &Element, out: &mut Vec<u8>) {
+    let start = out.len();
     // minidom only fails on names it could not have parsed or built; stanzas come from
     // our framer or our builders, so such a failure is a bug worth a log line, not a panic.
-    if let Err(err) = element.write_to(&mut out) {
+    if let Err(err) = element.write_to(out) {
         tracing::error!(%err, element = element.name(), "could not serialise element");
-        out.clear();
+        out.truncate(start);
     }
-    out
 }
 
 pub fn to_string(element: &Element) -> String {

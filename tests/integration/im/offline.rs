@@ -98,7 +98,9 @@ rate = 0"#,
                 "<message to='juliet@localhost' type='chat'><body>{body}</body></message>"
             ))
             .await?;
-        if host.sessions_of("juliet").iter().any(|s| s.is_closing()) {
+        // Closing, or already gone: on a loaded machine the session can end between
+        // two checks.
+        if host.sessions_of("juliet").iter().all(|s| s.is_closing()) {
             closing = true;
             break;
         }
@@ -156,7 +158,9 @@ ping_timeout = 1"#,
             ))
             .await?;
         romeo.sync().await?;
-        if host.sessions_of("juliet").iter().any(|s| s.is_closing()) {
+        // Closing, or already gone: on a loaded machine the session can end between
+        // two checks.
+        if host.sessions_of("juliet").iter().all(|s| s.is_closing()) {
             closing = true;
             break;
         }
