@@ -38,6 +38,8 @@ pub struct ServerInner {
     per_ip: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
     /// Recent failed authentications per address: (count, last failure).
     auth_failures: std::sync::Mutex<HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+    /// Recent failed authentications per account, across addresses.
+    account_backoff: crate::sasl::backoff::AccountBackoff,
 }
 
 impl ServerInner {
@@ -131,6 +133,11 @@ impl ServerInner {
         entry.0 += 1;
         entry.1 = now;
         backoff(entry.0)
+    }
+
+    /// The per-account back-off (see [`crate::sasl::backoff`]).
+    pub(crate) fn account_backoff(&self) -> &crate::sasl::backoff::AccountBackoff {
+        &self.account_backoff
     }
 
     pub(crate) fn auth_succeeded(&self, ip: std::net::IpAddr) {
@@ -294,6 +301,7 @@ impl ServerBuilder {
             connections_done: Notify::new(),
             per_ip: Default::default(),
             auth_failures: Default::default(),
+            account_backoff: Default::default(),
         });
         for host_config in &config.hosts {
             let domain = jid::BareJid::new(&host_config.name)

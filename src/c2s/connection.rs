@@ -35,6 +35,18 @@ pub(crate) struct Conn {
     read_buf: Box<[u8]>,
     /// Read throttle of a bound session (`[limits] rate`), as Prosody's `limits`.
     pub throttle: Option<Throttle>,
+    /// Stanza throttle of a bound session (`[limits] stanza_rate`): the same bucket,
+    /// counting stanzas. Tiny stanzas pass the byte bucket by the thousand per second,
+    /// and each can cost a storage write (an fsync).
+    pub stanza_throttle: Option<Throttle>,
+    /// When reading may go on after the stanza throttle ran dry. Kept here rather than
+    /// slept inline so that a cancelled read (`select!`) loses nothing.
+    resume_at: Option<tokio::time::Instant>,
+    /// What an unauthenticated client may still send; `None` once authenticated.
+    pub pre_auth: Option<super::budget::PreAuthBudget>,
+    /// The peer, for the one log line when a limit ends or slows the stream.
+    pub peer: Option<SocketAddr>,
+    throttle_logged: bool,
 }
 
 /// A token bucket on received bytes: past the burst, reading pauses until the rate
@@ -78,6 +90,11 @@ impl Conn {
             limits,
             read_buf: vec![0u8; 8192].into_boxed_slice(),
             throttle: None,
+            stanza_throttle: None,
+            resume_at: None,
+            pre_auth: None,
+            peer: None,
+            throttle_logged: false,
         }
     }
 
@@ -88,9 +105,27 @@ impl Conn {
 
     /// The next frame. Cancel-safe: bytes are only consumed once a read completes.
     pub async fn read_frame(&mut self) -> Result<Frame, ReadError> {
+        let result = self.read_frame_unlogged().await;
+        if let Err(ReadError::Stream(error)) = &result {
+            // Once per connection: the stream ends with this error.
+            if error.condition == StreamErrorCondition::PolicyViolation {
+                tracing::info!(peer = ?self.peer, text = ?error.text, "closing a stream that exceeded a limit");
+            }
+        }
+        result
+    }
+
+    async fn read_frame_unlogged(&mut self) -> Result<Frame, ReadError> {
         loop {
+            if let Some(at) = self.resume_at {
+                tokio::time::sleep_until(at).await;
+                self.resume_at = None;
+            }
             match self.framer.next_frame(false) {
-                Ok(Some(frame)) => return Ok(frame),
+                Ok(Some(frame)) => {
+                    self.count_frame(&frame)?;
+                    return Ok(frame);
+                }
                 Ok(None) => {}
                 Err(err) => {
                     return Err(ReadError::Stream(StreamError::with_text(
@@ -109,6 +144,9 @@ impl Conn {
                     _ => Err(ReadError::Closed("connection closed by peer".into())),
                 };
             }
+            if let Some(budget) = &mut self.pre_auth {
+                budget.take_bytes(n).map_err(ReadError::Stream)?;
+            }
             self.framer.feed(&self.read_buf[..n]);
             if let Some(throttle) = &mut self.throttle {
                 let pause = throttle.take(n);
@@ -117,6 +155,28 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Charges a top-level element to the pre-authentication budget and the stanza
+    /// throttle. Past the throttle's burst, the next read waits (see `resume_at`).
+    fn count_frame(&mut self, frame: &Frame) -> Result<(), ReadError> {
+        if !matches!(frame, Frame::Stanza(_)) {
+            return Ok(());
+        }
+        if let Some(budget) = &mut self.pre_auth {
+            budget.take_stanza().map_err(ReadError::Stream)?;
+        }
+        if let Some(throttle) = &mut self.stanza_throttle {
+            let pause = throttle.take(1);
+            if !pause.is_zero() {
+                self.resume_at = Some(tokio::time::Instant::now() + pause);
+                if !self.throttle_logged {
+                    self.throttle_logged = true;
+                    tracing::info!(peer = ?self.peer, "a session exceeds [limits] stanza_rate; reading from it more slowly");
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -168,6 +228,8 @@ pub(crate) async fn handle(
     let limits = FramerLimits {
         max_stanza_bytes: config.limits.max_stanza_size,
         max_depth: config.limits.max_depth,
+        max_attributes: config.limits.max_attributes,
+        max_attribute_bytes: config.limits.max_attribute_length,
     };
     let info = SessionInfo {
         id: server.next_session_id(),
@@ -212,7 +274,9 @@ pub(crate) async fn handle(
         secure: direct_tls,
         ..info
     };
-    let conn = Conn::new(io, limits);
+    let mut conn = Conn::new(io, limits);
+    conn.peer = Some(peer);
+    conn.pre_auth = super::budget::PreAuthBudget::from_limits(&config.limits);
     let negotiated = super::negotiation::negotiate(&server, conn, info, channel_binding).await;
     match negotiated {
         Some(super::negotiation::Negotiated::Bound(conn, info)) => {

@@ -78,6 +78,27 @@ impl RawClient {
         Ok(RawClient::over(Box::new(tcp)))
     }
 
+    /// Connects from a given local address (e.g. `127.0.0.2`): tests of per-address
+    /// limits play several clients from one machine.
+    pub async fn connect_from(
+        addr: SocketAddr,
+        local: std::net::IpAddr,
+    ) -> anyhow::Result<RawClient> {
+        let socket = match local {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket
+            .bind(SocketAddr::new(local, 0))
+            .with_context(|| format!("binding to {local}"))?;
+        let tcp = socket
+            .connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr} from {local}"))?;
+        tcp.set_nodelay(true)?;
+        Ok(RawClient::over(Box::new(tcp)))
+    }
+
     /// Connects with TLS from the first byte (XEP-0368), offering ALPN `xmpp-client`.
     pub async fn connect_direct_tls(
         addr: SocketAddr,
@@ -100,6 +121,8 @@ impl RawClient {
             framer: Framer::new(FramerLimits {
                 max_stanza_bytes: 16 * 1024 * 1024,
                 max_depth: 256,
+                max_attributes: usize::MAX,
+                max_attribute_bytes: usize::MAX,
             }),
             buf: vec![0u8; 16384].into_boxed_slice(),
             tls_exporter: None,
@@ -164,6 +187,8 @@ impl RawClient {
         self.framer = Framer::new(FramerLimits {
             max_stanza_bytes: 16 * 1024 * 1024,
             max_depth: 256,
+            max_attributes: usize::MAX,
+            max_attribute_bytes: usize::MAX,
         });
     }
 

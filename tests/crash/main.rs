@@ -56,6 +56,7 @@ async fn kill_loop(cycles: u32, max_delay_ms: u64) -> anyhow::Result<Report> {
     }
     let seq = Arc::new(AtomicU64::new(0));
     let mut report = Report::default();
+    let mut verified = observe::Verified::new();
     for cycle in 0..cycles {
         let mut running = install.spawn()?;
         if rng.gen_bool(0.15) {
@@ -83,7 +84,14 @@ async fn kill_loop(cycles: u32, max_delay_ms: u64) -> anyhow::Result<Report> {
             }
         }
         report.cycles += 1;
-        verify(&install, &book, &mut report, cycle).await?;
+        verify(&install, &book, &mut verified, &mut report, cycle).await?;
+        if (cycle + 1) % 25 == 0 {
+            let acked = lock(&book).ledger.acked_total();
+            println!(
+                "{} cycles, {acked} writes acknowledged, all present",
+                cycle + 1
+            );
+        }
     }
     // The server must still start on what the last kill left.
     let mut running = install.spawn()?;
@@ -106,6 +114,7 @@ fn lock(book: &Mutex<Book>) -> std::sync::MutexGuard<'_, Book> {
 async fn verify(
     install: &Install,
     book: &Mutex<Book>,
+    verified: &mut observe::Verified,
     report: &mut Report,
     cycle: u32,
 ) -> anyhow::Result<()> {
@@ -117,7 +126,7 @@ async fn verify(
             Ok(storage) => storage,
             Err(err) => return Err(keep_evidence(install, err)),
         };
-        match observe::read_all(storage.as_ref()) {
+        match observe::read_all(storage.as_ref(), verified) {
             Ok(stored) => stored,
             Err(err) => {
                 return Err(keep_evidence(
