@@ -16,6 +16,8 @@ pub type Value = Option<String>;
 struct Entry {
     acked: Value,
     in_flight: Option<Value>,
+    /// A write to this key was acknowledged at some point of the run.
+    ever_acked: bool,
 }
 
 #[derive(Default)]
@@ -34,6 +36,7 @@ pub struct Finding {
     pub acked: Value,
     pub in_flight: Option<Value>,
     pub stored: Value,
+    ever_acked: bool,
 }
 
 impl std::fmt::Display for Finding {
@@ -47,9 +50,10 @@ impl std::fmt::Display for Finding {
 }
 
 impl Finding {
-    /// The acknowledged value is gone (rather than a value appearing that nobody wrote).
+    /// An acknowledged write was undone (a value or a removal), rather than a value
+    /// appearing on a key nobody wrote.
     pub fn is_loss(&self) -> bool {
-        self.acked.is_some() && self.stored != self.acked
+        self.ever_acked
     }
 }
 
@@ -61,6 +65,7 @@ impl Ledger {
             Entry {
                 acked: Some(value.to_string()),
                 in_flight: None,
+                ever_acked: true,
             },
         );
     }
@@ -80,6 +85,7 @@ impl Ledger {
         if let Some(entry) = self.entries.get_mut(key) {
             if let Some(value) = entry.in_flight.take() {
                 entry.acked = value;
+                entry.ever_acked = true;
             }
         }
     }
@@ -113,6 +119,7 @@ impl Ledger {
                     acked: entry.acked.clone(),
                     in_flight: in_flight.clone(),
                     stored: value.clone(),
+                    ever_acked: entry.ever_acked,
                 });
             }
             if in_flight.is_some() {
@@ -144,13 +151,19 @@ mod tests {
         ledger.begin("b", Some("x".into()));
         // `a` removed by the in-flight write, `b` never written: both fine.
         assert!(ledger.check(&stored(&[])).is_empty());
-        // Now `a` is absent for sure; it coming back is a finding, but not a loss.
+        // Now `a` is known absent; it coming back is counted as a loss (a value of it
+        // was acknowledged once), the conservative side.
         let findings = ledger.check(&stored(&[("a", "1")]));
         assert_eq!(findings.len(), 1);
+        assert!(findings[0].is_loss());
+        // A key nobody ever wrote gaining a value is corruption, not a loss.
+        let findings = ledger.check(&stored(&[("a", "1"), ("z", "?")]));
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].key, "z");
         assert!(!findings[0].is_loss());
         ledger.begin("c", Some("2".into()));
         ledger.ack("c");
-        let findings = ledger.check(&stored(&[("a", "1")]));
+        let findings = ledger.check(&stored(&[("a", "1"), ("z", "?")]));
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].key, "c");
         assert!(findings[0].is_loss());
