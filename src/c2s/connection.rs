@@ -49,35 +49,35 @@ pub(crate) struct Conn {
     throttle_logged: bool,
 }
 
-/// A token bucket on received bytes: past the burst, reading pauses until the rate
-/// allows more. Nothing is dropped; a flooding client just gets slower service.
+/// A token bucket on received bytes (or stanzas): past the burst, reading pauses until
+/// the rate allows more. Nothing is dropped; a flooding client just gets slower service.
 pub(crate) struct Throttle {
-    bytes_per_second: f64,
+    per_second: f64,
     burst: f64,
     tokens: f64,
     updated: tokio::time::Instant,
 }
 
 impl Throttle {
-    pub fn new(bytes_per_second: u64, burst: u64) -> Self {
+    pub fn new(per_second: u64, burst: u64) -> Self {
         Throttle {
-            bytes_per_second: bytes_per_second as f64,
+            per_second: per_second as f64,
             burst: burst as f64,
             tokens: burst as f64,
             updated: tokio::time::Instant::now(),
         }
     }
 
-    /// How long to wait before reading again, after `n` bytes arrived.
+    /// How long to wait before reading again, after `n` bytes (stanzas) arrived.
     fn take(&mut self, n: usize) -> std::time::Duration {
         let now = tokio::time::Instant::now();
-        let refill = now.duration_since(self.updated).as_secs_f64() * self.bytes_per_second;
+        let refill = now.duration_since(self.updated).as_secs_f64() * self.per_second;
         self.tokens = (self.tokens + refill).min(self.burst) - n as f64;
         self.updated = now;
         if self.tokens >= 0.0 {
             std::time::Duration::ZERO
         } else {
-            std::time::Duration::from_secs_f64(-self.tokens / self.bytes_per_second)
+            std::time::Duration::from_secs_f64(-self.tokens / self.per_second)
         }
     }
 }
