@@ -135,6 +135,20 @@ impl ServerInner {
         backoff(entry.0)
     }
 
+    /// What a failure from `ip` would wait now, without counting one: a success waits
+    /// as long, or a guesser could run attempts in parallel and take any quick answer
+    /// for the right password without waiting for the slow ones.
+    pub(crate) fn auth_pending_delay(&self, ip: std::net::IpAddr) -> Duration {
+        let now = std::time::Instant::now();
+        let failures = self.auth_failures.lock().unwrap_or_else(|p| p.into_inner());
+        match failures.get(&ip) {
+            Some((count, last)) if now.duration_since(*last) <= AUTH_FAILURE_MEMORY => {
+                backoff(count + 1)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
     /// The per-account back-off (see [`crate::sasl::backoff`]).
     pub(crate) fn account_backoff(&self) -> &crate::sasl::backoff::AccountBackoff {
         &self.account_backoff

@@ -575,7 +575,7 @@ impl Negotiation<'_> {
                     additional_data,
                 } => {
                     let account = claimed.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    self.account_wait(account.as_deref()).await;
+                    self.success_wait(account.as_deref()).await;
                     if let Some(account) = &account {
                         self.server.account_backoff().succeeded(account);
                     }
@@ -631,12 +631,15 @@ impl Negotiation<'_> {
             .reserve(account, limits, std::time::Instant::now())
     }
 
-    /// Waits for this attempt's back-off slot before a success is sent, as before a
-    /// failure: the outcome must not arrive sooner when the password was right.
-    async fn account_wait(&mut self, account: Option<&str>) {
-        let delay = self.account_delay(account);
+    /// Before a success is sent, waits as long as a failure would (per address and per
+    /// account): were the right password answered sooner, a guesser could send attempts
+    /// in parallel and take any quick answer as the hit, never waiting for the others.
+    async fn success_wait(&mut self, account: Option<&str>) {
+        let delay = self
+            .account_delay(account)
+            .max(self.server.auth_pending_delay(self.info.peer.ip()));
         if !delay.is_zero() {
-            tracing::info!(peer = %self.info.peer, "an account in authentication back-off logged in after {delay:?}");
+            tracing::info!(peer = %self.info.peer, "a login in authentication back-off succeeded after {delay:?}");
             tokio::time::sleep(delay).await;
         }
     }

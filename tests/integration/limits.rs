@@ -209,3 +209,35 @@ async fn failures_for_one_account_slow_down_its_attempts_from_anywhere() -> anyh
     assert_eq!(nobody.await??, Err(SaslRefusal("not-authorized".into())));
     assert_alive(&server, &mut witness, "juliet").await
 }
+
+#[tokio::test]
+async fn a_success_from_an_address_in_back_off_waits_like_a_failure() -> anyhow::Result<()> {
+    // Per address only: the per-account back-off is off here.
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .config_toml("[limits]\naccount_auth_failures = 0")
+        .start()
+        .await?;
+    let mut witness = server.client("juliet").await?;
+    // Four failures from one address: three are free, the fourth costs 1 s and the next
+    // attempt from there 2 s.
+    for _ in 0..4 {
+        let outcome = attempt(&server, local(5), "romeo", "wrong").await?;
+        assert_eq!(outcome, Err(SaslRefusal("not-authorized".into())));
+    }
+    let server = std::sync::Arc::new(server);
+    let right = tokio::spawn({
+        let server = server.clone();
+        async move { attempt(&server, local(5), "juliet", "pw").await }
+    });
+    // Another address is not slowed down.
+    assert_eq!(attempt(&server, local(6), "romeo", "pw").await?, Ok(()));
+    tokio::time::sleep(QUIET).await;
+    assert!(
+        !right.is_finished(),
+        "the right password was answered at once"
+    );
+    assert_eq!(right.await??, Ok(()));
+    assert_alive(&server, &mut witness, "juliet").await
+}
