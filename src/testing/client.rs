@@ -285,14 +285,18 @@ impl RawClient {
             (None, true) => bail!("-PLUS needs TLS 1.3 (tls-exporter)"),
             _ => ChannelBinding::None,
         };
+        // RFC 5802 §5.1: ',' and '=' in a SCRAM username are sent as "=2C" and "=3D".
+        // The `sasl` crate (0.5) writes the name as given, so it gets the escaped form.
+        let scram_name = username.replace('=', "=3D").replace(',', "=2C");
+        let scram_name = scram_name.as_str();
         let mut client: Box<dyn sasl::client::Mechanism + Send> = match mechanism {
             "PLAIN" => Box::new(Plain::new(username, password)),
             "SCRAM-SHA-1" | "SCRAM-SHA-1-PLUS" => Box::new(
-                Scram::<Sha1>::new(username, password.to_string(), binding)
+                Scram::<Sha1>::new(scram_name, password.to_string(), binding)
                     .map_err(|e| anyhow!("{e:?}"))?,
             ),
             "SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS" => Box::new(
-                Scram::<Sha256>::new(username, password.to_string(), binding)
+                Scram::<Sha256>::new(scram_name, password.to_string(), binding)
                     .map_err(|e| anyhow!("{e:?}"))?,
             ),
             other => bail!("unsupported mechanism {other}"),
