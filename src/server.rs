@@ -38,6 +38,8 @@ pub struct ServerInner {
     per_ip: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
     /// Recent failed authentications per address: (count, last failure).
     auth_failures: std::sync::Mutex<HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+    /// Recent failed authentications per account, across addresses.
+    account_backoff: crate::sasl::backoff::AccountBackoff,
 }
 
 impl ServerInner {
@@ -131,6 +133,25 @@ impl ServerInner {
         entry.0 += 1;
         entry.1 = now;
         backoff(entry.0)
+    }
+
+    /// What a failure from `ip` would wait now, without counting one: a success waits
+    /// as long, or a guesser could run attempts in parallel and take any quick answer
+    /// for the right password without waiting for the slow ones.
+    pub(crate) fn auth_pending_delay(&self, ip: std::net::IpAddr) -> Duration {
+        let now = std::time::Instant::now();
+        let failures = self.auth_failures.lock().unwrap_or_else(|p| p.into_inner());
+        match failures.get(&ip) {
+            Some((count, last)) if now.duration_since(*last) <= AUTH_FAILURE_MEMORY => {
+                backoff(count + 1)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// The per-account back-off (see [`crate::sasl::backoff`]).
+    pub(crate) fn account_backoff(&self) -> &crate::sasl::backoff::AccountBackoff {
+        &self.account_backoff
     }
 
     pub(crate) fn auth_succeeded(&self, ip: std::net::IpAddr) {
@@ -294,6 +315,7 @@ impl ServerBuilder {
             connections_done: Notify::new(),
             per_ip: Default::default(),
             auth_failures: Default::default(),
+            account_backoff: Default::default(),
         });
         for host_config in &config.hosts {
             let domain = jid::BareJid::new(&host_config.name)

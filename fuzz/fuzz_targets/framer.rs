@@ -54,6 +54,8 @@ xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0' xml
 const LIMITS: FramerLimits = FramerLimits {
     max_stanza_bytes: 4096,
     max_depth: 64,
+    max_attributes: 64,
+    max_attribute_bytes: 1024,
 };
 
 /// Heap allowed per byte fed: an element costs a few hundred bytes of bookkeeping

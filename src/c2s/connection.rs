@@ -34,41 +34,49 @@ pub(crate) struct Conn {
     pub limits: FramerLimits,
     /// Read throttle of a bound session (`[limits] rate`), as Prosody's `limits`.
     pub throttle: Option<Throttle>,
+    /// Stanza throttle of a bound session (`[limits] stanza_rate`): the same bucket,
+    /// counting stanzas. Tiny stanzas pass the byte bucket by the thousand per second,
+    /// and each can cost a storage write (an fsync).
+    pub stanza_throttle: Option<Throttle>,
+    /// When reading may go on after the stanza throttle ran dry. Kept here rather than
+    /// slept inline so that a cancelled read (`select!`) loses nothing.
+    resume_at: Option<tokio::time::Instant>,
+    /// What an unauthenticated client may still send; `None` once authenticated.
+    pub pre_auth: Option<super::budget::PreAuthBudget>,
+    /// The peer, for the one log line when a limit ends or slows the stream.
+    pub peer: Option<SocketAddr>,
+    throttle_logged: bool,
 }
 
-/// A token bucket on received bytes: past the burst, reading pauses until the rate
-/// allows more. Nothing is dropped; a flooding client just gets slower service.
+/// A token bucket on received bytes (or stanzas): past the burst, reading pauses until
+/// the rate allows more. Nothing is dropped; a flooding client just gets slower service.
 pub(crate) struct Throttle {
-    bytes_per_second: f64,
+    per_second: f64,
     burst: f64,
     tokens: f64,
     updated: tokio::time::Instant,
-    /// Until when reading is paused. Kept here rather than in a pending sleep, so that a
-    /// `select!` cancelling the read (a timer of the session) does not cancel the pause.
-    paused_until: Option<tokio::time::Instant>,
 }
 
 impl Throttle {
-    pub fn new(bytes_per_second: u64, burst: u64) -> Self {
+    pub fn new(per_second: u64, burst: u64) -> Self {
         Throttle {
-            bytes_per_second: bytes_per_second as f64,
+            per_second: per_second as f64,
             burst: burst as f64,
             tokens: burst as f64,
             updated: tokio::time::Instant::now(),
-            paused_until: None,
         }
     }
 
-    /// How long to wait before reading again, after `n` bytes arrived.
+    /// How long to wait before reading again, after `n` bytes (stanzas) arrived.
     fn take(&mut self, n: usize) -> std::time::Duration {
         let now = tokio::time::Instant::now();
-        let refill = now.duration_since(self.updated).as_secs_f64() * self.bytes_per_second;
+        let refill = now.duration_since(self.updated).as_secs_f64() * self.per_second;
         self.tokens = (self.tokens + refill).min(self.burst) - n as f64;
         self.updated = now;
         if self.tokens >= 0.0 {
             std::time::Duration::ZERO
         } else {
-            std::time::Duration::from_secs_f64(-self.tokens / self.bytes_per_second)
+            std::time::Duration::from_secs_f64(-self.tokens / self.per_second)
         }
     }
 }
@@ -80,6 +88,11 @@ impl Conn {
             framer: Framer::new(limits),
             limits,
             throttle: None,
+            stanza_throttle: None,
+            resume_at: None,
+            pre_auth: None,
+            peer: None,
+            throttle_logged: false,
         }
     }
 
@@ -90,15 +103,27 @@ impl Conn {
 
     /// The next frame. Cancel-safe: bytes are only consumed once a read completes.
     pub async fn read_frame(&mut self) -> Result<Frame, ReadError> {
+        let result = self.read_frame_unlogged().await;
+        if let Err(ReadError::Stream(error)) = &result {
+            // Once per connection: the stream ends with this error.
+            if error.condition == StreamErrorCondition::PolicyViolation {
+                tracing::info!(peer = ?self.peer, text = ?error.text, "closing a stream that exceeded a limit");
+            }
+        }
+        result
+    }
+
+    async fn read_frame_unlogged(&mut self) -> Result<Frame, ReadError> {
         loop {
-            if let Some(throttle) = &mut self.throttle {
-                if let Some(until) = throttle.paused_until {
-                    tokio::time::sleep_until(until).await;
-                    throttle.paused_until = None;
-                }
+            if let Some(at) = self.resume_at {
+                tokio::time::sleep_until(at).await;
+                self.resume_at = None;
             }
             match self.framer.next_frame(false) {
-                Ok(Some(frame)) => return Ok(frame),
+                Ok(Some(frame)) => {
+                    self.count_frame(&frame)?;
+                    return Ok(frame);
+                }
                 Ok(None) => {}
                 Err(err) => {
                     return Err(ReadError::Stream(StreamError::with_text(
@@ -117,13 +142,44 @@ impl Conn {
                     _ => Err(ReadError::Closed("connection closed by peer".into())),
                 };
             }
+            if let Some(budget) = &mut self.pre_auth {
+                budget.take_bytes(n).map_err(ReadError::Stream)?;
+            }
             if let Some(throttle) = &mut self.throttle {
                 let pause = throttle.take(n);
                 if !pause.is_zero() {
-                    throttle.paused_until = Some(tokio::time::Instant::now() + pause);
+                    self.pause_reading(pause);
                 }
             }
         }
+    }
+
+    /// Charges a top-level element to the pre-authentication budget and the stanza
+    /// throttle. Past the throttle's burst, the next read waits (see `resume_at`).
+    fn count_frame(&mut self, frame: &Frame) -> Result<(), ReadError> {
+        if !matches!(frame, Frame::Stanza(_)) {
+            return Ok(());
+        }
+        if let Some(budget) = &mut self.pre_auth {
+            budget.take_stanza().map_err(ReadError::Stream)?;
+        }
+        if let Some(throttle) = &mut self.stanza_throttle {
+            let pause = throttle.take(1);
+            if !pause.is_zero() {
+                self.pause_reading(pause);
+                if !self.throttle_logged {
+                    self.throttle_logged = true;
+                    tracing::info!(peer = ?self.peer, "a session exceeds [limits] stanza_rate; reading from it more slowly");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reading waits at least `pause` (both throttles may ask; the later wins).
+    fn pause_reading(&mut self, pause: std::time::Duration) {
+        let until = tokio::time::Instant::now() + pause;
+        self.resume_at = Some(self.resume_at.map_or(until, |at| at.max(until)));
     }
 
     pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -203,6 +259,8 @@ pub(crate) async fn handle(
     let limits = FramerLimits {
         max_stanza_bytes: config.limits.max_stanza_size,
         max_depth: config.limits.max_depth,
+        max_attributes: config.limits.max_attributes,
+        max_attribute_bytes: config.limits.max_attribute_length,
     };
     let info = SessionInfo {
         id: server.next_session_id(),
@@ -247,7 +305,9 @@ pub(crate) async fn handle(
         secure: direct_tls,
         ..info
     };
-    let conn = Conn::new(io, limits);
+    let mut conn = Conn::new(io, limits);
+    conn.peer = Some(peer);
+    conn.pre_auth = super::budget::PreAuthBudget::from_limits(&config.limits);
     // Each phase in a box of its own: a task's future is as large as its largest state,
     // and an idle session should not carry negotiation's for its lifetime.
     let negotiated = Box::pin(super::negotiation::negotiate(

@@ -1,6 +1,7 @@
 //! Client-to-server connections: listeners, stream negotiation (TLS, SASL, binding) and
 //! the bound session loop.
 
+mod budget;
 mod connection;
 mod negotiation;
 mod session_actor;

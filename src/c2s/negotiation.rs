@@ -504,6 +504,10 @@ impl Negotiation<'_> {
         };
         let storage = self.server.storage().clone();
         let host = self.info.host.clone();
+        // The (normalised) name the client claimed, known or not: the key of the
+        // per-account back-off.
+        // (A Mutex, not a RefCell: it lives across awaits in a `Send` future.)
+        let claimed: std::sync::Mutex<Option<String>> = Default::default();
         loop {
             let step = match input.take() {
                 Some(bytes) => {
@@ -511,7 +515,11 @@ impl Negotiation<'_> {
                     // PLAIN derives a key (4096 PBKDF2 rounds, about a millisecond),
                     // which is acceptable but worth moving to a blocking pool if PLAIN
                     // logins ever dominate.
-                    let lookup = |user: &str| storage.get_account(&host, user).ok().flatten();
+                    let lookup = |user: &str| {
+                        *claimed.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(format!("{user}@{host}"));
+                        storage.get_account(&host, user).ok().flatten()
+                    };
                     sasl.step(&bytes, &lookup)
                 }
                 None => SaslStep::Challenge(Vec::new()),
@@ -566,7 +574,14 @@ impl Negotiation<'_> {
                     username,
                     additional_data,
                 } => {
+                    let account = claimed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    self.success_wait(account.as_deref()).await;
+                    if let Some(account) = &account {
+                        self.server.account_backoff().succeeded(account);
+                    }
                     self.server.auth_succeeded(self.info.peer.ip());
+                    // Authenticated: the pre-authentication budget no longer applies.
+                    self.conn.pre_auth = None;
                     let data = additional_data.map(|d| encode_sasl(&d)).unwrap_or_default();
                     let out = format!(
                         "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{data}</success>"
@@ -578,15 +593,54 @@ impl Negotiation<'_> {
                 }
                 SaslStep::Failure(failure) => {
                     tracing::info!(peer = %self.info.peer, host = %self.info.host, mechanism = mechanism.name(), condition = failure.condition(), "authentication failed");
-                    // Guessing from one address slows down across connections too.
-                    let delay = self.server.auth_failed(self.info.peer.ip());
+                    // Guessing from one address slows down across connections too, and
+                    // guessing one account across addresses (the longer wait counts).
+                    let ip_delay = self.server.auth_failed(self.info.peer.ip());
+                    let account = claimed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let account_delay = self.account_delay(account.as_deref());
+                    let delay = ip_delay.max(account_delay);
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
+                    }
+                    if let Some(account) = &account {
+                        let limits = &self.server.config().limits;
+                        let started = self.server.account_backoff().failed(
+                            account,
+                            limits,
+                            std::time::Instant::now(),
+                        );
+                        if started {
+                            tracing::warn!(account, failures = limits.account_auth_failures + 1, "repeated authentication failures: attempts for this account are now slowed down");
+                        }
                     }
                     self.sasl_failure(failure.condition(), None).await?;
                     return self.count_failure().await.map(|()| false);
                 }
             }
+        }
+    }
+
+    /// The per-account back-off slot of this attempt (zero when not in back-off).
+    fn account_delay(&self, account: Option<&str>) -> std::time::Duration {
+        let Some(account) = account else {
+            return std::time::Duration::ZERO;
+        };
+        let limits = &self.server.config().limits;
+        self.server
+            .account_backoff()
+            .reserve(account, limits, std::time::Instant::now())
+    }
+
+    /// Before a success is sent, waits as long as a failure would (per address and per
+    /// account): were the right password answered sooner, a guesser could send attempts
+    /// in parallel and take any quick answer as the hit, never waiting for the others.
+    async fn success_wait(&mut self, account: Option<&str>) {
+        let delay = self
+            .account_delay(account)
+            .max(self.server.auth_pending_delay(self.info.peer.ip()));
+        if !delay.is_zero() {
+            tracing::info!(peer = %self.info.peer, "a login in authentication back-off succeeded after {delay:?}");
+            tokio::time::sleep(delay).await;
         }
     }
 

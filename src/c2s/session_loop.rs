@@ -55,7 +55,7 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo)
         &server,
         &host,
         &handle,
-        ReaderConn::new(reader, framer, limits, throttle(&server)),
+        ReaderConn::new(reader, framer, limits, &server, info.peer),
         done_rx,
         0,
     )
@@ -89,7 +89,7 @@ pub(crate) async fn resume(
         &server,
         &host,
         &handle,
-        ReaderConn::new(reader, framer, limits, throttle(&server)),
+        ReaderConn::new(reader, framer, limits, &server, handle.info().peer),
         done_rx,
         connection,
     )
@@ -221,11 +221,23 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// The configured read throttle, if any.
-fn throttle(server: &ServerInner) -> Option<super::connection::Throttle> {
+/// The configured read throttles (bytes, stanzas), if any.
+fn throttles(
+    server: &ServerInner,
+) -> (
+    Option<super::connection::Throttle>,
+    Option<super::connection::Throttle>,
+) {
     let limits = server.config().limits.clone();
-    (limits.rate > 0)
-        .then(|| super::connection::Throttle::new(limits.rate, limits.rate_burst.max(limits.rate)))
+    let bytes = (limits.rate > 0)
+        .then(|| super::connection::Throttle::new(limits.rate, limits.rate_burst.max(limits.rate)));
+    let stanzas = (limits.stanza_rate > 0).then(|| {
+        super::connection::Throttle::new(
+            limits.stanza_rate,
+            limits.stanza_burst.max(limits.stanza_rate),
+        )
+    });
+    (bytes, stanzas)
 }
 
 /// Pings the client; no answer (result or error) within `timeout` ends the stream.
@@ -276,11 +288,13 @@ impl ReaderConn {
         reader: tokio::io::ReadHalf<BoxIo>,
         framer: Framer,
         limits: crate::xml::framer::FramerLimits,
-        throttle: Option<super::connection::Throttle>,
+        server: &ServerInner,
+        peer: std::net::SocketAddr,
     ) -> Self {
         let mut inner = Conn::new(Box::new(ReadOnly(reader)), limits);
         inner.framer = framer;
-        inner.throttle = throttle;
+        (inner.throttle, inner.stanza_throttle) = throttles(server);
+        inner.peer = Some(peer);
         ReaderConn { inner }
     }
 

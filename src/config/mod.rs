@@ -52,6 +52,24 @@ pub struct Limits {
     /// (0: no limit), and the burst allowed above that rate.
     pub rate: u64,
     pub rate_burst: u64,
+    /// Attributes per element, and bytes per attribute value (framer: `policy-violation`).
+    pub max_attributes: usize,
+    pub max_attribute_length: usize,
+    /// Stanzas per second a bound client may send before reading from it slows down
+    /// (0: no limit), and the burst allowed above that rate.
+    pub stanza_rate: u64,
+    pub stanza_burst: u64,
+    /// Bytes and top-level elements a connection may send before SASL succeeds
+    /// (0: no limit); more end the stream with `policy-violation`.
+    pub pre_auth_bytes: u64,
+    pub pre_auth_stanzas: u64,
+    /// Failed authentications of one account (from any connection) that cost nothing;
+    /// past them every attempt for that account waits a doubling delay, up to
+    /// `account_auth_max_delay`, forgotten after `account_auth_memory` of quiet.
+    /// 0 failures: no per-account back-off.
+    pub account_auth_failures: u32,
+    pub account_auth_max_delay: Duration,
+    pub account_auth_memory: Duration,
 }
 
 impl Default for Limits {
@@ -69,6 +87,15 @@ impl Default for Limits {
             ping_timeout: Duration::from_secs(60),
             rate: 64 * 1024,
             rate_burst: 1024 * 1024,
+            max_attributes: 64,
+            max_attribute_length: 8192,
+            stanza_rate: 50,
+            stanza_burst: 200,
+            pre_auth_bytes: 64 * 1024,
+            pre_auth_stanzas: 50,
+            account_auth_failures: 5,
+            account_auth_max_delay: Duration::from_secs(60),
+            account_auth_memory: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -544,6 +571,34 @@ fn read_limits(table: Option<&Table>, diagnostics: &Diagnostics) -> Limits {
     }
     if let Some(v) = opts.integer("rate_burst", 1024..=1 << 40) {
         limits.rate_burst = v as u64;
+    }
+    if let Some(v) = opts.integer("max_attributes", 4..=100_000) {
+        limits.max_attributes = v as usize;
+    }
+    if let Some(v) = opts.integer("max_attribute_length", 256..=64 * 1024 * 1024) {
+        limits.max_attribute_length = v as usize;
+    }
+    if let Some(v) = opts.integer("stanza_rate", 0..=1_000_000) {
+        limits.stanza_rate = v as u64;
+    }
+    if let Some(v) = opts.integer("stanza_burst", 1..=1_000_000) {
+        limits.stanza_burst = v as u64;
+    }
+    if let Some(v) = opts.integer("pre_auth_bytes", 0..=1 << 40) {
+        // Below a stream header, STARTTLS and one SASL exchange nothing could log in.
+        limits.pre_auth_bytes = if v == 0 { 0 } else { v.max(4096) as u64 };
+    }
+    if let Some(v) = opts.integer("pre_auth_stanzas", 0..=1_000_000) {
+        limits.pre_auth_stanzas = if v == 0 { 0 } else { v.max(8) as u64 };
+    }
+    if let Some(v) = opts.integer("account_auth_failures", 0..=1_000_000) {
+        limits.account_auth_failures = v as u32;
+    }
+    if let Some(v) = opts.integer("account_auth_max_delay", 1..=3600) {
+        limits.account_auth_max_delay = Duration::from_secs(v as u64);
+    }
+    if let Some(v) = opts.integer("account_auth_memory", 1..=86_400) {
+        limits.account_auth_memory = Duration::from_secs(v as u64);
     }
     opts.report_unknown();
     limits

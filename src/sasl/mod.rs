@@ -11,6 +11,7 @@
 //! An `<auth/>` without an initial response should be answered with an empty
 //! challenge by the caller; the client's reply is then the first `step` input.
 
+pub(crate) mod backoff;
 mod plain;
 mod scram;
 

@@ -445,6 +445,9 @@ fn check_extensions<'a>(attrs: impl Iterator<Item = &'a str>) -> StepResult<()> 
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::super::{SaslServer, SALT_LEN};
     use super::*;

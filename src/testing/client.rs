@@ -78,6 +78,27 @@ impl RawClient {
         Ok(RawClient::over(Box::new(tcp)))
     }
 
+    /// Connects from a given local address (e.g. `127.0.0.2`): tests of per-address
+    /// limits play several clients from one machine.
+    pub async fn connect_from(
+        addr: SocketAddr,
+        local: std::net::IpAddr,
+    ) -> anyhow::Result<RawClient> {
+        let socket = match local {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket
+            .bind(SocketAddr::new(local, 0))
+            .with_context(|| format!("binding to {local}"))?;
+        let tcp = socket
+            .connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr} from {local}"))?;
+        tcp.set_nodelay(true)?;
+        Ok(RawClient::over(Box::new(tcp)))
+    }
+
     /// Connects with TLS from the first byte (XEP-0368), offering ALPN `xmpp-client`.
     pub async fn connect_direct_tls(
         addr: SocketAddr,
@@ -100,6 +121,8 @@ impl RawClient {
             framer: Framer::new(FramerLimits {
                 max_stanza_bytes: 16 * 1024 * 1024,
                 max_depth: 256,
+                max_attributes: usize::MAX,
+                max_attribute_bytes: usize::MAX,
             }),
             buf: vec![0u8; 16384].into_boxed_slice(),
             tls_exporter: None,
@@ -164,6 +187,8 @@ impl RawClient {
         self.framer = Framer::new(FramerLimits {
             max_stanza_bytes: 16 * 1024 * 1024,
             max_depth: 256,
+            max_attributes: usize::MAX,
+            max_attribute_bytes: usize::MAX,
         });
     }
 
@@ -260,14 +285,18 @@ impl RawClient {
             (None, true) => bail!("-PLUS needs TLS 1.3 (tls-exporter)"),
             _ => ChannelBinding::None,
         };
+        // RFC 5802 §5.1: ',' and '=' in a SCRAM username are sent as "=2C" and "=3D".
+        // The `sasl` crate (0.5) writes the name as given, so it gets the escaped form.
+        let scram_name = username.replace('=', "=3D").replace(',', "=2C");
+        let scram_name = scram_name.as_str();
         let mut client: Box<dyn sasl::client::Mechanism + Send> = match mechanism {
             "PLAIN" => Box::new(Plain::new(username, password)),
             "SCRAM-SHA-1" | "SCRAM-SHA-1-PLUS" => Box::new(
-                Scram::<Sha1>::new(username, password.to_string(), binding)
+                Scram::<Sha1>::new(scram_name, password.to_string(), binding)
                     .map_err(|e| anyhow!("{e:?}"))?,
             ),
             "SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS" => Box::new(
-                Scram::<Sha256>::new(username, password.to_string(), binding)
+                Scram::<Sha256>::new(scram_name, password.to_string(), binding)
                     .map_err(|e| anyhow!("{e:?}"))?,
             ),
             other => bail!("unsupported mechanism {other}"),

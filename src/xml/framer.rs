@@ -17,6 +17,12 @@ pub struct FramerLimits {
     pub max_stanza_bytes: usize,
     /// Deepest nesting inside a stanza (the stanza itself is depth 1).
     pub max_depth: usize,
+    /// Most attributes on one element (namespace declarations not counted). Every
+    /// attribute costs a map entry and a duplicate check; real stanzas carry a handful.
+    pub max_attributes: usize,
+    /// Longest attribute value, in bytes once entities are decoded. Values are JIDs,
+    /// ids, namespaces; bulk data belongs in text, which only the stanza size limits.
+    pub max_attribute_bytes: usize,
 }
 
 impl Default for FramerLimits {
@@ -24,6 +30,8 @@ impl Default for FramerLimits {
         FramerLimits {
             max_stanza_bytes: 256 * 1024,
             max_depth: 64,
+            max_attributes: 64,
+            max_attribute_bytes: 8192,
         }
     }
 }
@@ -283,6 +291,7 @@ impl Framer {
                 Ok(None)
             }
             Event::StartElement(metrics, (namespace, name), attrs) => {
+                self.check_attributes(&attrs)?;
                 if !self.root_open {
                     self.account(metrics.len());
                     self.root_open = true;
@@ -348,6 +357,35 @@ impl Framer {
         }
     }
 
+    /// `[limits] max_attributes` and `max_attribute_length`, on every element including
+    /// the stream header. The tag is already parsed here; its memory was bounded by the
+    /// stanza budget while it was read.
+    fn check_attributes(&self, attrs: &rxml::AttrMap) -> Result<(), FrameError> {
+        if attrs.len() > self.limits.max_attributes {
+            return Err(FrameError::new(
+                StreamErrorCondition::PolicyViolation,
+                format!(
+                    "an element has more than {} attributes",
+                    self.limits.max_attributes
+                ),
+            ));
+        }
+        if let Some(((_, name), _)) = attrs
+            .iter()
+            .find(|(_, value)| value.len() > self.limits.max_attribute_bytes)
+        {
+            return Err(FrameError::new(
+                StreamErrorCondition::PolicyViolation,
+                format!(
+                    "attribute '{}' is longer than {} bytes",
+                    name.as_str(),
+                    self.limits.max_attribute_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_size(&self) -> Result<(), FrameError> {
         if self.stanza_bytes + self.lexer_pending > self.limits.max_stanza_bytes {
             Err(too_big(self.limits.max_stanza_bytes))
@@ -359,8 +397,14 @@ impl Framer {
 
 fn new_parser(limits: FramerLimits) -> Parser {
     Parser::with_options(rxml::Options {
-        // A token (name, attribute value, text chunk) can never exceed a stanza.
-        max_token_length: limits.max_stanza_bytes.max(64) + 64,
+        // A token is a name, an attribute value or a chunk of text (longer text arrives
+        // in several): no longer than an attribute may be. The lexer reserves this much
+        // twice per parser, so a stanza-sized token length cost 2 x 256 KiB per wake.
+        max_token_length: limits
+            .max_attribute_bytes
+            .min(limits.max_stanza_bytes)
+            .max(64)
+            + 64,
         ..Default::default()
     })
 }
@@ -531,6 +575,7 @@ mod tests {
         let limits = FramerLimits {
             max_stanza_bytes: 100,
             max_depth: 2,
+            ..FramerLimits::default()
         };
         let mut framer = Framer::new(limits);
         assert_eq!(drain(&mut framer, HEADER).len(), 1);
@@ -617,6 +662,7 @@ mod tests {
         let limits = FramerLimits {
             max_stanza_bytes: 100,
             max_depth: 8,
+            ..FramerLimits::default()
         };
         let big = format!("<message><body>{}</body></message>", "x".repeat(200));
         assert_eq!(
@@ -646,6 +692,7 @@ mod tests {
         let limits = FramerLimits {
             max_stanza_bytes: 4096,
             max_depth: 64,
+            ..FramerLimits::default()
         };
         let long = "x".repeat(1990);
         let input = format!("<m xmlns='urn:{long}'>{}</m>", "<a/>".repeat(500));
@@ -668,6 +715,7 @@ mod tests {
         let limits = FramerLimits {
             max_stanza_bytes: 4096,
             max_depth: 64,
+            ..FramerLimits::default()
         };
         let attrs: String = (0..2000).map(|i| format!("a{i}='x' ")).collect();
         let mut framer = Framer::new(limits);
@@ -693,10 +741,57 @@ mod tests {
     }
 
     #[test]
+    fn attribute_count_and_length_limits() {
+        let limits = FramerLimits {
+            max_attributes: 4,
+            max_attribute_bytes: 16,
+            ..FramerLimits::default()
+        };
+        let ok = "<message a='1' b='2' c='3' d='0123456789abcdef'/>";
+        let (out, err) = frames(&format!("{HEADER}{ok}"), limits);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(out.len(), 2);
+        let (_, err) = frames(
+            &format!("{HEADER}<message a='1' b='2' c='3' d='4' e='5'/>"),
+            limits,
+        );
+        let err = err.expect("five attributes refused");
+        assert_eq!(err.condition, StreamErrorCondition::PolicyViolation);
+        assert!(err.text.contains("more than 4 attributes"), "{}", err.text);
+        // Nested elements and the decoded length (an entity is one byte) count too.
+        let (_, err) = frames(
+            &format!("{HEADER}<message><body x='0123456789abcdef0'/></message>"),
+            limits,
+        );
+        let err = err.expect("a 17-byte value refused");
+        assert_eq!(err.condition, StreamErrorCondition::PolicyViolation);
+        assert!(
+            err.text.contains("'x' is longer than 16 bytes"),
+            "{}",
+            err.text
+        );
+        let (_, err) = frames(
+            &format!("{HEADER}<message x='&amp;&amp;&amp;&amp;&amp;&amp;&amp;&amp;&amp;&amp;&amp;&amp;&amp;&amp;&amp;&amp;'/>"),
+            limits,
+        );
+        assert!(err.is_none(), "16 decoded bytes pass: {err:?}");
+        // The stream header too.
+        let (_, err) = frames(
+            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='a-very-long-host-name.example'>",
+            limits,
+        );
+        assert_eq!(
+            err.map(|e| e.condition),
+            Some(StreamErrorCondition::PolicyViolation)
+        );
+    }
+
+    #[test]
     fn depth_limit() {
         let limits = FramerLimits {
             max_stanza_bytes: 10_000,
             max_depth: 4,
+            ..FramerLimits::default()
         };
         let deep = "<a>".repeat(10);
         assert_eq!(

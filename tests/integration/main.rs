@@ -5,6 +5,7 @@ mod binding;
 mod common;
 mod extdisco;
 mod im;
+mod limits;
 mod modern;
 mod module_system;
 mod negotiation;

@@ -551,3 +551,20 @@ async fn plain_authzid_must_be_the_user_itself() -> anyhow::Result<()> {
     );
     finish_login(&mut raw).await
 }
+
+/// RFC 5802 §5.1: a username with ',' or '=' travels escaped and logs in as itself.
+#[tokio::test]
+async fn scram_usernames_with_comma_and_equals_sign() -> anyhow::Result<()> {
+    let server = TestServer::builder().user("o,n=eil", "pw").start().await?;
+    for mechanism in ["SCRAM-SHA-1", "SCRAM-SHA-256"] {
+        let mut options = server.options("o,n=eil", "pw");
+        options.mechanism = mechanism.to_string();
+        let client = server.client_with(options).await?;
+        assert_eq!(
+            client.jid().node().map(|n| n.as_str()),
+            Some("o,n=eil"),
+            "{mechanism}"
+        );
+    }
+    Ok(())
+}

@@ -114,6 +114,7 @@ fn new_framer() -> Framer {
     Framer::new(FramerLimits {
         max_stanza_bytes: 1024 * 1024,
         max_depth: 64,
+        ..FramerLimits::default()
     })
 }
 

@@ -1,0 +1,6 @@
+//! Property tests (proptest): round trips that must hold for any input of their kind.
+//! `PROPTEST_CASES` raises the number of cases (default 256).
+
+mod extdisco;
+mod jid;
+mod xml;
