@@ -38,6 +38,9 @@ struct Negotiation<'a> {
     auth_failures: u32,
     /// Our header for the current stream, once sent (a stream error must follow one).
     header_sent: bool,
+    /// What we said and have not written yet: everything up to the next read goes out in
+    /// one write (one TLS record, one wake-up of the client) instead of one per element.
+    unsent: Vec<u8>,
     /// Set when the client resumed a session (XEP-0198) instead of binding.
     resumed: Option<(crate::session::SessionHandle, u32)>,
 }
@@ -65,12 +68,17 @@ pub(crate) async fn negotiate(
         deadline,
         auth_failures: 0,
         header_sent: false,
+        unsent: Vec::new(),
         resumed: None,
     };
     let mut shutdown = server.shutdown_signal();
     let outcome = tokio::select! {
         outcome = negotiation.run() => outcome,
         _ = crate::server::until_shutdown(&mut shutdown) => Err(StreamError::new(StreamErrorCondition::SystemShutdown)),
+    };
+    let outcome = match outcome {
+        Ok(done) => negotiation.flush().await.map(|()| done),
+        Err(error) => Err(error),
     };
     match outcome {
         Ok(true) => Some(match negotiation.resumed.take() {
@@ -80,12 +88,12 @@ pub(crate) async fn negotiate(
         Ok(false) => None,
         Err(error) => {
             tracing::debug!(peer = %negotiation.info.peer, %error, "negotiation failed");
-            let header = if negotiation.header_sent {
-                None
-            } else {
-                Some(negotiation.header(None))
-            };
-            negotiation.conn.fail(Some(&error), header).await;
+            // What was said before the error goes first (our header, if it is there).
+            let mut lead = String::from_utf8_lossy(&negotiation.unsent).into_owned();
+            if !negotiation.header_sent {
+                lead.push_str(&negotiation.header(None));
+            }
+            negotiation.conn.fail(Some(&error), Some(lead)).await;
             None
         }
     }
@@ -131,6 +139,7 @@ impl Negotiation<'_> {
         if Instant::now() >= self.deadline {
             return Err(timeout_error());
         }
+        self.flush().await?;
         match tokio::time::timeout_at(self.deadline, self.conn.read_frame()).await {
             Err(_) => Err(timeout_error()),
             Ok(Ok(frame)) => Ok(Some(frame)),
@@ -154,16 +163,26 @@ impl Negotiation<'_> {
     /// Writes before the negotiation deadline too (a second's grace when already late,
     /// e.g. after a SASL back-off): a client that sends but never reads must not keep the
     /// connection past it.
-    async fn send(&mut self, bytes: &[u8]) -> Result<(), StreamError> {
+    async fn flush(&mut self) -> Result<(), StreamError> {
+        if self.unsent.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::take(&mut self.unsent);
         let until = self
             .deadline
             .max(Instant::now() + std::time::Duration::from_secs(1));
-        match tokio::time::timeout_at(until, self.conn.write(bytes)).await {
+        match tokio::time::timeout_at(until, self.conn.write(&bytes)).await {
             Ok(written) => written.map_err(|err| {
                 StreamError::with_text(StreamErrorCondition::UndefinedCondition, err.to_string())
             }),
             Err(_) => Err(timeout_error()),
         }
+    }
+
+    /// Queues `bytes`; they are written before the next read (see `unsent`).
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), StreamError> {
+        self.unsent.extend_from_slice(bytes);
+        Ok(())
     }
 
     async fn send_element(&mut self, element: &Element) -> Result<(), StreamError> {
@@ -315,7 +334,9 @@ impl Negotiation<'_> {
             let element = match frame {
                 Frame::Stanza(element) => element,
                 Frame::Close => {
-                    self.conn.fail(None, None).await;
+                    let lead =
+                        String::from_utf8_lossy(&std::mem::take(&mut self.unsent)).into_owned();
+                    self.conn.fail(None, Some(lead)).await;
                     return Ok(Next::Gone);
                 }
                 Frame::Open(_) => {
@@ -423,6 +444,8 @@ impl Negotiation<'_> {
         };
         self.send(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
             .await?;
+        // In the clear, before the handshake starts.
+        self.flush().await?;
         let placeholder: super::connection::BoxIo = Box::new(tokio::io::duplex(1).0);
         let io = std::mem::replace(&mut self.conn.io, placeholder);
         let accept = tls.starttls_acceptor().accept(io);

@@ -157,6 +157,8 @@ impl Framer {
             && self.failed.is_none();
         if quiet {
             self.parser = None;
+            // Empty, but it kept its capacity from the deepest stanza so far.
+            self.open = Vec::new();
         }
         self.parser.is_none()
     }
