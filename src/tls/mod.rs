@@ -161,6 +161,12 @@ fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(resolver.clone());
     config.alpn_protocols = alpn;
+    // One stateless ticket per handshake, so a client that reconnects (a phone changing
+    // networks) can resume. The default, two tickets kept in a 256-entry cache, cost a
+    // cache insertion and a record each and was useless past 256 clients.
+    config.ticketer = rustls::crypto::ring::Ticketer::new()
+        .context("cannot create the TLS session ticket key")?;
+    config.send_tls13_tickets = 1;
     Ok(config)
 }
 
@@ -454,6 +460,37 @@ mod tests {
         .await;
         assert_eq!(server.unwrap().get_ref().1.alpn_protocol(), None);
         client.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_returning_client_resumes_with_its_ticket_and_channel_binding_still_matches() {
+        let fx = Fixture::new(&["localhost"]);
+        // One client config: it keeps the ticket it received in its session cache.
+        let config = fx.client(TLS13_ONLY, &[]);
+        let (server, client) =
+            handshake(fx.setup.starttls_acceptor(), config.clone(), "localhost").await;
+        let (mut server, mut client) = (server.unwrap(), client.unwrap());
+        // The ticket arrives after the handshake, with the first application data.
+        ping(&mut server, &mut client).await;
+        server.write_all(b"<features/>").await.unwrap();
+        server.flush().await.unwrap();
+        let mut buf = [0u8; 11];
+        client.read_exact(&mut buf).await.unwrap();
+        assert_eq!(
+            client.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Full)
+        );
+        let (server, client) = handshake(fx.setup.starttls_acceptor(), config, "localhost").await;
+        let (server, client) = (server.unwrap(), client.unwrap());
+        assert_eq!(
+            client.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed)
+        );
+        let (exporter, _) = channel_binding(&fx.setup, &server);
+        assert_eq!(
+            exporter.expect("exporter under TLS 1.3"),
+            client_exporter(&client)
+        );
     }
 
     #[tokio::test]
