@@ -308,6 +308,15 @@ impl Host {
             .unwrap_or_default()
     }
 
+    /// Whether the account has a session (of any state) right now.
+    pub fn has_sessions(&self, user: &str) -> bool {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .is_some_and(|r| !r.is_empty())
+    }
+
     pub fn resource_in_use(&self, user: &str, resource: &str) -> bool {
         self.sessions
             .read()

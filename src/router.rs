@@ -471,7 +471,13 @@ async fn deliver_message(
         }
     };
     let user = bare.node().map(|n| n.to_string()).unwrap_or_default();
-    let exists = match host.storage().account_exists(&host.name, &user) {
+    // A connected account exists: the storage lookup is only for one that is not.
+    let exists = if host.has_sessions(&user) {
+        Ok(true)
+    } else {
+        host.storage().account_exists(&host.name, &user)
+    };
+    let exists = match exists {
         Ok(exists) => exists,
         Err(err) => {
             tracing::error!(%err, "account lookup failed");

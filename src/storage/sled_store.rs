@@ -149,6 +149,13 @@ impl Storage for SledStorage {
         .boxed()
     }
 
+    fn account_exists(&self, host: &str, user: &str) -> StorageResult<bool> {
+        // Without decoding the credentials (JSON) only to drop them.
+        self.accounts
+            .contains_key(account_key(host, user))
+            .map_err(backend)
+    }
+
     fn list_accounts(&self, host: &str) -> StorageResult<Vec<String>> {
         let mut prefix = host.as_bytes().to_vec();
         prefix.push(0);
