@@ -16,6 +16,10 @@
 //!   order. A session task owns the session's bounded outbound queue, the writer and the
 //!   stream-management state; it outlives a lost connection while the session can be
 //!   resumed, and it ends the session (table, `SessionClosed`, unacknowledged stanzas).
+//!   An idle connection is kept small (about 20 KiB with TLS): reads go through one
+//!   buffer per thread, the framer releases its parser after a second of silence and
+//!   rebuilds it by replaying the client's stream header, write buffers live only as long
+//!   as a batch, and rare steps run in boxed futures so a task is not sized for them.
 //! - [`router`]: validates and stamps what clients send, fires
 //!   [`router::StanzaEvent`] on the addressed host, and applies RFC 6120/6121 delivery
 //!   when no handler took the stanza. Every IQ get/set gets exactly one reply.
