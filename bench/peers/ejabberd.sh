@@ -9,7 +9,7 @@
 # Run as root, ejabberdctl switches to the `ejabberd` user: $PEER_DIR is handed to it.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$HERE/lib.sh"
 
 ctl() {
@@ -23,10 +23,10 @@ command_line() {
 }
 
 stop() {
-  local pid="$1" i
+  local pid="$1"
   ctl stop >/dev/null 2>&1 || true
-  for i in $(seq 1 300); do
-    kill -0 "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 300); do
+    peer_alive "$pid" || return 0
     sleep 0.1
   done
   echo "ejabberd (pid $pid) did not stop in 30 s: killing it" >&2
@@ -42,7 +42,8 @@ case "${1:-}" in
     export EJ_PEM="$PEER_DIR/ejabberd.pem"
     cat "$PEER_CERT" "$PEER_KEY" >"$EJ_PEM"
     export EJ_NODE="bench$EJ_DIST_PORT@localhost"
-    export EJ_COOKIE="bench$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+    EJ_COOKIE="bench$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+    export EJ_COOKIE
     peer_render "$HERE/ejabberd.yml.in" "$PEER_DIR/ejabberd.yml"
     peer_render "$HERE/ejabberdctl.cfg.in" "$PEER_DIR/ejabberdctl.cfg"
     chown -R ejabberd: "$PEER_DIR"
@@ -59,7 +60,7 @@ case "${1:-}" in
     . "$PEER_DIR/ejabberdctl.cfg"
     reg="N = rpc:call('$ERLANG_NODE', lists, foldl, [fun(I, Acc) -> U = list_to_binary(\"u\" ++ integer_to_list(I)), case ejabberd_auth:try_register(U, <<\"$PEER_DOMAIN\">>, <<\"$PEER_PASSWORD\">>) of ok -> Acc + 1; {error, exists} -> Acc + 1; _ -> Acc end end, 0, lists:seq(0, $((PEER_USERS - 1)))], infinity), io:format(\"registered ~p~n\", [N]), init:stop()."
     # HOME: Erlang may write a .erlang.cookie there; keep it in the throwaway folder.
-    out="$(cd "$PEER_DIR" && HOME="$PEER_DIR" timeout 900 erl -sname "reg$$" -hidden -noshell -setcookie "$EJ_COOKIE" \
+    out="$(cd "$PEER_DIR" || exit; HOME="$PEER_DIR" timeout 900 erl -sname "reg$$" -hidden -noshell -setcookie "$EJ_COOKIE" \
       -start_epmd false -erl_epmd_port "$ERL_DIST_PORT" -dist_listen false -eval "$reg" 2>&1 || true)"
     if ! grep -q "registered $PEER_USERS\$" <<<"$out"; then
       echo "ejabberd: creating accounts failed: $out" >&2

@@ -1,9 +1,8 @@
+# shellcheck shell=bash
 # Helpers the peer drivers and bench/compare.sh source (not run on their own).
 # Every driver reads the same environment: PEER_DIR (its throwaway folder), PEER_PORT
 # (its STARTTLS port), PEER_CERT / PEER_KEY (the shared ECDSA P-256 certificate),
 # PEER_DOMAIN, PEER_USERS, PEER_PASSWORD, PEER_TURN_HOST, PEER_TURN_SECRET.
-
-PEERS_HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # One self-signed ECDSA P-256 certificate for DOMAIN in DIR/DOMAIN.crt and .key: all
 # three servers present the same one, so the TLS handshakes cost the same.
@@ -33,8 +32,8 @@ peer_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Waits up to SECONDS for PORT to accept connections; fails otherwise.
 peer_wait_port() {
-  local port="$1" seconds="$2" i
-  for i in $(seq 1 $((seconds * 10))); do
+  local port="$1" seconds="$2"
+  for _ in $(seq 1 $((seconds * 10))); do
     peer_port_open "$port" && return 0
     sleep 0.1
   done
@@ -57,12 +56,20 @@ open(sys.argv[2], "w").write(re.sub(r"@([A-Z_]+)@", sub, text))
 PY
 }
 
+# Whether PID still runs: an exited child its parent has not reaped yet (a zombie)
+# does not count, so a stop command can wait on a process started by someone else.
+peer_alive() {
+  local state
+  state="$(sed -n 's/^[0-9]* (.*) \([A-Z]\).*/\1/p' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
 # Sends SIGTERM to PID, waits up to SECONDS for it to go, then SIGKILL.
 peer_kill() {
-  local pid="$1" seconds="${2:-10}" i
+  local pid="$1" seconds="${2:-10}"
   kill "$pid" 2>/dev/null || return 0
-  for i in $(seq 1 $((seconds * 10))); do
-    kill -0 "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 $((seconds * 10))); do
+    peer_alive "$pid" || return 0
     sleep 0.1
   done
   kill -9 "$pid" 2>/dev/null || true

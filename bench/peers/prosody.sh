@@ -6,7 +6,7 @@
 #   prosody.sh stop PID  SIGTERM (Prosody shuts down cleanly on it)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$HERE/lib.sh"
 CFG="$PEER_DIR/prosody.cfg.lua"
 

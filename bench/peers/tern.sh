@@ -7,7 +7,7 @@
 #   tern.sh stop PID  SIGTERM, then waits
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$HERE/lib.sh"
 CFG="$PEER_DIR/tern.toml"
 
