@@ -6,19 +6,24 @@
 #   ejabberd.sh command   prints the foreground command, one argument per line
 #   ejabberd.sh stop PID  `ejabberdctl stop` (killing the wrapper leaves the VM running),
 #                         then waits for PID to exit
-# Run as root, ejabberdctl switches to the `ejabberd` user: $PEER_DIR is handed to it.
+# ejabberd runs as the `ejabberd` user (see AS_EJABBERD): $PEER_DIR is handed to it.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$HERE/lib.sh"
 
+# As the ejabberd user already, so ejabberdctl does not switch with `su`: su goes through
+# PAM, which resets the open-files limit to 1024, too few for the benchmark's
+# connections; setpriv keeps the limit the caller raised.
+AS_EJABBERD=(setpriv --reuid ejabberd --regid ejabberd --init-groups env HOME="$PEER_DIR")
+
 ctl() {
-  ejabberdctl --config-dir "$PEER_DIR" --config "$PEER_DIR/ejabberd.yml" \
+  "${AS_EJABBERD[@]}" ejabberdctl --config-dir "$PEER_DIR" --config "$PEER_DIR/ejabberd.yml" \
     --ctl-config "$PEER_DIR/ejabberdctl.cfg" --logs "$PEER_DIR/logs" --spool "$PEER_DIR/db" "$@"
 }
 
 command_line() {
-  printf '%s\n' ejabberdctl --config-dir "$PEER_DIR" --config "$PEER_DIR/ejabberd.yml" \
+  printf '%s\n' "${AS_EJABBERD[@]}" ejabberdctl --config-dir "$PEER_DIR" --config "$PEER_DIR/ejabberd.yml" \
     --ctl-config "$PEER_DIR/ejabberdctl.cfg" --logs "$PEER_DIR/logs" --spool "$PEER_DIR/db" foreground
 }
 
