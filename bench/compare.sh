@@ -120,14 +120,31 @@ for server in "${SERVER_LIST[@]}"; do
 done
 
 # ---------------------------------------------------------------- a quiet machine, limits
+# Cores the machine spent in processes over 5 s (nothing of this script runs yet): other
+# builds and test runs, which make every figure noisy.
+busy_cores() {
+  python3 - <<'PY'
+import time
+def busy():
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return f[0] + f[1] + f[2] + f[7]
+a = busy(); time.sleep(5); b = busy()
+print(f"{(b - a) / 100 / 5:.2f}")
+PY
+}
 BUSY_AT_START=false
-if [ "$SMOKE" = 0 ] && pgrep -x rustc >/dev/null 2>&1; then
-  note "waiting for other builds (rustc) to finish (at most ${BENCH_QUIET_WAIT:-600} s)"
+if [ "$SMOKE" = 0 ]; then
   waited=0
-  while pgrep -x rustc >/dev/null 2>&1 && [ "$waited" -lt "${BENCH_QUIET_WAIT:-600}" ]; do
-    sleep 5; waited=$((waited + 5))
+  busy="$(busy_cores)"
+  while python3 -c "import sys; sys.exit(0 if $busy > 0.3 else 1)" && [ "$waited" -lt "${BENCH_QUIET_WAIT:-600}" ]; do
+    [ "$waited" = 0 ] && note "the machine is busy ($busy cores): waiting for quiet (at most ${BENCH_QUIET_WAIT:-600} s)"
+    sleep 10; waited=$((waited + 15))
+    busy="$(busy_cores)"
   done
-  pgrep -x rustc >/dev/null 2>&1 && { BUSY_AT_START=true; note "WARNING: other builds still running: figures are noisy"; }
+  if python3 -c "import sys; sys.exit(0 if $busy > 0.3 else 1)"; then
+    BUSY_AT_START=true
+    note "WARNING: the machine is still busy ($busy cores): figures are noisy (see other_cpu_cores)"
+  fi
 fi
 LOADAVG_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 hard="$(ulimit -Hn)"; [ "$hard" = unlimited ] && hard=1048576
@@ -149,6 +166,7 @@ chmod 0755 "$WORK" # ejabberd runs as its own user and must reach its folder
 SERVER_PID=""
 HOLDER_PID=""
 CURRENT=""
+COLLECTED=0
 cleanup() {
   local status=$?
   if [ -n "$HOLDER_PID" ]; then
@@ -160,6 +178,10 @@ cleanup() {
   fi
   if [ -n "$SERVER_PID" ] && [ -n "$CURRENT" ]; then
     "$HERE/peers/$CURRENT.sh" stop "$SERVER_PID" || true
+  fi
+  # A run that stopped half-way still gets its report, marked incomplete.
+  if [ "$COLLECTED" = 0 ] && [ -n "${BENCH_START:-}" ]; then
+    BENCH_S=$(($(date +%s) - BENCH_START)) INCOMPLETE=1 collect_results || true
   fi
   if [ "$status" -ne 0 ] || [ "${BENCH_KEEP:-0}" = 1 ]; then
     echo "work folder kept: $WORK" >&2
@@ -174,6 +196,14 @@ peer_cert "$WORK/cert" "$PEER_DOMAIN"
 export PEER_CERT="$WORK/cert/$PEER_DOMAIN.crt" PEER_KEY="$WORK/cert/$PEER_DOMAIN.key"
 chmod 0644 "$PEER_CERT" "$PEER_KEY"
 CA="$PEER_CERT"
+
+collect_results() {
+  mkdir -p "$OUT"
+  export WORK OUT COMMAND SMOKE REPS PINNING NOFILE BUSY_AT_START LOADAVG_START BENCH_S ROOT \
+    USERS SCENARIO_USERS CONTACTS SERVERS
+  LEVELS_LIST="${LEVELS[*]}" python3 "$HERE/peers/collect.py"
+  python3 "$HERE/peers/report.py" "$OUT" >/dev/null
+}
 
 start_server() {
   local cmd
@@ -258,7 +288,11 @@ for server in "${SERVER_LIST[@]}"; do
   export PEER_PORT EJ_DIST_PORT
   note "$server: prepare ($USERS accounts) in $PEER_DIR, port $PEER_PORT"
   prepare_start=$(date +%s)
-  "$HERE/peers/$server.sh" prepare
+  if ! "$HERE/peers/$server.sh" prepare; then
+    note "$server: prepare failed; skipping it"
+    echo "prepare failed" >"$PEER_DIR/reports/prepare.err"
+    continue
+  fi
   # The ejabberd driver hands the folder to the ejabberd user; the generator writes its
   # reports there as root, which is fine.
   echo "$(($(date +%s) - prepare_start))" >"$PEER_DIR/prepare_s"
@@ -317,10 +351,6 @@ BENCH_S=$(($(date +%s) - BENCH_START))
 CURRENT=""
 
 # ---------------------------------------------------------------- results
-mkdir -p "$OUT"
-export WORK OUT COMMAND SMOKE REPS PINNING NOFILE BUSY_AT_START LOADAVG_START BENCH_S ROOT \
-  USERS SCENARIO_USERS CONTACTS SERVERS
-export LEVELS_LIST="${LEVELS[*]}"
-python3 "$HERE/peers/collect.py"
-python3 "$HERE/peers/report.py" "$OUT"
+COLLECTED=1
+collect_results
 note "results in $OUT"

@@ -72,6 +72,7 @@ meta = {
     "busy_at_start": env["BUSY_AT_START"] == "true",
     "loadavg_at_start": env["LOADAVG_START"],
     "wall_s": int(env["BENCH_S"]),
+    "incomplete": env.get("INCOMPLETE") == "1",
 }
 with open(os.path.join(out, "run.json"), "w") as f:
     json.dump(meta, f, indent=2, sort_keys=True)

@@ -65,8 +65,15 @@ case "${1:-}" in
     . "$PEER_DIR/ejabberdctl.cfg"
     reg="N = rpc:call('$ERLANG_NODE', lists, foldl, [fun(I, Acc) -> U = list_to_binary(\"u\" ++ integer_to_list(I)), case ejabberd_auth:try_register(U, <<\"$PEER_DOMAIN\">>, <<\"$PEER_PASSWORD\">>) of ok -> Acc + 1; {error, exists} -> Acc + 1; _ -> Acc end end, 0, lists:seq(0, $((PEER_USERS - 1)))], infinity), io:format(\"registered ~p~n\", [N]), init:stop()."
     # HOME: Erlang may write a .erlang.cookie there; keep it in the throwaway folder.
-    out="$(cd "$PEER_DIR" || exit; HOME="$PEER_DIR" timeout 900 erl -sname "reg$$" -hidden -noshell -setcookie "$EJ_COOKIE" \
-      -start_epmd false -erl_epmd_port "$ERL_DIST_PORT" -dist_listen false -eval "$reg" 2>&1 || true)"
+    # The port opens before the account tables exist: wait for the node to report
+    # started, and try again a few times all the same.
+    ctl started >/dev/null 2>&1 || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      out="$(cd "$PEER_DIR" || exit; HOME="$PEER_DIR" timeout 900 erl -sname "reg$$" -hidden -noshell -setcookie "$EJ_COOKIE" \
+        -start_epmd false -erl_epmd_port "$ERL_DIST_PORT" -dist_listen false -eval "$reg" 2>&1 || true)"
+      grep -q "registered $PEER_USERS\$" <<<"$out" && break
+      sleep 2
+    done
     if ! grep -q "registered $PEER_USERS\$" <<<"$out"; then
       echo "ejabberd: creating accounts failed: $out" >&2
       exit 1

@@ -298,6 +298,9 @@ def main(folder):
     L = []
     L.append(f"# Tern, Prosody and ejabberd side by side{' (smoke run: plumbing only)' if meta['smoke'] else ''}")
     L.append("")
+    if meta.get("incomplete"):
+        L.append("**This run stopped before the end: some figures are missing.**")
+        L.append("")
     L.append("Reproduce (from the repository root, as root, on a quiet 2-CPU machine):")
     L.append("")
     L.append("```sh")
