@@ -361,7 +361,8 @@ def main(folder):
         def best(s, op=op):
             rate, stopped = s.max_rate(op)
             if rate is None:
-                return "none passed"
+                steps = s.steps(op)
+                return f"< {steps[0][0]} (the lowest step failed)" if steps else "–"
             return f"{rate}" + ("" if stopped else "+ (steps ran out)")
         L.append(f"| highest {label} passing the criterion (with {base} connected) | " +
                  " | ".join(best(servers[n]) for n in names) + " |")

@@ -349,3 +349,47 @@ pub async fn run(
     report.insert("warnings".into(), json!(warnings));
     Ok(Value::Object(report))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(kind: Kind) -> Tally {
+        Tally {
+            kind,
+            answered: Vec::new(),
+            dispatched_us: Vec::new(),
+            ok: AtomicU64::new(0),
+            bad_answers: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            credentials_as_services: AtomicU64::new(0),
+            services_listed: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn parse(xml: &str) -> Element {
+        xml.parse().expect("test XML")
+    }
+
+    #[test]
+    fn credentials_answered_with_services_count_apart() {
+        let t = tally(Kind::Credentials);
+        let proper = parse("<iq xmlns='jabber:client' type='result' id='e1'><credentials xmlns='urn:xmpp:extdisco:2'><service type='turn' host='h' username='u' password='p'/></credentials></iq>");
+        assert!(check_answer(1, &proper, &t));
+        assert_eq!(t.credentials_as_services.load(Ordering::Relaxed), 0);
+        // ejabberd 23.01: the right services and credentials in a <services> element.
+        let ejabberd = parse("<iq xmlns='jabber:client' type='result' id='e1'><services xmlns='urn:xmpp:extdisco:2'><service type='turn' host='h' username='u' password='p'/></services></iq>");
+        assert!(check_answer(1, &ejabberd, &t));
+        assert_eq!(t.credentials_as_services.load(Ordering::Relaxed), 1);
+        // Without credentials it is a wrong answer.
+        let empty = parse("<iq xmlns='jabber:client' type='result' id='e1'><services xmlns='urn:xmpp:extdisco:2'/></iq>");
+        assert!(!check_answer(1, &empty, &t));
+    }
+
+    #[test]
+    fn kinds_choose_the_request() {
+        assert!(Kind::Both.is_services(0) && !Kind::Both.is_services(1));
+        assert!(Kind::Services.is_services(1));
+        assert!(!Kind::Credentials.is_services(0));
+    }
+}

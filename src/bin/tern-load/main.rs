@@ -212,6 +212,9 @@ enum Scenario {
         /// Seconds to wait for the last approvals.
         #[arg(long, default_value_t = 60.0)]
         drain: f64,
+        /// Requests unanswered at once at most (the server's pace wins over --rate).
+        #[arg(long, default_value_t = 256)]
+        window: u64,
     },
 }
 
@@ -400,6 +403,7 @@ async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Value> {
             contacts,
             rate,
             drain,
+            window,
             ..
         } => {
             rosters::run(
@@ -410,6 +414,7 @@ async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Value> {
                     contacts,
                     rate,
                     drain_s: drain,
+                    window,
                 },
             )
             .await?

@@ -39,6 +39,8 @@ pub struct RostersArgs {
     pub rate: f64,
     /// Seconds to wait after the last request for the approvals.
     pub drain_s: f64,
+    /// Requests at most unanswered at once.
+    pub window: u64,
 }
 
 /// The contacts of account `i` among `n`: its neighbours at distance 1..=half on either
@@ -154,8 +156,20 @@ pub async fn run(common: &Common, target: Arc<Target>, args: RostersArgs) -> any
     let schedule = Schedule::new(args.rate, expected as f64 / args.rate);
     let total = schedule.total.min(expected);
     let mode = args.mode;
+    let window = args.window.max(1);
+    let in_flight = {
+        let approved = approved.clone();
+        let errors = errors.clone();
+        move |k: u64| k.saturating_sub(approved.load(Ordering::Relaxed) + errors.total())
+    };
     schedule
         .run(&lag, move |k, _, _| {
+            // At most `window` requests unanswered: a server slower than `--rate` (Tern
+            // flushes its store on every roster write) sets the pace instead of timing
+            // requests out. This runs on the schedule's own thread, so it may block.
+            while in_flight(k) >= window {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             if let Some(&(i, j)) = pairs.get(k as usize) {
                 let jid = &jids[j as usize];
                 let _ = senders[i as usize].send(Out::Op(match mode {
@@ -189,6 +203,7 @@ pub async fn run(common: &Common, target: Arc<Target>, args: RostersArgs) -> any
         "contacts": args.contacts,
         "mode": format!("{:?}", args.mode).to_lowercase(),
         "rate": args.rate,
+        "window": args.window,
     });
     let mut report = base_report(
         "rosters",
