@@ -212,9 +212,13 @@ enum Scenario {
         /// Seconds to wait for the last approvals.
         #[arg(long, default_value_t = 60.0)]
         drain: f64,
-        /// Requests unanswered at once at most (the server's pace wins over --rate).
-        #[arg(long, default_value_t = 256)]
+        /// Requests unanswered at once at most (then the server's pace wins over --rate).
+        #[arg(long, default_value_t = 100_000)]
         window: u64,
+        /// Send every account's first contact, then every second one, ... instead of
+        /// account by account (with a small --window this stalls Tern's roster handler).
+        #[arg(long)]
+        interleave: bool,
     },
 }
 
@@ -404,6 +408,7 @@ async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Value> {
             rate,
             drain,
             window,
+            interleave,
             ..
         } => {
             rosters::run(
@@ -415,6 +420,7 @@ async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Value> {
                     rate,
                     drain_s: drain,
                     window,
+                    interleave,
                 },
             )
             .await?

@@ -41,6 +41,8 @@ pub struct RostersArgs {
     pub drain_s: f64,
     /// Requests at most unanswered at once.
     pub window: u64,
+    /// Order the requests contact by contact instead of account by account.
+    pub interleave: bool,
 }
 
 /// The contacts of account `i` among `n`: its neighbours at distance 1..=half on either
@@ -141,14 +143,30 @@ pub async fn run(common: &Common, target: Arc<Target>, args: RostersArgs) -> any
         })
         .collect();
 
-    // Every (i, contact) pair is one subscription request from i.
-    let pairs: Vec<(u64, u64)> = (0..n)
-        .flat_map(|i| {
-            contacts_of(i, n, args.contacts)
-                .into_iter()
-                .map(move |j| (i, j))
-        })
+    // Every (i, contact) pair is one request from i: account by account (an account's
+    // requests pipelined on its session), or with --interleave every account's first
+    // contact, then every second one, ... (one request per account in flight; this order
+    // made Tern's roster handler stall: "IQ handler timed out after 30s", server idle).
+    let lists: Vec<Vec<u64>> = (0..n)
+        .map(|i| contacts_of(i, n, args.contacts).into_iter().collect())
         .collect();
+    let pairs: Vec<(u64, u64)> = if args.interleave {
+        let longest = lists.iter().map(Vec::len).max().unwrap_or(0);
+        (0..longest)
+            .flat_map(|c| {
+                lists
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(i, list)| list.get(c).map(|&j| (i as u64, j)))
+            })
+            .collect()
+    } else {
+        lists
+            .iter()
+            .enumerate()
+            .flat_map(|(i, list)| list.iter().map(move |&j| (i as u64, j)))
+            .collect()
+    };
     let expected = pairs.len() as u64;
     let senders: Vec<_> = conns.iter().map(|c| c.tx.clone()).collect();
     let jids: Vec<String> = (0..n).map(|j| target.bare_jid(j)).collect();
@@ -204,6 +222,7 @@ pub async fn run(common: &Common, target: Arc<Target>, args: RostersArgs) -> any
         "mode": format!("{:?}", args.mode).to_lowercase(),
         "rate": args.rate,
         "window": args.window,
+        "interleave": args.interleave,
     });
     let mut report = base_report(
         "rosters",
