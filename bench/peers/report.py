@@ -422,7 +422,7 @@ def main(folder):
             notes.append(f"{n}: {c}")
     notes.append("Memory per connection is the server's RSS (and PSS) growth from before the first login to "
                  "when all connections are up, divided by the connections; RSS and PSS include every process "
-                 "of the server (ejabberd: the ejabberdctl wrapper, su, sh, beam.smp, erl_child_setup and its "
+                 "of the server (ejabberd: the ejabberdctl shell script, beam.smp, erl_child_setup and its "
                  "helpers; Prosody: one Lua process; Tern: one process).")
     notes.append("CPU is utime+stime from /proc (10 ms ticks) of the server and its descendants over the "
                  "measured window, divided by the operations completed; the held idle connections run "
