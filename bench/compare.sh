@@ -2,7 +2,7 @@
 # Tern side by side with Prosody 0.12 and ejabberd 23.01: the same tern-load scenarios,
 # the same rates, the same certificate and accounts, one server at a time.
 #
-#   bench/compare.sh              # the full comparison (about 30 minutes), results in
+#   bench/compare.sh              # the full comparison (about 20 minutes), results in
 #                                 # docs/benchmarks/<UTC time>/ (JSON + README.md + SVG)
 #   bench/compare.sh --scale      # also everything again with 10k connected users (long)
 #   bench/compare.sh --smoke      # tiny sizes, 1 repetition: tests the plumbing only
