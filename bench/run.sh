@@ -5,6 +5,8 @@
 #   bench/run.sh            # the standard small run (about a minute of load)
 #   bench/run.sh --smoke    # everything tiny (a few seconds of load), for CI
 #   bench/run.sh --debug    # use debug builds (only to test this script: never to measure)
+#   bench/run.sh --peers [--scale] [--smoke] ...
+#                           # Tern, Prosody and ejabberd side by side: runs bench/compare.sh
 #
 # Steps: builds tern and tern-load (release, CARGO_BUILD_JOBS=1 unless set); waits until no
 # other rustc runs (BENCH_QUIET_WAIT seconds, default 600; not with --smoke); writes a
@@ -32,6 +34,14 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 COMMAND="bench/run.sh${*:+ $*}"
+
+# --peers: Tern side by side with Prosody and ejabberd, a separate script (its own options:
+# bench/compare.sh --help).
+for arg in "$@"; do
+  if [ "$arg" = --peers ]; then
+    exec bash "$HERE/compare.sh" "$@"
+  fi
+done
 
 SMOKE=0
 PROFILE=release

@@ -18,6 +18,8 @@ use tokio_rustls::TlsConnector;
 
 use crate::scram::{KeyCache, ScramClient};
 
+const ROSTER: &str = "jabber:iq:roster";
+
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 pub type Tls = TlsStream<TcpStream>;
@@ -27,17 +29,32 @@ pub struct Target {
     pub addr: SocketAddr,
     pub domain: String,
     pub user_prefix: String,
+    /// Accounts are `PREFIX{first_user}..PREFIX{first_user + users - 1}`.
+    pub first_user: u64,
     pub users: u64,
     pub password: String,
     pub connector: TlsConnector,
     pub server_name: rustls::pki_types::ServerName<'static>,
     pub keys: Arc<KeyCache>,
     pub timeout: Duration,
+    /// Whether a login fetches the roster (`jabber:iq:roster` get) before its initial
+    /// presence, as interactive clients do.
+    pub fetch_roster: bool,
+}
+
+/// How a [`Target`] logs in, beyond where and as whom.
+pub struct LoginOptions {
+    pub first_user: u64,
+    pub fetch_roster: bool,
+    /// Also accept TLS 1.2 (by default only TLS 1.3 is offered, so that every server
+    /// compared negotiates the same protocol).
+    pub allow_tls12: bool,
 }
 
 impl Target {
     /// The shared TLS client config trusts only `ca` and never resumes sessions: every
     /// login pays a full handshake, as a client connecting for the first time does.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         addr: SocketAddr,
         domain: &str,
@@ -46,6 +63,7 @@ impl Target {
         password: &str,
         ca: &std::path::Path,
         timeout: Duration,
+        options: LoginOptions,
     ) -> anyhow::Result<Target> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, ServerName};
@@ -56,8 +74,13 @@ impl Target {
             roots.add(cert?)?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&rustls::SupportedProtocolVersion] = if options.allow_tls12 {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13]
+        };
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_protocol_versions(versions)?
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.resumption = rustls::client::Resumption::disabled();
@@ -68,18 +91,24 @@ impl Target {
             addr,
             domain: domain.to_string(),
             user_prefix: user_prefix.to_string(),
+            first_user: options.first_user,
             users,
             password: password.to_string(),
             connector: TlsConnector::from(Arc::new(config)),
             server_name: ServerName::try_from(domain.to_string())?,
             keys: KeyCache::new(),
             timeout,
+            fetch_roster: options.fetch_roster,
         })
     }
 
     /// The local part of the `index`-th account (wrapping around `users`).
     pub fn username(&self, index: u64) -> String {
-        format!("{}{}", self.user_prefix, index % self.users)
+        format!(
+            "{}{}",
+            self.user_prefix,
+            self.first_user + index % self.users
+        )
     }
 
     pub fn bare_jid(&self, index: u64) -> String {
@@ -183,11 +212,34 @@ async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(features)
 }
 
+/// Gets the roster (`jabber:iq:roster`) and returns how many items it has. Stanzas
+/// before the answer (none expected before initial presence) are skipped.
+async fn fetch_roster(tls: &mut Tls, framer: &mut Framer, buf: &mut [u8]) -> anyhow::Result<usize> {
+    tls.write_all(b"<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>")
+        .await?;
+    tls.flush().await?;
+    loop {
+        let reply = read_element(tls, framer, buf).await?;
+        if reply.name() != "iq" || reply.attr("id") != Some("roster") {
+            continue;
+        }
+        if reply.attr("type") != Some("result") {
+            bail!("roster get failed: {}", writer::to_string(&reply));
+        }
+        return Ok(reply
+            .get_child("query", ROSTER)
+            .map(|q| q.children().filter(|c| c.name() == "item").count())
+            .unwrap_or(0));
+    }
+}
+
 /// A logged-in, bound session (initial presence sent).
 pub struct Session {
     stream: Tls,
     framer: Framer,
     buf: Box<[u8]>,
+    /// Items of the roster fetched at login (0 when not fetched).
+    pub roster_items: usize,
 }
 
 /// Reading side of a split session.
@@ -322,6 +374,13 @@ impl Session {
         }
         .await
         .at("bind")?;
+        let roster_items = if target.fetch_roster {
+            fetch_roster(&mut tls, &mut framer, &mut buf)
+                .await
+                .at("roster")?
+        } else {
+            0
+        };
         async {
             if sync {
                 tls.write_all(
@@ -351,6 +410,7 @@ impl Session {
             stream: tls,
             framer,
             buf,
+            roster_items,
         })
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::client::Target;
-use crate::common::{base_report, check_fd_limit, close_all, login_many, sample, Conn};
+use crate::common::{base_report, check_fd_limit, close_all, login_many, sample, wait_until, Conn};
 use crate::procfs::{round, Window};
 use crate::stats::{Errors, Latencies};
 use crate::Common;
@@ -18,6 +18,9 @@ pub struct IdleArgs {
     pub hold_s: f64,
     /// Logins per second during the ramp (None: `--concurrency` at a time).
     pub ramp_rate: Option<f64>,
+    /// Written (with the number connected) once every login finished, so a script can
+    /// run other scenarios while these connections are held; removing it ends the hold.
+    pub ready_file: Option<std::path::PathBuf>,
 }
 
 pub async fn run(common: &Common, target: Arc<Target>, args: IdleArgs) -> anyhow::Result<Value> {
@@ -42,6 +45,7 @@ pub async fn run(common: &Common, target: Arc<Target>, args: IdleArgs) -> anyhow
     let ramp_end = sample(server);
     let ramp = Window::between(&before, &ramp_end, server);
     let connected = sessions.iter().filter(|s| s.is_some()).count() as u64;
+    let rosters: Vec<usize> = sessions.iter().flatten().map(|s| s.roster_items).collect();
 
     // Hold: every connection keeps a reader (answering the server's pings) that notices
     // if the server drops it.
@@ -51,8 +55,19 @@ pub async fn run(common: &Common, target: Arc<Target>, args: IdleArgs) -> anyhow
         .flatten()
         .map(|session| Conn::start(session, sent.clone(), errors.clone(), |_, _| {}))
         .collect();
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, format!("{connected}\n"))
+            .map_err(|err| anyhow::anyhow!("writing {}: {err}", path.display()))?;
+    }
     let hold_start = sample(server);
-    tokio::time::sleep(Duration::from_secs_f64(args.hold_s)).await;
+    let hold_limit = Duration::from_secs_f64(args.hold_s);
+    match &args.ready_file {
+        // The script that waited for the file ends the hold early by removing it.
+        Some(path) => {
+            wait_until(hold_limit, || !path.exists()).await;
+        }
+        None => tokio::time::sleep(hold_limit).await,
+    }
     let hold_end = sample(server);
     let hold = Window::between(&hold_start, &hold_end, server);
     let dropped = conns.iter().filter(|c| c.is_finished()).count() as u64;
@@ -67,7 +82,14 @@ pub async fn run(common: &Common, target: Arc<Target>, args: IdleArgs) -> anyhow
         }
     };
     let mem_before = ramp.memory_before;
-    let mem_after = hold.memory_after;
+    // With --ready-file other load may run during the hold (bench/compare.sh measures
+    // logins and messages on top of these connections): memory is taken as the hold
+    // starts. Otherwise at its end, after the server has settled.
+    let mem_after = if args.ready_file.is_some() {
+        hold.memory_before
+    } else {
+        hold.memory_after
+    };
     let params = json!({
         "addr": common.addr.to_string(),
         "connections": args.connections,
@@ -99,6 +121,16 @@ pub async fn run(common: &Common, target: Arc<Target>, args: IdleArgs) -> anyhow
         }),
     );
     report.insert("login_latency".into(), latency.to_json());
+    if target.fetch_roster {
+        report.insert(
+            "roster_items".into(),
+            json!({
+                "min": rosters.iter().min(),
+                "max": rosters.iter().max(),
+                "total": rosters.iter().sum::<usize>(),
+            }),
+        );
+    }
     report.insert(
         "hold".into(),
         json!({

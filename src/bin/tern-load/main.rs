@@ -6,7 +6,8 @@
 //! from /proc (`procfs`): CPU microseconds per operation, RSS and PSS. One JSON object on
 //! standard output per run; `bench/run.sh` drives it.
 //!
-//! Scenarios: `idle`, `logins`, `messages`, `extdisco` (see `--help` of each).
+//! Scenarios: `idle`, `logins`, `messages`, `extdisco`, `startup`, and `rosters` (set-up:
+//! mutual subscriptions between neighbouring accounts) (see `--help` of each).
 
 mod client;
 mod common;
@@ -15,7 +16,9 @@ mod idle;
 mod logins;
 mod messages;
 mod procfs;
+mod rosters;
 mod scram;
+mod startup;
 mod stats;
 
 use std::net::SocketAddr;
@@ -54,6 +57,18 @@ pub struct Common {
     /// Account name prefix.
     #[arg(long, default_value = "u")]
     pub user_prefix: String,
+    /// Number of the first account: `--users N --first-user F` uses PREFIX{F}..PREFIX{F+N-1}
+    /// (so a second generator can hold other accounts online meanwhile).
+    #[arg(long, default_value_t = 0)]
+    pub first_user: u64,
+    /// Fetch the roster after binding and before the initial presence, as interactive
+    /// clients do.
+    #[arg(long)]
+    pub fetch_roster: bool,
+    /// Also offer TLS 1.2 (by default only TLS 1.3, so every server compared negotiates
+    /// the same protocol).
+    #[arg(long)]
+    pub allow_tls12: bool,
     /// Password of every account.
     #[arg(long, default_value = "pw")]
     pub password: String,
@@ -97,6 +112,10 @@ enum Scenario {
         /// Log in at this many per second (open loop) instead of `--concurrency` at a time.
         #[arg(long)]
         ramp_rate: Option<f64>,
+        /// File to write once every login finished (the hold then starts; removing the
+        /// file ends it early, and memory is then taken at its start).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
     /// Full logins (TCP, STARTTLS, SCRAM, bind, presence, close) at a constant rate.
     Logins {
@@ -151,6 +170,55 @@ enum Scenario {
         /// Host of the TURN services asked for in credentials requests.
         #[arg(long, default_value = "turn.example.org")]
         turn_host: String,
+        /// Which requests to send.
+        #[arg(long, value_enum, default_value_t = extdisco::Kind::Both)]
+        kind: extdisco::Kind,
+    },
+    /// Exec the server (the command after `--`), time it to the first successful login,
+    /// then measure it idle with no connection, then stop it.
+    Startup {
+        #[command(flatten)]
+        common: Common,
+        /// Seconds to watch the idle server (no connection).
+        #[arg(long, default_value_t = 10.0)]
+        idle: f64,
+        /// Milliseconds between connection or login attempts while it starts.
+        #[arg(long, default_value_t = 2)]
+        retry_ms: u64,
+        /// Shell command that stops the server ($SERVER_PID is set); SIGTERM without it.
+        #[arg(long)]
+        stop_command: Option<String>,
+        /// File for the server's standard output and error.
+        #[arg(long, default_value = "/dev/null")]
+        server_log: PathBuf,
+        /// The server command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Set-up, not a benchmark: mutual subscriptions between each account and its
+    /// `--contacts` nearest accounts, so every roster has that many items.
+    Rosters {
+        #[command(flatten)]
+        common: Common,
+        /// Contacts per account (neighbours i±1..i±K/2).
+        #[arg(long, default_value_t = 20)]
+        contacts: u64,
+        /// `set`: roster sets (subscription none); `subscribe`: mutual subscriptions.
+        #[arg(long, value_enum, default_value_t = rosters::Mode::Set)]
+        mode: rosters::Mode,
+        /// Subscription requests per second.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Seconds to wait for the last approvals.
+        #[arg(long, default_value_t = 60.0)]
+        drain: f64,
+        /// Requests unanswered at once at most (then the server's pace wins over --rate).
+        #[arg(long, default_value_t = 100_000)]
+        window: u64,
+        /// Send every account's first contact, then every second one, ... instead of
+        /// account by account (with a small --window this stalls Tern's roster handler).
+        #[arg(long)]
+        interleave: bool,
     },
 }
 
@@ -160,7 +228,9 @@ impl Scenario {
             Scenario::Idle { common, .. }
             | Scenario::Logins { common, .. }
             | Scenario::Messages { common, .. }
-            | Scenario::Extdisco { common, .. } => common,
+            | Scenario::Extdisco { common, .. }
+            | Scenario::Startup { common, .. }
+            | Scenario::Rosters { common, .. } => common,
         }
     }
 }
@@ -198,7 +268,8 @@ fn main() -> ExitCode {
 async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Value> {
     if let Scenario::Logins { rate, .. }
     | Scenario::Messages { rate, .. }
-    | Scenario::Extdisco { rate, .. } = &scenario
+    | Scenario::Extdisco { rate, .. }
+    | Scenario::Rosters { rate, .. } = &scenario
     {
         if !(*rate > 0.0 && rate.is_finite()) {
             anyhow::bail!("--rate must be a positive number");
@@ -212,6 +283,13 @@ async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Value> {
         &common.password,
         &common.ca,
         Duration::from_secs_f64(common.timeout.max(0.001)),
+        client::LoginOptions {
+            first_user: common.first_user,
+            // Servers deliver subscription approvals only to "interested" resources,
+            // those that fetched the roster (RFC 6121 §2.1.6), so `rosters` always does.
+            fetch_roster: common.fetch_roster || matches!(scenario, Scenario::Rosters { .. }),
+            allow_tls12: common.allow_tls12,
+        },
     )?);
     let mut cached_keys = 0;
     if let Some(path) = common.key_cache.as_ref().filter(|p| p.exists()) {
@@ -224,6 +302,7 @@ async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Value> {
             connections,
             hold,
             ramp_rate,
+            ready_file,
             ..
         } => {
             if ramp_rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
@@ -236,6 +315,7 @@ async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Value> {
                     connections,
                     hold_s: hold,
                     ramp_rate,
+                    ready_file,
                 },
             )
             .await?
@@ -284,17 +364,63 @@ async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Value> {
             duration,
             drain,
             turn_host,
+            kind,
             ..
         } => {
             extdisco::run(
                 &common,
                 target.clone(),
                 extdisco::ExtdiscoArgs {
+                    kind,
                     clients,
                     rate,
                     duration_s: duration,
                     drain_s: drain,
                     turn_host,
+                },
+            )
+            .await?
+        }
+        Scenario::Startup {
+            idle,
+            retry_ms,
+            stop_command,
+            server_log,
+            command,
+            ..
+        } => {
+            startup::run(
+                &common,
+                target.clone(),
+                startup::StartupArgs {
+                    command,
+                    idle_s: idle,
+                    retry_ms,
+                    stop_command,
+                    server_log,
+                },
+            )
+            .await?
+        }
+        Scenario::Rosters {
+            mode,
+            contacts,
+            rate,
+            drain,
+            window,
+            interleave,
+            ..
+        } => {
+            rosters::run(
+                &common,
+                target.clone(),
+                rosters::RostersArgs {
+                    mode,
+                    contacts,
+                    rate,
+                    drain_s: drain,
+                    window,
+                    interleave,
                 },
             )
             .await?

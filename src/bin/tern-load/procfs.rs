@@ -147,6 +147,10 @@ pub struct Sample {
 }
 
 impl Sample {
+    pub fn memory(&self) -> Memory {
+        self.memory
+    }
+
     pub fn take(server: &[u32]) -> Sample {
         Sample {
             at: Instant::now(),

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Gathers one bench/compare.sh run into OUT: run.json (machine, commit, command, sizes)
+and one SERVER.json per server (its version, rendered config, the exact tern-load commands
+and every report by name). Called by compare.sh, which passes everything through the
+environment. report.py reads only these files."""
+
+import glob
+import json
+import os
+import platform
+import subprocess
+
+env = os.environ
+work, out, root = env["WORK"], env["OUT"], env["ROOT"]
+CONFIGS = {
+    "tern": ["tern.toml"],
+    "prosody": ["prosody.cfg.lua"],
+    "ejabberd": ["ejabberd.yml", "ejabberdctl.cfg"],
+}
+
+
+def run(*cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def version(server):
+    if server == "tern":
+        return "tern " + (run("git", "-C", root, "describe", "--always", "--dirty") or "?")
+    if server == "prosody":
+        about = run("prosodyctl", "about") or ""
+        return about.splitlines()[0] if about else None
+    if server == "ejabberd":
+        return "ejabberd " + (run("dpkg-query", "-W", "-f=${Version}", "ejabberd") or "?")
+    return None
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+os.makedirs(out, exist_ok=True)
+servers = env["SERVERS"].split(",")
+meta = {
+    "command": env["COMMAND"],
+    "smoke": env["SMOKE"] == "1",
+    "repetitions": int(env["REPS"]),
+    "levels": [int(x) for x in env["LEVELS_LIST"].split()],
+    "servers": servers,
+    "accounts": int(env["USERS"]),
+    "scenario_accounts": int(env["SCENARIO_USERS"]),
+    "roster_contacts": int(env["CONTACTS"]),
+    "commit": run("git", "-C", root, "rev-parse", "HEAD"),
+    "worktree_dirty": bool(run("git", "-C", root, "status", "--porcelain", "--untracked-files=no")),
+    "rustc": run("rustc", "--version"),
+    "kernel": platform.release(),
+    "cpu": cpu_model(),
+    "cpus": os.cpu_count(),
+    "pinning": env["PINNING"],
+    "ulimit_n": env["NOFILE"],
+    "ip_local_port_range": (open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+                            if os.path.exists("/proc/sys/net/ipv4/ip_local_port_range") else None),
+    "busy_at_start": env["BUSY_AT_START"] == "true",
+    "loadavg_at_start": env["LOADAVG_START"],
+    "wall_s": int(env["BENCH_S"]),
+    "incomplete": env.get("INCOMPLETE") == "1",
+}
+with open(os.path.join(out, "run.json"), "w") as f:
+    json.dump(meta, f, indent=2, sort_keys=True)
+    f.write("\n")
+
+for server in servers:
+    d = os.path.join(work, server)
+    if not os.path.isdir(d):
+        continue
+    reports = {}
+    for path in sorted(glob.glob(os.path.join(d, "reports", "*.json"))):
+        name = os.path.basename(path)[: -len(".json")]
+        with open(path) as f:
+            try:
+                reports[name] = json.load(f)
+            except json.JSONDecodeError as err:
+                reports[name] = {"error": f"unreadable report: {err}"}
+    failed = {}
+    for path in sorted(glob.glob(os.path.join(d, "reports", "*.err"))):
+        name = os.path.basename(path)[: -len(".err")]
+        if name not in reports:
+            with open(path, errors="replace") as f:
+                failed[name] = f.read()[-2000:]
+    commands = {}
+    if os.path.exists(os.path.join(d, "commands.tsv")):
+        with open(os.path.join(d, "commands.tsv")) as f:
+            for line in f:
+                name, _, cmd = line.rstrip("\n").partition("\t")
+                commands[name] = cmd
+    configs = {}
+    for name in CONFIGS.get(server, []):
+        try:
+            with open(os.path.join(d, name)) as f:
+                configs[name] = f.read()
+        except OSError:
+            pass
+    prepare_s = None
+    try:
+        with open(os.path.join(d, "prepare_s")) as f:
+            prepare_s = int(f.read().strip())
+    except (OSError, ValueError):
+        pass
+    doc = {
+        "server": server,
+        "version": version(server),
+        "prepare_s": prepare_s,
+        "configs": configs,
+        "commands": commands,
+        "failed_runs": failed,
+        "reports": reports,
+    }
+    with open(os.path.join(out, f"{server}.json"), "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+        f.write("\n")
