@@ -201,6 +201,11 @@ c2s_direct_tls = ["127.0.0.1:$PORT_TLS"]
 [tls]
 certs_dir = "certs"
 
+# Throttles off, as for the peers: they would measure the limit, not the server.
+[limits]
+rate = 0
+stanza_rate = 0
+
 [hosts.$DOMAIN]
 
 [modules.external_services]
