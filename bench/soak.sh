@@ -66,7 +66,8 @@ PAIRS="${SOAK_PAIRS:-50}"
 MSG_RATE="${SOAK_MSG_RATE:-200}"
 EXT_CLIENTS="${SOAK_EXT_CLIENTS:-20}"
 EXT_RATE="${SOAK_EXT_RATE:-50}"
-INTERVAL="${SOAK_INTERVAL:-5}"
+# Samples: every 5 s, or more often in short runs (20 samples over the churn window at least).
+INTERVAL="${SOAK_INTERVAL:-$(python3 -c "print(max(1, min(5, round(${SOAK_SECONDS:-600} / 20))))")}"
 SETTLE="${SOAK_SETTLE:-10}"
 FD_SLACK="${SOAK_FD_SLACK:-5}"
 RSS_DRIFT_PCT="${SOAK_RSS_DRIFT_PCT:-10}"
@@ -333,7 +334,8 @@ run_load() {
   fi
 }
 
-TAIL=30 # the idle connections outlast the churn window by this much (last runs draining)
+# The idle connections outlast the churn window by this much (the last churn runs drain).
+TAIL=$((SECONDS_SOAK < 60 ? 10 : 30))
 IDLE_LOOPS=()
 event ramp_start
 for g in $(seq 0 $((IDLE_GENERATORS - 1))); do
@@ -359,7 +361,9 @@ while :; do
   sleep 1
 done
 event ramp_done
-note "$held connections held; churn for $SECONDS_SOAK s"
+note "$held connections held; churn for $SECONDS_SOAK s after the next sample"
+# A sample of the idle connections alone (memory per held connection).
+sleep "$(python3 -c "print($INTERVAL + 0.5)")"
 
 # Churn: each scenario in a loop of runs of at most ITERATION seconds until the end.
 event churn_start
