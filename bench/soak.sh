@@ -334,8 +334,10 @@ run_load() {
   fi
 }
 
-# The idle connections outlast the churn window by this much (the last churn runs drain).
-TAIL=$((SECONDS_SOAK < 60 ? 10 : 30))
+# The idle connections outlast the churn window by this much (the last churn runs drain),
+# counting from the end of their ramp (then one sample, then the churn starts).
+TAIL=$((SECONDS_SOAK < 60 ? 15 : 30))
+HOLD=$(python3 -c "import math; print(math.ceil($SECONDS_SOAK + $INTERVAL + 1 + $TAIL))")
 IDLE_LOOPS=()
 event ramp_start
 for g in $(seq 0 $((IDLE_GENERATORS - 1))); do
@@ -343,7 +345,7 @@ for g in $(seq 0 $((IDLE_GENERATORS - 1))); do
   rate=$(python3 -c "print($RAMP_RATE / $IDLE_GENERATORS)")
   run_load "idle-$g" idle "${COMMON[@]}" --users "$n" --user-prefix "i${g}x" \
     --key-cache "$WORK/keys-idle-$g.json" --connections "$n" --ramp-rate "$rate" \
-    --hold $((SECONDS_SOAK + TAIL)) &
+    --hold "$HOLD" &
   PIDS+=($!)
   IDLE_LOOPS+=($!)
 done

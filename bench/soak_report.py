@@ -458,8 +458,10 @@ def report(_args):
         drift = {"from_kb": a, "to_kb": b, "pct": round((b - a) / a * 100, 2) if a else None,
                  "from_t": round(half[0]["t"] - events["churn_start"], 1),
                  "to_t": round(half[-1]["t"] - events["churn_start"], 1)}
-    # Held connections during churn: the minimum must stay at the idle connections.
-    min_held = min((s["established"] for s in churn), default=None)
+    # Held connections during the churn window as scheduled (a run may overrun it while the
+    # idle connections close): never fewer than the idle connections.
+    scheduled_end = events.get("churn_start", 0) + float(settings["seconds"])
+    min_held = min((s["established"] for s in churn if s["t"] <= scheduled_end), default=None)
 
     checks = []
 
