@@ -95,8 +95,9 @@ for v in CONNECTIONS SECONDS_SOAK IDLE_GENERATORS ITERATION LOGIN_USERS PAIRS EX
   FD_SLACK OFFLINE_ACCOUNTS; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number (got ${!v})"
 done
-[ "$CONNECTIONS" -ge "$IDLE_GENERATORS" ] && [ "$IDLE_GENERATORS" -ge 1 ] ||
+if [ "$IDLE_GENERATORS" -lt 1 ] || [ "$IDLE_GENERATORS" -gt "$CONNECTIONS" ]; then
   die "SOAK_IDLE_GENERATORS must be between 1 and SOAK_CONNECTIONS"
+fi
 [ "$SECONDS_SOAK" -ge 5 ] || die "SOAK_SECONDS must be at least 5"
 
 # ---------------------------------------------------------------- build
