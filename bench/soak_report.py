@@ -11,6 +11,8 @@
       appends one JSON line every S seconds to FILE about process PID (RSS, PSS, open file
       descriptors, threads, CPU) and the server's TCP connections on PORT, until the stop
       file exists or the process is gone.
+  svg --json soak.json --out soak.svg [--stamp TEXT]
+      draws the plot again from a soak.json.
   report
       reads the work folder (samples, events, every tern-load report, tern.log; paths
       and settings come from the environment, see main()) and writes soak.json, soak.md and
@@ -250,7 +252,7 @@ def scan_log(path):
 
 
 def fmt_mb(kb):
-    return "–" if kb is None else f"{kb / 1024:.1f} MB"
+    return "–" if kb is None else f"{kb / 1024:.1f} MiB"
 
 
 def polyline(points, x0, x1, y0, y1, xmin, xmax, ymin, ymax):
@@ -288,12 +290,25 @@ def svg_plot(samples, events, title):
     xmax = max(xs[-1], 1)
     width, left, right = 900, 80, 20
     panel_h, gap, top = 170, 40, 50
+    rss = [(x, s["rss_kb"] / 1024) for x, s in zip(xs, samples)]
     panels = [
-        ("Memory (MB)", [("RSS", "#d62728", [(x, s["rss_kb"] / 1024) for x, s in zip(xs, samples)]),
-                         ("PSS", "#ff9896", [(x, (s["pss_kb"] or 0) / 1024) for x, s in zip(xs, samples)])]),
-        ("Open file descriptors", [("fds", "#1f77b4", [(x, s["fds"]) for x, s in zip(xs, samples)])]),
+        ("Memory (MiB)", [("RSS", "#d62728", rss),
+                          ("PSS", "#ff9896", [(x, (s["pss_kb"] or 0) / 1024) for x, s in zip(xs, samples)])],
+         None),
+    ]
+    if "churn_start" in events and "churn_end" in events:
+        lo, hi = events["churn_start"] - t0, events["churn_end"] - t0
+        zoom = [(x, y) for x, y in rss if lo <= x <= hi]
+        if zoom:
+            ys = [y for _, y in zoom]
+            pad = max((max(ys) - min(ys)) * 0.2, 0.5)
+            panels.append(("RSS during the churn window (MiB, zoomed)",
+                           [("RSS", "#d62728", zoom)], (min(ys) - pad, max(ys) + pad)))
+    panels += [
+        ("Open file descriptors", [("fds", "#1f77b4", [(x, s["fds"]) for x, s in zip(xs, samples)])],
+         None),
         ("Established connections (server side)",
-         [("connections", "#2ca02c", [(x, s["established"]) for x, s in zip(xs, samples)])]),
+         [("connections", "#2ca02c", [(x, s["established"]) for x, s in zip(xs, samples)])], None),
     ]
     height = top + len(panels) * (panel_h + gap) + 20
     o = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
@@ -303,10 +318,14 @@ def svg_plot(samples, events, title):
     shades = [("churn_start", "churn_end", "#fff3cd", "churn"),
               ("ramp_start", "ramp_done", "#e8f4fd", "ramp")]
     x0, x1 = left, width - right
-    for i, (label, series) in enumerate(panels):
+    for i, (label, series, yrange) in enumerate(panels):
         py0 = top + i * (panel_h + gap)
         py1 = py0 + panel_h
-        ymax = nice_max(max((y for _, _, pts in series for _, y in pts), default=1))
+        if yrange:
+            ymin, ymax = yrange
+        else:
+            ymin = 0
+            ymax = nice_max(1.05 * max((y for _, _, pts in series for _, y in pts), default=1))
         for a, b, colour, name in shades:
             if a in events and b in events:
                 sx = x0 + (events[a] - t0) / xmax * (x1 - x0)
@@ -314,26 +333,27 @@ def svg_plot(samples, events, title):
                 o.append(f"<rect x='{sx:.1f}' y='{py0}' width='{max(ex - sx, 0):.1f}' "
                          f"height='{panel_h}' fill='{colour}'/>")
                 if i == 0:
-                    o.append(f"<text x='{sx:.1f}' y='{py0 - 6 if name == 'ramp' else py0 + 12}' "
+                    o.append(f"<text x='{sx + 3:.1f}' y='{py1 - 6 if name == 'ramp' else py1 - 20}' "
                              f"fill='#888'>{name}</text>")
         o.append(f"<rect x='{x0}' y='{py0}' width='{x1 - x0}' height='{panel_h}' fill='none' stroke='#999'/>")
         o.append(f"<text x='{x0}' y='{py0 - 6}' font-weight='bold'>{label}</text>")
         for k in range(5):
-            yv = ymax * k / 4
+            yv = ymin + (ymax - ymin) * k / 4
             yy = py1 - k / 4 * panel_h
             o.append(f"<line x1='{x0}' x2='{x1}' y1='{yy:.1f}' y2='{yy:.1f}' stroke='#eee'/>")
-            txt = f"{yv:.0f}" if ymax >= 10 else f"{yv:.2f}"
+            txt = f"{yv:.0f}" if ymax - ymin >= 40 else f"{yv:.1f}" if ymax - ymin >= 4 else f"{yv:.2f}"
             o.append(f"<text x='{x0 - 5}' y='{yy + 4:.1f}' text-anchor='end'>{txt}</text>")
         for k in range(7):
             xv = xmax * k / 6
             xx = x0 + k / 6 * (x1 - x0)
             o.append(f"<text x='{xx:.1f}' y='{py1 + 14}' text-anchor='middle'>{xv:.0f} s</text>")
-        lx = x1 - 10
+        lx = x1
         for name, colour, pts in series:
             o.append(f"<polyline fill='none' stroke='{colour}' stroke-width='1.5' points='"
-                     + polyline(pts, x0, x1, py0, py1, 0, xmax, 0, ymax) + "'/>")
-            o.append(f"<text x='{lx}' y='{py0 + 14}' text-anchor='end' fill='{colour}'>{name}</text>")
-            lx -= 70
+                     + polyline(pts, x0, x1, py0, py1, 0, xmax, ymin, ymax) + "'/>")
+            o.append(f"<text x='{lx}' y='{py0 - 6}' text-anchor='end' fill='{colour}' "
+                     f"font-weight='bold'>{name}</text>")
+            lx -= 50
     o.append("</svg>")
     return "\n".join(o)
 
@@ -627,6 +647,14 @@ def main():
         sample(args)
     elif command == "report":
         return report(args)
+    elif command == "svg":
+        with open(args["json"]) as f:
+            data = json.load(f)
+        st = data["settings"]
+        title = (f"Tern soak: {st['connections']} held connections + churn, {st['seconds']} s "
+                 f"({args.get('stamp', '')})")
+        with open(args["out"], "w") as f:
+            f.write(svg_plot(data["samples"], data["events"], title) + "\n")
     else:
         sys.exit(f"unknown command {command}")
     return 0
