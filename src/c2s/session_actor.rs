@@ -388,7 +388,8 @@ fn acknowledge(state: &mut Sm, h: u32) -> Result<(), StreamError> {
     Ok(())
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+/// Sleeps until `deadline`; never wakes without one (a `select!` branch that is off).
+pub(super) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,

@@ -127,7 +127,7 @@ async fn read_loop(
             }
             // A silent client: is anyone still there? (Dead TCP connections otherwise
             // linger until the kernel gives up, hours later.)
-            _ = sleep_until(wake_at) => {
+            _ = super::session_actor::sleep_until(wake_at) => {
                 if dormant_at.take().is_some() {
                     conn.inner.framer.hibernate();
                 } else {
@@ -213,13 +213,6 @@ async fn read_loop(
 /// Silence after which a session's parser is released (it is rebuilt when the client
 /// speaks again): most clients sit idle most of the time, and a parser costs kilobytes.
 const DORMANT_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// The configured read throttles (bytes, stanzas), if any.
 fn throttles(
