@@ -4,12 +4,18 @@
 //!
 //! Options: `max_messages` per account (default 1000); past it the sender gets
 //! `service-unavailable` with a text saying the store is full.
+//!
+//! Storing and delivering take the account's lock, and a resource is marked available
+//! before delivery starts: a message that raced a login is either in the store when
+//! delivery reads it or finds the new resource when it takes the lock, and two logins
+//! at once cannot both receive the queue.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::api::*;
+use crate::keyed_lock::KeyedLocks;
 use crate::modules::presence::InitialPresence;
 
 pub const MODULE: ModuleDescriptor = ModuleDescriptor {
@@ -25,6 +31,7 @@ struct State {
     max_messages: usize,
     /// Orders messages stored within the same nanosecond.
     counter: AtomicU64,
+    accounts: KeyedLocks,
 }
 
 fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
@@ -34,6 +41,7 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
             .integer("max_messages", 1..=1_000_000)
             .unwrap_or(1000) as usize,
         counter: AtomicU64::new(0),
+        accounts: KeyedLocks::default(),
     });
     ctx.add_feature("msgoffline");
 
@@ -42,9 +50,11 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
         let state = s.clone();
         Box::pin(async move { store(&state, event).await })
     });
-    ctx.hook::<InitialPresence, _>(0, |event| {
+    let s = state.clone();
+    ctx.hook::<InitialPresence, _>(0, move |event| {
+        let state = s.clone();
         Box::pin(async move {
-            deliver(&event.host, &event.session).await;
+            deliver(&state, &event.host, &event.session).await;
             Ok(Flow::Continue)
         })
     });
@@ -61,6 +71,16 @@ async fn store(state: &State, event: &mut UndeliverableMessage) -> HandlerResult
         return Ok(Flow::Continue);
     }
     let host = &event.host;
+    let _account = state.accounts.lock(&event.user).await;
+    // A resource became available since the router looked: it gets the message now,
+    // since its login delivery has run or waits behind this lock and would miss it.
+    let available = crate::router::available_resources(host, &event.user);
+    if !available.is_empty() {
+        for session in crate::router::top_priority(available) {
+            session.send(event.stanza.clone());
+        }
+        return Ok(Flow::Handled);
+    }
     let prefix = format!("{}/", event.user);
     let stored = host
         .storage()
@@ -100,10 +120,11 @@ async fn store(state: &State, event: &mut UndeliverableMessage) -> HandlerResult
     Ok(Flow::Handled)
 }
 
-async fn deliver(host: &Arc<Host>, session: &SessionHandle) {
+async fn deliver(state: &State, host: &Arc<Host>, session: &SessionHandle) {
     let Some(user) = session.jid().node().map(|n| n.to_string()) else {
         return;
     };
+    let _account = state.accounts.lock(&user).await;
     let prefix = format!("{user}/");
     let stored = match host.storage().scan(&host.name, STORE, &prefix) {
         Ok(stored) => stored,

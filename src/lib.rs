@@ -44,6 +44,7 @@ pub mod config;
 pub mod events;
 pub mod host;
 pub mod items;
+pub mod keyed_lock;
 pub mod module;
 pub mod router;
 pub mod sasl;

@@ -6,7 +6,7 @@
 
 pub mod store;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use crate::api::*;
@@ -26,20 +26,12 @@ pub const MODULE: ModuleDescriptor = ModuleDescriptor {
 #[derive(Default)]
 pub struct RosterService {
     /// One lock per account: read-modify-write of a roster must not interleave.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: crate::keyed_lock::KeyedLocks,
     /// Sessions that asked for the roster get pushes (RFC 6121 §2.1.6).
     interested: Mutex<HashSet<SessionId>>,
 }
 
 impl RosterService {
-    fn lock_for(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        if locks.len() > 10_000 {
-            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-        }
-        locks.entry(user.to_string()).or_default().clone()
-    }
-
     pub fn read(&self, host: &Host, user: &str) -> Result<Roster, StanzaError> {
         Roster::load(host, user).map_err(internal)
     }
@@ -52,8 +44,7 @@ impl RosterService {
         user: &str,
         change: impl FnOnce(&mut Roster) -> (R, Vec<String>),
     ) -> Result<R, StanzaError> {
-        let lock = self.lock_for(user);
-        let _guard = lock.lock().await;
+        let _guard = self.locks.lock(user).await;
         let mut roster = Roster::load(host, user).map_err(internal)?;
         let before = roster.clone();
         let (result, changed) = change(&mut roster);

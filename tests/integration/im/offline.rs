@@ -185,3 +185,97 @@ ping_timeout = 1"#,
     drop(juliet);
     Ok(())
 }
+
+/// Messages keep arriving while two resources of the recipient log in at once: each
+/// message reaches exactly one of them (live or from the store), none is delivered twice,
+/// and none is left in the store for a later login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_racing_two_logins_arrive_exactly_once() -> anyhow::Result<()> {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .config_toml(
+            r#"modules_enabled = ["disco", "ping", "roster", "presence", "offline"]
+[modules.offline]
+max_messages = 100000
+[limits]
+rate = 0
+stanza_rate = 0"#,
+        )
+        .start()
+        .await?;
+    for round in 0..8 {
+        let mut romeo = server.client("romeo").await?;
+        let mut high = server.client("juliet").await?;
+        let mut low = server.client("juliet").await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let sender = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut sent = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    romeo
+                        .send_str(&format!(
+                            "<message to='juliet@localhost' type='chat' id='r{round}-{sent}'><body>{sent}</body></message>"
+                        ))
+                        .await?;
+                    sent += 1;
+                    // A steady trickle (the recipients read only at the end).
+                    if sent % 4 == 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                }
+                romeo.sync().await?;
+                anyhow::Ok(sent)
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        // Different priorities: a live message goes to one resource only, as a stored
+        // one does.
+        let (a, b) = tokio::join!(
+            high.send_str("<presence><priority>5</priority></presence>"),
+            low.send_str("<presence><priority>1</priority></presence>"),
+        );
+        a?;
+        b?;
+        let (a, b) = tokio::join!(high.sync(), low.sync());
+        a?;
+        b?;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        stop.store(true, Ordering::Relaxed);
+        let sent = sender.await??;
+        let mut received: HashMap<String, usize> = HashMap::new();
+        for client in [&mut high, &mut low] {
+            loop {
+                let next = tokio::time::timeout(
+                    std::time::Duration::from_millis(300),
+                    client.expect_where(|s| s.name() == "message"),
+                )
+                .await;
+                let Ok(message) = next else { break };
+                let id = message?.attr("id").unwrap_or_default().to_string();
+                *received.entry(id).or_default() += 1;
+            }
+        }
+        let twice: Vec<_> = received.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "round {round}: delivered twice: {twice:?}"
+        );
+        let stored = server
+            .server()
+            .storage()
+            .scan("localhost", "offline", "juliet/")?;
+        assert!(
+            stored.is_empty(),
+            "round {round}: {} of {sent} messages left in the store",
+            stored.len()
+        );
+        assert_eq!(received.len(), sent, "round {round}: messages lost");
+    }
+    Ok(())
+}
