@@ -6,8 +6,32 @@ use std::sync::Arc;
 use super::{InitialPresence, State};
 use crate::api::*;
 
-/// A session's undirected presence: tell its subscribers and the account's resources.
-pub(super) async fn from_session(state: &Arc<State>, session: &SessionHandle, mut stanza: Element) {
+fn account_of(session: &SessionHandle) -> String {
+    session
+        .jid()
+        .node()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
+/// A session's undirected presence, as its client sent it. The account's presence
+/// changes take turns with the end of its sessions: a session that has already left
+/// the table (its end is being, or has been, announced) announces nothing more, so an
+/// "available" cannot overtake the "unavailable" that ends it.
+pub(super) async fn from_session(state: &Arc<State>, session: &SessionHandle, stanza: Element) {
+    let _account = state.accounts.lock(&account_of(session)).await;
+    let current = state
+        .host
+        .session(session.jid())
+        .is_some_and(|s| s.same_session(session));
+    if current {
+        broadcast(state, session, stanza).await;
+    }
+}
+
+/// Tells the session's subscribers and the account's resources; the caller holds the
+/// account's lock.
+async fn broadcast(state: &Arc<State>, session: &SessionHandle, mut stanza: Element) {
     let full = session.jid().to_string();
     let own = session.jid().to_bare();
     let user = own.node().map(|n| n.to_string()).unwrap_or_default();
@@ -104,6 +128,7 @@ pub(super) async fn from_session(state: &Arc<State>, session: &SessionHandle, mu
 
 /// The session ended: if it was available, everyone who saw it gets unavailable.
 pub(super) async fn session_gone(state: &Arc<State>, session: &SessionHandle) {
+    let _account = state.accounts.lock(&account_of(session)).await;
     let was_available = state
         .sessions
         .lock()
@@ -119,7 +144,7 @@ pub(super) async fn session_gone(state: &Arc<State>, session: &SessionHandle) {
         .is_some_and(|current| !current.same_session(session) && current.is_available());
     if was_available && !superseded {
         let unavailable = element("presence", ns::CLIENT).with("type", "unavailable");
-        from_session(state, session, unavailable).await;
+        broadcast(state, session, unavailable).await;
     }
     state
         .sessions

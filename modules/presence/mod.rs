@@ -42,6 +42,8 @@ pub(crate) struct State {
     host: Arc<Host>,
     roster: Arc<RosterService>,
     sessions: Mutex<HashMap<SessionId, SessionPresence>>,
+    /// Serialises each account's broadcasts with the ends of its sessions.
+    accounts: crate::keyed_lock::KeyedLocks,
 }
 
 impl State {
@@ -62,6 +64,7 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
         host: ctx.host().clone(),
         roster,
         sessions: Mutex::new(HashMap::new()),
+        accounts: Default::default(),
     });
     // RFC 6121 §3.4: pre-approvals are supported, so they MUST be advertised.
     ctx.add_item(Arc::new(crate::host::StreamFeature(element(
@@ -113,6 +116,11 @@ async fn outbound(state: &Arc<State>, event: &mut OutgoingStanza) -> HandlerResu
     else {
         return Ok(Flow::Continue);
     };
+    if session.id() != event.origin.id {
+        // The sender's session was replaced by a new bind of the same full JID: what it
+        // said must not be taken as the newcomer's presence.
+        return Ok(Flow::Handled);
+    }
     match (event.stanza.attr("to").is_some(), presence_type.as_str()) {
         (false, "" | "unavailable") => {
             broadcast::from_session(state, &session, event.stanza.clone()).await;

@@ -3,6 +3,7 @@
 mod account;
 mod durability;
 mod offline;
+mod presence_race;
 mod roster;
 mod state_table;
 mod subscriptions;
