@@ -43,17 +43,20 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
                     let resume = wants_resume && !resume_timeout.is_zero();
                     if session
                         .sm_enable(&event.host, resume, resume_timeout)
+                        .await
                         .is_none()
                     {
-                        session.send_nonza(
-                            element("failed", NS_SM)
-                                .with_child(element("unexpected-request", ns::STANZAS_ERR)),
-                        );
+                        session
+                            .send_nonza(
+                                element("failed", NS_SM)
+                                    .with_child(element("unexpected-request", ns::STANZAS_ERR)),
+                            )
+                            .await;
                     }
                 }
-                "r" => session.sm_answer(),
+                "r" => session.sm_answer().await,
                 "a" => match event.element.attr("h").and_then(|h| h.parse::<u32>().ok()) {
-                    Some(h) => session.sm_client_ack(h),
+                    Some(h) => session.sm_client_ack(h).await,
                     None => session.close(Some(crate::stanza::StreamError::with_text(
                         crate::stanza::StreamErrorCondition::InvalidXml,
                         "<a/> needs a numeric 'h'",

@@ -188,20 +188,17 @@ impl SessionHandle {
         }
     }
     /// Sends a control command to the session task, in order with the stanzas. Waits for
-    /// room when the queue is full (control must not be dropped).
-    pub(crate) fn control(&self, command: Outbound) {
-        let tx = self.shared.tx.clone();
-        if let Err(mpsc::error::TrySendError::Full(command)) = tx.try_send(command) {
-            tokio::spawn(async move {
-                let _ = tx.send(command).await;
-            });
-        }
+    /// room when the queue is full: control must not be dropped, nor overtaken by a
+    /// stanza queued after it (as a command parked in a task of its own would be).
+    pub(crate) async fn control(&self, command: Outbound) {
+        // Err only when the session task is gone, and then there is nobody to tell.
+        let _ = self.shared.tx.send(command).await;
     }
 
     /// XEP-0198: turns stream management on. With `resume`, the session survives a lost
     /// connection for `resume_timeout` and can be resumed with the returned id. `None`
     /// when it was already enabled.
-    pub fn sm_enable(
+    pub async fn sm_enable(
         &self,
         host: &crate::host::Host,
         resume: bool,
@@ -223,7 +220,8 @@ impl SessionHandle {
         self.control(Outbound::Sm(Box::new(crate::c2s::SmCommand::Enable {
             id: id.clone(),
             resume_timeout: resume.then_some(resume_timeout),
-        })));
+        })))
+        .await;
         Some(id)
     }
 
@@ -252,18 +250,20 @@ impl SessionHandle {
     }
 
     /// Writes a top-level element that is not a stanza (e.g. XEP-0198's `<failed/>`).
-    pub fn send_nonza(&self, element: Element) {
-        self.control(Outbound::Nonza(Box::new(element)));
+    pub async fn send_nonza(&self, element: Element) {
+        self.control(Outbound::Nonza(Box::new(element))).await;
     }
 
     /// The client asked `<r/>`: answer `<a h=.../>` in order with the stanzas.
-    pub fn sm_answer(&self) {
-        self.control(Outbound::Sm(Box::new(crate::c2s::SmCommand::Answer)));
+    pub async fn sm_answer(&self) {
+        self.control(Outbound::Sm(Box::new(crate::c2s::SmCommand::Answer)))
+            .await;
     }
 
     /// The client acknowledged `h` stanzas.
-    pub fn sm_client_ack(&self, h: u32) {
-        self.control(Outbound::Sm(Box::new(crate::c2s::SmCommand::Acked(h))));
+    pub async fn sm_client_ack(&self, h: u32) {
+        self.control(Outbound::Sm(Box::new(crate::c2s::SmCommand::Acked(h))))
+            .await;
     }
 
     pub fn is_inactive(&self) -> bool {
@@ -333,4 +333,65 @@ pub struct TopLevelElement {
     pub host: std::sync::Arc<crate::host::Host>,
     pub session: SessionHandle,
     pub element: Element,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xml::ElementExt;
+
+    fn handle(capacity: usize) -> (SessionHandle, mpsc::Receiver<Outbound>) {
+        let jid = FullJid::new("romeo@localhost/phone").expect("jid");
+        let info = SessionInfo {
+            id: 1,
+            host: "localhost".into(),
+            peer: "127.0.0.1:5222".parse().expect("addr"),
+            secure: false,
+            direct_tls: false,
+            username: Some("romeo".into()),
+            jid: Some(jid.clone()),
+            lang: "en".into(),
+        };
+        let (tx, rx) = mpsc::channel(capacity);
+        (SessionHandle::new(Arc::new(info), jid, tx), rx)
+    }
+
+    fn describe(message: Option<Outbound>) -> String {
+        match message {
+            Some(Outbound::Stanza(stanza)) => stanza.attr("id").unwrap_or("?").to_string(),
+            Some(Outbound::Nonza(element)) => element.name().to_string(),
+            Some(Outbound::Close(_)) => "close".into(),
+            Some(Outbound::Sm(_)) => "sm".into(),
+            None => "nothing".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_on_a_full_queue_waits_its_turn_and_is_not_overtaken() {
+        let (session, mut rx) = handle(2);
+        for id in ["a1", "a2"] {
+            assert!(session.send(Element::bare("message", "jabber:client").with("id", id)));
+        }
+        let caller = {
+            let session = session.clone();
+            tokio::spawn(async move {
+                session
+                    .send_nonza(Element::bare("r", "urn:xmpp:sm:3"))
+                    .await;
+                session.send(Element::bare("message", "jabber:client").with("id", "b"))
+            })
+        };
+        // The command is waiting for room.
+        tokio::task::yield_now().await;
+        assert!(!caller.is_finished());
+        let mut order = vec![describe(rx.recv().await), describe(rx.recv().await)];
+        assert!(
+            caller.await.expect("caller"),
+            "the stanza after it was refused"
+        );
+        order.push(describe(rx.recv().await));
+        order.push(describe(rx.recv().await));
+        assert_eq!(order, ["a1", "a2", "r", "b"]);
+        assert!(!session.is_closing());
+    }
 }

@@ -79,12 +79,14 @@ pub(crate) async fn resume(
     let (reader, writer_half) = tokio::io::split(io);
     let (done_tx, done_rx) = oneshot::channel();
     let connection = server.next_session_id();
-    handle.control(Outbound::Sm(Box::new(SmCommand::Attach {
-        connection,
-        writer: writer_half,
-        done: done_tx,
-        client_h,
-    })));
+    handle
+        .control(Outbound::Sm(Box::new(SmCommand::Attach {
+            connection,
+            writer: writer_half,
+            done: done_tx,
+            client_h,
+        })))
+        .await;
     read_loop(
         &server,
         &host,
@@ -200,7 +202,10 @@ async fn read_loop(
                 // XEP-0198: a resumable session waits for the client to come back.
                 if handle.sm_resume_id().is_some() {
                     tracing::debug!(jid = %jid, reason, "connection lost");
-                    handle.control(Outbound::Sm(Box::new(SmCommand::Detach { connection })));
+                    let detach =
+                        handle.control(Outbound::Sm(Box::new(SmCommand::Detach { connection })));
+                    // Boxed: held inline, the send would enlarge every idle session.
+                    Box::pin(detach).await;
                 } else {
                     handle.close(None);
                 }
