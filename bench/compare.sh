@@ -14,10 +14,10 @@
 # other rustc processes, default 600), BENCH_SERVER_CPU / BENCH_GEN_CPU (0 / 1),
 # BENCH_KEEP=1 (keep the work folder with every server's log).
 #
-# Per server: `bench/peers/<server>.sh prepare` writes its config (bench/peers/*.in) in a
-# throwaway folder and creates the accounts; a first run (not measured) gives every account
-# a roster of 20 contacts (tern-load rosters: jabber:iq:roster sets from the clients) and
-# fills tern-load's SCRAM key cache; then
+# Per server: `bench/peers/<server>.sh prepare` writes its config (bench/peers/*.in; Tern's
+# from bench/lib/tern-config.sh) in a throwaway folder and creates the accounts; a first run
+# (not measured) gives every account a roster of 20 contacts (tern-load rosters:
+# jabber:iq:roster sets from the clients) and fills tern-load's SCRAM key cache; then
 #   startup        x reps: tern-load execs the server, time to the first login, 10 s idle
 #   rounds         x reps, each on a fresh server: LEVEL idle connections held by a second
 #                  tern-load (memory per connection), and on top of them logins, messages
@@ -284,7 +284,7 @@ for server in "${SERVER_LIST[@]}"; do
   export PEER_DIR="$WORK/$server"
   mkdir -p "$PEER_DIR/reports"
   : >"$PEER_DIR/commands.tsv"
-  read -r PEER_PORT EJ_DIST_PORT < <(peer_free_ports 2)
+  read -r PEER_PORT EJ_DIST_PORT < <(free_ports 2)
   export PEER_PORT EJ_DIST_PORT
   note "$server: prepare ($USERS accounts) in $PEER_DIR, port $PEER_PORT"
   prepare_start=$(date +%s)

@@ -8,20 +8,21 @@
 #   bench/run.sh --peers [--scale] [--smoke] ...
 #                           # Tern, Prosody and ejabberd side by side: runs bench/compare.sh
 #
-# Steps: builds tern and tern-load (release, CARGO_BUILD_JOBS=1 unless set); waits until no
-# other rustc runs (BENCH_QUIET_WAIT seconds, default 600; not with --smoke); writes a
-# throwaway config (require_encryption, sled storage, the default modules plus
-# external_services with 1 STUN and 3 TURN REST services, no credential rate limit) in a
-# work folder; adds accounts u0..u{N-1} with password pw offline (`tern adduser`); starts
-# tern on two free loopback ports, which generates its ECDSA certificate; logs every account
-# in once to fill tern-load's SCRAM key cache (--key-cache; not measured) and restarts tern
-# fresh; pins the server to CPU 0 and the generator to CPU 1 (taskset, when there are 2 CPUs or more); raises
-# `ulimit -n` to the hard limit; runs each scenario; stops tern; writes
-# bench/results/tern-<UTC time>.json (every report plus the machine, commit and commands)
-# and bench/results/latest.md (a summary). --smoke writes to bench/results/smoke/ instead
-# (not tracked by git). Exit status 1 if a scenario failed or lost anything (a failed
-# login, a message not delivered, a request not answered); a generator-bound run is
-# flagged in the summary but is not a failure.
+# Steps: builds tern and tern-load (release, CARGO_BUILD_JOBS=1 unless set); waits until
+# no other rustc runs (BENCH_QUIET_WAIT seconds, default 600; not with --smoke); writes a
+# throwaway config (bench/lib/tern-config.sh: require_encryption, sled storage, the
+# default modules plus external_services with 1 STUN and 3 TURN REST services, no
+# credential rate limit) in a work folder; adds accounts u0..u{N-1} with password pw
+# offline (`tern adduser`); starts tern on two free loopback ports, which generates its
+# ECDSA certificate; logs every account in once to fill tern-load's SCRAM key cache
+# (--key-cache; not measured) and restarts tern fresh; pins the server to CPU 0 and the
+# generator to CPU 1 (taskset, when there are 2 CPUs or more); raises `ulimit -n` to the
+# hard limit; runs each scenario; stops tern; writes bench/results/tern-<UTC time>.json
+# (every report plus the machine, commit and commands) and bench/results/latest.md (a
+# summary). --smoke writes to bench/results/smoke/ instead (not tracked by git). Exit
+# status 1 if a scenario failed or lost anything (a failed login, a message not delivered,
+# a request not answered); a generator-bound run is flagged in the summary but is not a
+# failure.
 #
 # Sizes can be overridden from the environment: BENCH_CONNECTIONS, BENCH_HOLD, BENCH_RAMP_RATE,
 # BENCH_LOGIN_RATE, BENCH_LOGIN_DURATION, BENCH_PAIRS, BENCH_MSG_RATE, BENCH_MSG_DURATION,
@@ -33,6 +34,8 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=lib/tern-config.sh
+. "$HERE/lib/tern-config.sh"
 COMMAND="bench/run.sh${*:+ $*}"
 
 # --peers: Tern side by side with Prosody and ejabberd, a separate script (its own options:
@@ -172,68 +175,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-read -r PORT PORT_TLS < <(python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(2):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*(s.getsockname()[1] for s in socks))
-EOF
-)
+read -r PORT PORT_TLS < <(free_ports 2)
 TURN_HOST=turn.example.org
-cat >"$WORK/tern.toml" <<EOF
-data_dir = "data"
-storage = "sled"
-require_encryption = true
-modules_enabled = [
-    "disco", "ping", "version", "time",
-    "roster", "presence", "offline", "vcard", "last",
-    "private", "blocklist", "carbons", "csi", "smacks",
-    "register", "external_services",
-]
-
-[listen]
-c2s = ["127.0.0.1:$PORT"]
-c2s_direct_tls = ["127.0.0.1:$PORT_TLS"]
-
-[tls]
-certs_dir = "certs"
-
-# Throttles off, as for the peers: they would measure the limit, not the server.
-[limits]
-rate = 0
-stanza_rate = 0
-
-[hosts.$DOMAIN]
-
-[modules.external_services]
-host = "$TURN_HOST"
-secret = "bench-secret-not-for-production"
-ttl = 86400
-rate_limit = false
-
-[[modules.external_services.services]]
-type = "stun"
-transport = "udp"
-port = 3478
-
-[[modules.external_services.services]]
-type = "turn"
-transport = "udp"
-port = 3478
-
-[[modules.external_services.services]]
-type = "turn"
-transport = "tcp"
-port = 3478
-
-[[modules.external_services.services]]
-type = "turns"
-transport = "tcp"
-port = 5349
-EOF
+write_tern_config --domain "$DOMAIN" --c2s "$PORT" --direct-tls "$PORT_TLS" \
+  --modules "$TERN_BENCH_MODULES" --no-throttle \
+  --turn-host "$TURN_HOST" --turn-secret bench-secret-not-for-production --turn-ttl 86400 \
+  >"$WORK/tern.toml"
 CONFIG="$WORK/tern.toml"
 CA="$WORK/certs/$DOMAIN.crt"
 

@@ -10,20 +10,21 @@
 #   bench/soak.sh --help
 #
 # Steps: release build of tern and tern-load (CARGO_BUILD_JOBS=1 unless set); a throwaway
-# config in a work folder (sled, require_encryption, the default modules plus
-# external_services with 1 STUN and 3 TURN REST services and no credential rate limit,
-# `[limits] rate = 0` and `stanza_rate = 0` so nothing is throttled); accounts: the first
-# SOAK_OFFLINE_ACCOUNTS with `tern adduser` (one process each, offline, timed), the rest
-# through the running server's admin socket (one connection, bench/soak_report.py adduser);
-# a fresh server; `ulimit -n` raised to the hard limit; the idle connections logged in at
-# SOAK_RAMP_RATE per second (SOAK_IDLE_GENERATORS tern-load processes share them); when all
-# are up, the churn loops for SOAK_SECONDS; then the idle connections close, and after
-# SOAK_SETTLE seconds the last sample. Checks (bench/soak_report.py report): every tern-load
-# run exited 0 with 0 failed / lost / errors; every idle connection held throughout; open fds
-# back to the baseline (± SOAK_FD_SLACK); no connection left on the server port; no
-# session left (server log: "session bound" minus "session closed"); no ERROR line and no
-# failed authentication in the server log; RSS flat in the second half of the churn window
-# (drift ≤ SOAK_RSS_DRIFT_PCT %). Exit status 1 if a check failed.
+# config in a work folder (bench/lib/tern-config.sh: sled, require_encryption, the default
+# modules plus external_services with 1 STUN and 3 TURN REST services and no credential
+# rate limit, `[limits] rate = 0` and `stanza_rate = 0` so nothing is throttled);
+# accounts: the first SOAK_OFFLINE_ACCOUNTS with `tern adduser` (one process each,
+# offline, timed), the rest through the running server's admin socket (one connection,
+# bench/soak_report.py adduser); a fresh server; `ulimit -n` raised to the hard limit; the
+# idle connections logged in at SOAK_RAMP_RATE per second (SOAK_IDLE_GENERATORS tern-load
+# processes share them); when all are up, the churn loops for SOAK_SECONDS; then the idle
+# connections close, and after SOAK_SETTLE seconds the last sample. Checks
+# (bench/soak_report.py report): every tern-load run exited 0 with 0 failed / lost /
+# errors; every idle connection held throughout; open fds back to the baseline (±
+# SOAK_FD_SLACK); no connection left on the server port; no session left (server log:
+# "session bound" minus "session closed"); no ERROR line and no failed authentication in
+# the server log; RSS flat in the second half of the churn window (drift ≤
+# SOAK_RSS_DRIFT_PCT %). Exit status 1 if a check failed.
 #
 # Output in SOAK_OUT (default docs/soak for a run of 10000+ connections and 600+ seconds,
 # bench/results/soak-dev otherwise, not tracked): soak.json (settings, samples, every
@@ -41,6 +42,8 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=lib/tern-config.sh
+. "$HERE/lib/tern-config.sh"
 
 for arg in "$@"; do
   case "$arg" in
@@ -165,67 +168,12 @@ trap 'exit 130' INT TERM
 event() { echo "$(date +%s.%N) $1" >>"$WORK/events.tsv"; }
 
 # ---------------------------------------------------------------- config
-read -r PORT PORT_TLS < <(python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(2):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*(s.getsockname()[1] for s in socks))
-EOF
-)
+read -r PORT PORT_TLS < <(free_ports 2)
 # A listening port inside the local range could be taken by a client's source port.
-cat >"$WORK/tern.toml" <<EOF
-data_dir = "data"
-storage = "sled"
-require_encryption = true
-modules_enabled = [
-    "disco", "ping", "version", "time",
-    "roster", "presence", "offline", "vcard", "last",
-    "private", "blocklist", "carbons", "csi", "smacks",
-    "register", "external_services",
-]
-
-[listen]
-c2s = ["127.0.0.1:$PORT"]
-c2s_direct_tls = ["127.0.0.1:$PORT_TLS"]
-
-[tls]
-certs_dir = "certs"
-
-[limits]
-rate = 0
-stanza_rate = 0
-
-[hosts.$DOMAIN]
-
-[modules.external_services]
-host = "$TURN_HOST"
-secret = "soak-secret-not-for-production"
-ttl = 86400
-rate_limit = false
-
-[[modules.external_services.services]]
-type = "stun"
-transport = "udp"
-port = 3478
-
-[[modules.external_services.services]]
-type = "turn"
-transport = "udp"
-port = 3478
-
-[[modules.external_services.services]]
-type = "turn"
-transport = "tcp"
-port = 3478
-
-[[modules.external_services.services]]
-type = "turns"
-transport = "tcp"
-port = 5349
-EOF
+write_tern_config --domain "$DOMAIN" --c2s "$PORT" --direct-tls "$PORT_TLS" \
+  --modules "$TERN_BENCH_MODULES" --no-throttle \
+  --turn-host "$TURN_HOST" --turn-secret soak-secret-not-for-production --turn-ttl 86400 \
+  >"$WORK/tern.toml"
 CONFIG="$WORK/tern.toml"
 CA="$WORK/certs/$DOMAIN.crt"
 "$TERN" check --config "$CONFIG" >"$WORK/check.log" 2>&1 || {

@@ -4,6 +4,10 @@
 # (its STARTTLS port), PEER_CERT / PEER_KEY (the shared ECDSA P-256 certificate),
 # PEER_DOMAIN, PEER_USERS, PEER_PASSWORD, PEER_TURN_HOST, PEER_TURN_SECRET.
 
+# free_ports and write_tern_config (Tern's config, shared with bench/run.sh and others).
+# shellcheck source-path=SCRIPTDIR source=../lib/tern-config.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/tern-config.sh"
+
 # One self-signed ECDSA P-256 certificate for DOMAIN in DIR/DOMAIN.crt and .key: all
 # three servers present the same one, so the TLS handshakes cost the same.
 peer_cert() {
@@ -13,19 +17,6 @@ peer_cert() {
     -keyout "$dir/$domain.key" -out "$dir/$domain.crt" -subj "/CN=$domain" \
     -addext "subjectAltName=DNS:$domain" -addext "basicConstraints=critical,CA:FALSE" \
     -addext "keyUsage=critical,digitalSignature" -addext "extendedKeyUsage=serverAuth" >/dev/null 2>&1
-}
-
-# N distinct free loopback TCP ports, space-separated.
-peer_free_ports() {
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*(s.getsockname()[1] for s in socks))
-PY
 }
 
 peer_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

@@ -29,6 +29,8 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=../../bench/lib/tern-config.sh
+. "$ROOT/bench/lib/tern-config.sh"
 VENV="$HERE/.venv"
 DOMAIN=localhost
 
@@ -107,63 +109,19 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-read -r PORT_STARTTLS PORT_TLS < <(python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(2):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*(s.getsockname()[1] for s in socks))
-EOF
-)
+read -r PORT_STARTTLS PORT_TLS < <(free_ports 2)
 
 # XEP-0215: what slixmpp_check.py and xmppjs_check.mjs expect (their EXTDISCO_SERVICES).
 EXTDISCO_HOST=turn.example.org
 EXTDISCO_SECRET=interop-secret
 EXTDISCO_TTL=600
 
-# The default modules (roster, presence, offline, ...) on every host, plus external_services.
-cat >"$WORK/tern.toml" <<EOF
-data_dir = "data"
-storage = "sled"
-require_encryption = true
-
-[listen]
-c2s = ["127.0.0.1:$PORT_STARTTLS"]
-c2s_direct_tls = ["127.0.0.1:$PORT_TLS"]
-
-[tls]
-certs_dir = "certs"
-
-[hosts.$DOMAIN]
-modules_enabled = ["external_services"]
-
-[modules.external_services]
-host = "$EXTDISCO_HOST"
-secret = "$EXTDISCO_SECRET"
-ttl = $EXTDISCO_TTL
-
-[[modules.external_services.services]]
-type = "stun"
-transport = "udp"
-port = 3478
-
-[[modules.external_services.services]]
-type = "turn"
-transport = "udp"
-port = 3478
-
-[[modules.external_services.services]]
-type = "turn"
-transport = "tcp"
-port = 3478
-
-[[modules.external_services.services]]
-type = "turns"
-transport = "tcp"
-port = 5349
-EOF
+# The default modules (roster, presence, offline, ...) on every host, plus external_services;
+# the server's default limits.
+write_tern_config --domain "$DOMAIN" --c2s "$PORT_STARTTLS" --direct-tls "$PORT_TLS" \
+  --host-modules external_services \
+  --turn-host "$EXTDISCO_HOST" --turn-secret "$EXTDISCO_SECRET" --turn-ttl "$EXTDISCO_TTL" \
+  >"$WORK/tern.toml"
 CONFIG="$WORK/tern.toml"
 CA="$WORK/certs/$DOMAIN.crt"
 
