@@ -247,25 +247,30 @@ impl Host {
 
     // ---- sessions ----
 
-    /// Adds a bound session. An existing session with the same full JID is replaced and
-    /// closed with a `conflict` stream error (RFC 6120 §7.7.2.2).
-    pub(crate) fn add_session(&self, handle: SessionHandle) {
+    /// Adds a bound session, unless the account already has `limit` sessions and this
+    /// one does not replace one of them (counted and added under one lock, so binds at
+    /// the same moment cannot both pass). A replaced session (same full JID) is closed
+    /// with a `conflict` stream error (RFC 6120 §7.7.2.2).
+    pub(crate) fn add_session(&self, handle: SessionHandle, limit: usize) -> bool {
         let jid = handle.jid().clone();
         let user = jid.node().map(|n| n.to_string()).unwrap_or_default();
         let resource = jid.resource().to_string();
-        let old = self
-            .sessions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(user)
-            .or_default()
-            .insert(resource, handle);
+        let old = {
+            let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
+            let resources = sessions.entry(user).or_default();
+            // `limit` is at least 1, so a refusal never leaves an empty entry behind.
+            if resources.len() >= limit && !resources.contains_key(&resource) {
+                return false;
+            }
+            resources.insert(resource, handle)
+        };
         if let Some(old) = old {
             old.close(Some(StreamError::with_text(
                 StreamErrorCondition::Conflict,
                 "replaced by a new session with the same resource",
             )));
         }
+        true
     }
 
     /// Removes the session if it is still the one registered under its JID.
@@ -442,5 +447,53 @@ impl Host {
     /// Builds a `<message/>`, `<presence/>` or `<iq/>` in `jabber:client`.
     pub fn stanza(name: &str) -> Element {
         Element::bare(name, ns::CLIENT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::SessionInfo;
+
+    fn session(resource: &str) -> SessionHandle {
+        let jid = FullJid::new(&format!("romeo@localhost/{resource}")).expect("jid");
+        let info = SessionInfo {
+            id: 1,
+            host: "localhost".into(),
+            peer: "127.0.0.1:5222".parse().expect("addr"),
+            secure: false,
+            direct_tls: false,
+            username: Some("romeo".into()),
+            jid: Some(jid.clone()),
+            lang: "en".into(),
+        };
+        // The receiver is dropped: these sessions are only counted.
+        let (tx, _) = tokio::sync::mpsc::channel(1);
+        SessionHandle::new(Arc::new(info), jid, tx)
+    }
+
+    #[test]
+    fn adding_sessions_from_many_threads_never_passes_the_limit() {
+        let host = Host::new(
+            BareJid::new("localhost").expect("jid"),
+            Weak::new(),
+            Arc::new(crate::storage::memory::MemoryStorage::default()),
+        );
+        let added: usize = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..16)
+                .map(|i| {
+                    let host = &host;
+                    scope.spawn(move || usize::from(host.add_session(session(&format!("r{i}")), 3)))
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().expect("worker")).sum()
+        });
+        assert_eq!(added, 3);
+        assert_eq!(host.session_count(), 3);
+        // At the limit, a bind that replaces one of the sessions still gets in.
+        let taken = host.sessions_of("romeo")[0].jid().resource().to_string();
+        assert!(host.add_session(session(&taken), 3));
+        assert!(!host.add_session(session("another"), 3));
+        assert_eq!(host.session_count(), 3);
     }
 }

@@ -318,8 +318,8 @@ pub(crate) async fn handle(
     ))
     .await;
     match negotiated {
-        Some(super::negotiation::Negotiated::Bound(conn, info)) => {
-            Box::pin(super::session_loop::run(server, conn, info)).await
+        Some(super::negotiation::Negotiated::Bound(conn, bound)) => {
+            Box::pin(super::session_loop::run(server, conn, bound)).await
         }
         Some(super::negotiation::Negotiated::Resumed(conn, handle, h)) => {
             Box::pin(super::session_loop::resume(server, conn, handle, h)).await

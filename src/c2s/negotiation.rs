@@ -43,11 +43,13 @@ struct Negotiation<'a> {
     unsent: Vec<u8>,
     /// Set when the client resumed a session (XEP-0198) instead of binding.
     resumed: Option<(crate::session::SessionHandle, u32)>,
+    /// Set when the client bound a resource: the session is in the host's table.
+    bound: Option<super::session_loop::NewSession>,
 }
 
 /// How negotiation ended for a connection that goes on.
 pub(crate) enum Negotiated {
-    Bound(Conn, SessionInfo),
+    Bound(Conn, super::session_loop::NewSession),
     /// XEP-0198: the connection takes over this session; the client received `h` stanzas.
     Resumed(Conn, crate::session::SessionHandle, u32),
 }
@@ -70,6 +72,7 @@ pub(crate) async fn negotiate(
         header_sent: false,
         unsent: Vec::new(),
         resumed: None,
+        bound: None,
     };
     let mut shutdown = server.shutdown_signal();
     let outcome = tokio::select! {
@@ -81,10 +84,11 @@ pub(crate) async fn negotiate(
         Err(error) => Err(error),
     };
     match outcome {
-        Ok(true) => Some(match negotiation.resumed.take() {
-            Some((handle, h)) => Negotiated::Resumed(negotiation.conn, handle, h),
-            None => Negotiated::Bound(negotiation.conn, negotiation.info),
-        }),
+        Ok(true) => match (negotiation.resumed.take(), negotiation.bound.take()) {
+            (Some((handle, h)), _) => Some(Negotiated::Resumed(negotiation.conn, handle, h)),
+            (None, Some(bound)) => Some(Negotiated::Bound(negotiation.conn, bound)),
+            (None, None) => None,
+        },
         Ok(false) => None,
         Err(error) => {
             tracing::debug!(peer = %negotiation.info.peer, %error, "negotiation failed");
@@ -752,23 +756,6 @@ impl Negotiation<'_> {
             Ok(bare) => bare,
             Err(_) => return Err(StreamError::new(StreamErrorCondition::InternalServerError)),
         };
-        // RFC 6120 §7.6.2.1: an account at its limit gets resource-constraint, unless
-        // the bind replaces one of its sessions.
-        if let Some(host) = self.server.host(&self.info.host) {
-            let sessions = host.sessions_of(&user);
-            let replaces = requested
-                .as_deref()
-                .is_some_and(|r| host.resource_in_use(&user, r));
-            if sessions.len() >= self.server.config().limits.max_sessions_per_account && !replaces {
-                let error =
-                    crate::stanza::StanzaError::new(crate::stanza::Condition::ResourceConstraint)
-                        .text("too many sessions for this account");
-                let mut reply = crate::stanza::error_reply(iq, &error);
-                reply.remove_attr("from");
-                self.send_element(&reply).await?;
-                return Ok(false);
-            }
-        }
         let full = match requested {
             Some(resource) => match bare.with_resource_str(&resource) {
                 Ok(full) => full,
@@ -783,6 +770,26 @@ impl Negotiation<'_> {
             },
             None => generated_resource(&bare),
         };
+        let Some(host) = self.server.host(&self.info.host) else {
+            return Err(StreamError::new(StreamErrorCondition::InternalServerError));
+        };
+        let mut info = self.info.clone();
+        info.jid = Some(full.clone());
+        let limit = self.server.config().limits.max_sessions_per_account;
+        // Counted and entered in one step, so concurrent binds cannot both pass the check.
+        let Some(bound) = super::session_loop::NewSession::enter(self.server, &host, info, limit)
+        else {
+            // RFC 6120 §7.6.2.1: an account at its limit gets resource-constraint, unless
+            // the bind replaces one of its sessions.
+            let error =
+                crate::stanza::StanzaError::new(crate::stanza::Condition::ResourceConstraint)
+                    .text("too many sessions for this account");
+            let mut reply = crate::stanza::error_reply(iq, &error);
+            reply.remove_attr("from");
+            self.send_element(&reply).await?;
+            return Ok(false);
+        };
+        self.bound = Some(bound);
         let reply = iq_result(
             iq,
             Some(

@@ -15,21 +15,54 @@ use crate::stanza::{iq_result, StreamError, StreamErrorCondition};
 use crate::xml::framer::{Frame, Framer};
 use crate::xml::{ns, ElementExt};
 
-pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo) {
-    let Some(host) = server.host(&info.host) else {
+/// A session that has bound its resource and is in the host's table, before its tasks
+/// run. Dropped unused (the bind's result could not be written), it leaves the table.
+pub(crate) struct NewSession {
+    host: Arc<Host>,
+    handle: SessionHandle,
+    rx: Option<mpsc::Receiver<Outbound>>,
+}
+
+impl NewSession {
+    /// Enters the bound session (`info.jid` set) in the host's table, unless the
+    /// account is at `limit` sessions and this one replaces none of them.
+    pub(crate) fn enter(
+        server: &ServerInner,
+        host: &Arc<Host>,
+        info: SessionInfo,
+        limit: usize,
+    ) -> Option<NewSession> {
+        let jid = info.jid.clone()?;
+        let (tx, rx) = mpsc::channel(server.config().limits.outbound_queue);
+        let handle = SessionHandle::new(Arc::new(info), jid, tx);
+        host.add_session(handle.clone(), limit).then(|| NewSession {
+            host: host.clone(),
+            handle,
+            rx: Some(rx),
+        })
+    }
+}
+
+impl Drop for NewSession {
+    fn drop(&mut self) {
+        if self.rx.is_some() {
+            self.host.remove_session(&self.handle);
+        }
+    }
+}
+
+pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, mut new: NewSession) {
+    let (Some(rx), host, handle) = (new.rx.take(), new.host.clone(), new.handle.clone()) else {
         return;
     };
-    let Some(jid) = info.jid.clone() else {
-        return;
-    };
-    let info = Arc::new(info);
+    drop(new);
+    let info = handle.info().clone();
+    let jid = handle.jid().clone();
     let Conn {
         io, framer, limits, ..
     } = conn;
     let (reader, writer_half) = tokio::io::split(io);
-    let (tx, rx) = mpsc::channel(server.config().limits.outbound_queue);
     let (done_tx, done_rx) = oneshot::channel();
-    let handle = SessionHandle::new(info.clone(), jid.clone(), tx);
     let task = SessionTask {
         server: server.clone(),
         host: host.clone(),
@@ -42,7 +75,6 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, info: SessionInfo)
     };
     tokio::spawn(task.run());
 
-    host.add_session(handle.clone());
     tracing::info!(jid = %jid, peer = %info.peer, "session bound");
     let mut bound = SessionBound {
         host: host.clone(),

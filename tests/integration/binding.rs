@@ -347,6 +347,47 @@ async fn sessions_per_account_are_limited() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Binds that arrive together are counted together: the limit holds however they
+/// interleave, and every refused one gets `resource-constraint`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_binds_cannot_exceed_the_session_limit() -> anyhow::Result<()> {
+    let server = core_server()
+        .user("romeo", "pw")
+        .config_toml("[limits]\nmax_sessions_per_account = 2")
+        .start()
+        .await?;
+    let host = server.host("localhost").expect("host");
+    for round in 0..5 {
+        let mut clients = Vec::new();
+        for _ in 0..8 {
+            let mut raw = server.raw().await?;
+            raw.login("localhost", "romeo", "pw").await?;
+            clients.push(raw);
+        }
+        let binds = clients
+            .iter_mut()
+            .enumerate()
+            .map(|(i, raw)| async move { raw.bind(Some(&format!("r{round}-{i}"))).await });
+        let outcomes = futures::future::join_all(binds).await;
+        let bound = outcomes.iter().filter(|o| o.is_ok()).count();
+        for error in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+            assert!(error.to_string().contains("resource-constraint"), "{error}");
+        }
+        assert_eq!(bound, 2, "round {round}: {bound} of 8 binds succeeded");
+        assert_eq!(host.sessions_of("romeo").len(), 2, "round {round}");
+        drop(clients);
+        // The next round starts from an account without sessions.
+        for _ in 0..200 {
+            if !host.has_sessions("romeo") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!host.has_sessions("romeo"), "round {round}: sessions left");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn silent_clients_are_pinged_and_closed_when_they_do_not_answer() -> anyhow::Result<()> {
     let server = core_server()
