@@ -376,6 +376,38 @@ pub struct Server {
     inner: Arc<ServerInner>,
 }
 
+/// What differs between two configs that a running server cannot apply: its hosts,
+/// listeners, data folder and storage backend. One error per changed key.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<crate::config::Diagnostic> {
+    let mut changes = Vec::new();
+    let mut changed = |key: &str, what: &str| {
+        changes.push(crate::config::Diagnostic {
+            severity: crate::config::Severity::Error,
+            key: key.to_string(),
+            line: new.diagnostics.line_of(key),
+            message: format!("{what} changed; that needs a restart, not a reload"),
+        });
+    };
+    let names = |config: &Config| -> Vec<String> {
+        let mut names: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
+        names.sort();
+        names
+    };
+    if names(old) != names(new) {
+        changed("hosts", "the list of hosts");
+    }
+    if old.c2s != new.c2s || old.c2s_direct_tls != new.c2s_direct_tls {
+        changed("listen", "the listening addresses");
+    }
+    if old.data_dir != new.data_dir {
+        changed("data_dir", "the data folder");
+    }
+    if old.storage != new.storage {
+        changed("storage", "the storage backend");
+    }
+    changes
+}
+
 impl Server {
     pub fn builder(config: Config) -> ServerBuilder {
         ServerBuilder::new(config)
@@ -438,7 +470,8 @@ impl Server {
 
     /// Applies a new config without dropping sessions: module options, enabled modules
     /// per host and limits. A config with errors is rejected (the old one keeps running)
-    /// and its diagnostics returned. Hosts, listeners, storage and TLS need a restart.
+    /// and its diagnostics returned, and so is one that changes hosts, listeners, data
+    /// folder or storage (they need a restart; one error per key). TLS needs a restart.
     pub async fn reload(
         &self,
         config: Config,
@@ -451,16 +484,16 @@ impl Server {
             return Err(diagnostics);
         }
         let old = self.inner.config();
-        let old_hosts: Vec<&str> = old.hosts.iter().map(|h| h.name.as_str()).collect();
-        let new_hosts: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
-        if old_hosts != new_hosts {
-            tracing::warn!("reload: adding or removing hosts needs a restart; host list unchanged");
-        }
-        if old.c2s != config.c2s
-            || old.c2s_direct_tls != config.c2s_direct_tls
-            || old.data_dir != config.data_dir
-        {
-            tracing::warn!("reload: listeners and data_dir changes need a restart");
+        let needs_restart = restart_only_changes(&old, &config);
+        if !needs_restart.is_empty() {
+            // Applying the rest would leave the running server and its config disagreeing
+            // (a host in the config with no host object behind it, say).
+            tracing::error!(
+                "reload rejected: the new config changes what only a restart applies; the old one keeps running"
+            );
+            let mut diagnostics = diagnostics;
+            diagnostics.extend(needs_restart);
+            return Err(diagnostics);
         }
         *self.inner.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config.clone());
         for host in self.inner.hosts() {

@@ -97,3 +97,39 @@ async fn a_client_that_stops_reading_is_disconnected() -> anyhow::Result<()> {
     drop(romeo);
     Ok(())
 }
+
+/// A reload that adds a host (or changes listeners, data folder or storage) is refused
+/// whole, with an error naming the key: applying the rest would leave the config naming
+/// a host the server does not serve. The server goes on with its old config.
+#[tokio::test]
+async fn a_reload_that_needs_a_restart_is_refused_and_changes_nothing() -> anyhow::Result<()> {
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .config_toml("[limits]\nmax_stanza_size = 65536")
+        .start()
+        .await?;
+    let refused = server
+        .reload_toml("[limits]\nmax_stanza_size = 70000\n[hosts.\"other.example\"]")
+        .await
+        .expect_err("adding a host by reload is refused");
+    let hosts = refused
+        .iter()
+        .find(|d| d.key == "hosts")
+        .unwrap_or_else(|| panic!("no diagnostic for 'hosts' in {refused:?}"));
+    assert!(hosts.message.contains("restart"), "{hosts}");
+    let config = server.server().config();
+    assert_eq!(config.hosts.len(), 1, "the host list was swapped");
+    assert_eq!(
+        config.limits.max_stanza_size, 65536,
+        "part of the reload applied"
+    );
+    // Still serving, and a reload without such changes still applies.
+    let mut romeo = server.client("romeo").await?;
+    romeo.sync().await?;
+    server
+        .reload_toml("[limits]\nmax_stanza_size = 70000")
+        .await
+        .map_err(|d| anyhow::anyhow!("{d:?}"))?;
+    assert_eq!(server.server().config().limits.max_stanza_size, 70000);
+    Ok(())
+}
