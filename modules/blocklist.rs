@@ -136,6 +136,15 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
     }
 
     let s = state.clone();
+    ctx.hook::<AccountDeleted, _>(0, move |event| {
+        s.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&event.user);
+        Box::pin(async { Ok(Flow::Continue) })
+    });
+
+    let s = state.clone();
     ctx.hook::<SessionClosed, _>(0, move |event| {
         let state = s.clone();
         Box::pin(async move {

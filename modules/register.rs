@@ -205,8 +205,7 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
             };
             let user = jid.node().map(|n| n.to_string()).unwrap_or_default();
             let host = event.host.clone();
-            host.storage()
-                .delete_account(&host.name, &user)
+            host.delete_account(&user)
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
             tracing::info!(user = %user, host = %host.name, "account removed in-band");

@@ -114,10 +114,16 @@ pub async fn execute(
         }
         AdminRequest::DelUser { jid } => {
             let (user, host) = parse_account(config, &jid)?;
-            if !storage.delete_account(&host, &user).await? {
+            // With the server running, through its host: modules forget the account too.
+            let running = server.and_then(|s| s.host(&host));
+            let existed = match &running {
+                Some(h) => h.delete_account(&user).await?,
+                None => storage.delete_account(&host, &user).await?,
+            };
+            if !existed {
                 bail!("{user}@{host} does not exist");
             }
-            if let Some(h) = server.and_then(|s| s.host(&host)) {
+            if let Some(h) = running {
                 for session in h.sessions_of(&user) {
                     session.close(Some(StreamError::with_text(
                         StreamErrorCondition::NotAuthorized,

@@ -115,6 +115,13 @@ pub struct PreAuthIq {
     pub reply: Option<Element>,
 }
 
+/// Fired after an account and all its records were deleted: modules forget what they
+/// keep in memory about it, so that a new account of the same name starts clean.
+pub struct AccountDeleted {
+    pub host: Arc<Host>,
+    pub user: String,
+}
+
 struct PendingIq {
     expected_from: Jid,
     reply: oneshot::Sender<Element>,
@@ -243,6 +250,28 @@ impl Host {
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
             .cloned()
+    }
+
+    // ---- accounts ----
+
+    /// Deletes the account and its records in one durable step, then fires
+    /// [`AccountDeleted`]. `Ok(false)`: there was no such account. Closing the
+    /// account's sessions is the caller's (with its own words for why).
+    pub async fn delete_account(
+        self: &Arc<Self>,
+        user: &str,
+    ) -> crate::storage::StorageResult<bool> {
+        if !self.storage.delete_account(&self.name, user).await? {
+            return Ok(false);
+        }
+        let mut event = AccountDeleted {
+            host: self.clone(),
+            user: user.to_string(),
+        };
+        if let Err(err) = self.events.fire(&mut event).await {
+            tracing::warn!(host = %self.name, user, %err, "an account-deleted handler failed");
+        }
+        Ok(true)
     }
 
     // ---- sessions ----

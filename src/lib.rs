@@ -68,8 +68,8 @@ pub mod api {
     pub use crate::config::ModuleOptions;
     pub use crate::events::{Event, EventBus, Flow, HandlerError, HandlerResult, HookId};
     pub use crate::host::{
-        DiscoFeature, DiscoIdentity, Host, IqRequest, IqResult, IqTarget, IqType, PreAuthIq,
-        PreAuthStreamFeature, StreamFeature,
+        AccountDeleted, DiscoFeature, DiscoIdentity, Host, IqRequest, IqResult, IqTarget, IqType,
+        PreAuthIq, PreAuthStreamFeature, StreamFeature,
     };
     pub use crate::items::{ItemAdded, ItemId, ItemRemoved};
     pub use crate::module::{ModuleContext, ModuleDescriptor};

@@ -45,6 +45,10 @@ impl Storage for MemoryStorage {
             std::collections::btree_map::Entry::Occupied(_) => false,
             std::collections::btree_map::Entry::Vacant(slot) => {
                 slot.insert(credentials.clone());
+                // What a deleted namesake left behind (a write racing its deletion): a
+                // new account starts empty.
+                self.records()
+                    .retain(|(h, _, key), _| !(h == host && super::key_belongs_to(key, user)));
                 true
             }
         };

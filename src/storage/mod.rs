@@ -209,6 +209,42 @@ pub(crate) mod conformance {
             Some(b"other".to_vec())
         );
         assert_eq!(storage.list_accounts("h").expect("list"), vec!["juliet"]);
+        // A write that raced the deletion left a record behind: a new account of the
+        // same name does not inherit it, and creating an existing account touches
+        // none of its records.
+        storage
+            .put("h", "offline", "romeo/1", b"late")
+            .await
+            .expect("put");
+        storage
+            .put("h", "zz-last-store", "romeo", b"late")
+            .await
+            .expect("put");
+        assert!(storage
+            .create_account("h", "romeo", &creds)
+            .await
+            .expect("create"));
+        assert_eq!(storage.get("h", "offline", "romeo/1").expect("get"), None);
+        assert_eq!(
+            storage.get("h", "zz-last-store", "romeo").expect("get"),
+            None
+        );
+        storage
+            .put("h", "vcard", "romeo", b"v2")
+            .await
+            .expect("put");
+        assert!(!storage
+            .create_account("h", "romeo", &creds)
+            .await
+            .expect("create again"));
+        assert_eq!(
+            storage.get("h", "vcard", "romeo").expect("get"),
+            Some(b"v2".to_vec())
+        );
+        assert_eq!(
+            storage.get("h", "roster", "romeoo").expect("get"),
+            Some(b"other".to_vec())
+        );
         assert!(storage
             .delete("h", "roster", "romeoo")
             .await

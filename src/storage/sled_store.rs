@@ -56,6 +56,77 @@ impl SledStorage {
         self.db.flush_async().await.map_err(backend)?;
         Ok(())
     }
+
+    /// The keys of `user`'s module records on `host` (`user` or `user/...` in any
+    /// store), found with one seek per store rather than a sweep of the host's records.
+    fn records_of(&self, host: &str, user: &str) -> StorageResult<Vec<sled::IVec>> {
+        let mut host_prefix = host.as_bytes().to_vec();
+        host_prefix.push(0);
+        let mut found = Vec::new();
+        let mut from = host_prefix.clone();
+        while let Some(entry) = self.records.range(from.clone()..).next() {
+            let (key, _) = entry.map_err(backend)?;
+            if !key.starts_with(&host_prefix) {
+                break;
+            }
+            let Some(split) = key[host_prefix.len()..].iter().position(|b| *b == 0) else {
+                // Not a record key (no store separator): step over it.
+                from = key.to_vec();
+                from.push(0);
+                continue;
+            };
+            let store_prefix = &key[..host_prefix.len() + split + 1];
+            let mut user_prefix = store_prefix.to_vec();
+            user_prefix.extend_from_slice(user.as_bytes());
+            for entry in self.records.scan_prefix(&user_prefix) {
+                let (record, _) = entry.map_err(backend)?;
+                let name = String::from_utf8_lossy(&record[store_prefix.len()..]);
+                if super::key_belongs_to(&name, user) {
+                    found.push(record.clone());
+                }
+            }
+            // `host\0store\x01` sorts after every key of this store, before the next store.
+            from = store_prefix.to_vec();
+            if let Some(last) = from.last_mut() {
+                *last = 1;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Sets (or, with `None`, removes) the account record and removes the records in
+    /// `leftovers`, in one transaction: a crash keeps all of it or none. `only_if_new`
+    /// leaves an existing account alone. Returns whether the account existed before.
+    fn replace_account(
+        &self,
+        account: &[u8],
+        credentials: Option<&[u8]>,
+        only_if_new: bool,
+        leftovers: &[sled::IVec],
+    ) -> StorageResult<bool> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        let outcome = (&self.accounts, &self.records).transaction(|(accounts, records)| {
+            let existed = accounts.get(account)?.is_some();
+            if existed && only_if_new {
+                return Ok(true);
+            }
+            match credentials {
+                Some(value) => accounts.insert(account, value)?,
+                None => accounts.remove(account)?,
+            };
+            for key in leftovers {
+                records.remove(key.clone())?;
+            }
+            Ok::<bool, ConflictableTransactionError<()>>(existed)
+        });
+        match outcome {
+            Ok(existed) => Ok(existed),
+            Err(TransactionError::Storage(err)) => Err(backend(err)),
+            Err(TransactionError::Abort(())) => Err(StorageError::Backend(
+                "account transaction aborted".to_string(),
+            )),
+        }
+    }
 }
 
 impl Storage for SledStorage {
@@ -78,15 +149,15 @@ impl Storage for SledStorage {
     ) -> BoxFuture<'a, StorageResult<bool>> {
         async move {
             let value = encode_credentials(credentials)?;
-            let swapped = self
-                .accounts
-                .compare_and_swap(account_key(host, user), None as Option<&[u8]>, Some(value))
-                .map_err(backend)?;
-            let created = swapped.is_ok();
-            if created {
+            // Records a deleted namesake left behind (a write racing its deletion) go in
+            // the same transaction: a new account starts empty.
+            let leftovers = self.records_of(host, user)?;
+            let existed =
+                self.replace_account(&account_key(host, user), Some(&value), true, &leftovers)?;
+            if !existed {
                 self.flush().await?;
             }
-            Ok(created)
+            Ok(!existed)
         }
         .boxed()
     }
@@ -119,30 +190,8 @@ impl Storage for SledStorage {
         user: &'a str,
     ) -> BoxFuture<'a, StorageResult<bool>> {
         async move {
-            let existed = self
-                .accounts
-                .remove(account_key(host, user))
-                .map_err(backend)?
-                .is_some();
-            // Module data: every store of the host, keys `user` or `user/...`.
-            let mut host_prefix = host.as_bytes().to_vec();
-            host_prefix.push(0);
-            let mut doomed = Vec::new();
-            for entry in self.records.scan_prefix(&host_prefix) {
-                let (key, _) = entry.map_err(backend)?;
-                let rest = &key[host_prefix.len()..];
-                if let Some(split) = rest.iter().position(|b| *b == 0) {
-                    let record = String::from_utf8_lossy(&rest[split + 1..]);
-                    if super::key_belongs_to(&record, user) {
-                        doomed.push(key.clone());
-                    }
-                }
-            }
-            let mut batch = sled::Batch::default();
-            for key in doomed {
-                batch.remove(key);
-            }
-            self.records.apply_batch(batch).map_err(backend)?;
+            let records = self.records_of(host, user)?;
+            let existed = self.replace_account(&account_key(host, user), None, false, &records)?;
             self.flush().await?;
             Ok(existed)
         }
@@ -256,6 +305,14 @@ mod tests {
             super::super::conformance::run(&store).await;
         }
         let store = SledStorage::open(&path).expect("reopen");
-        assert_eq!(store.list_accounts("h").expect("list"), vec!["juliet"]);
+        assert_eq!(
+            store.list_accounts("h").expect("list"),
+            vec!["juliet", "romeo"]
+        );
+        assert_eq!(
+            store.get("h", "vcard", "romeo").expect("get"),
+            Some(b"v2".to_vec())
+        );
+        assert_eq!(store.get("h", "offline", "romeo/1").expect("get"), None);
     }
 }

@@ -140,3 +140,48 @@ async fn password_change_only_on_ones_own_host() -> anyhow::Result<()> {
         .is_err());
     Ok(())
 }
+
+/// An account removed in-band and registered again under the same name starts clean:
+/// nothing of the old one survives, not even what a module kept in memory (the
+/// blocklist is cached per account).
+#[tokio::test]
+async fn a_reregistered_name_inherits_nothing_from_the_removed_account() -> anyhow::Result<()> {
+    let server = TestServer::builder()
+        .user("romeo", "pw")
+        .config_toml(
+            "modules_enabled = [\"disco\", \"ping\", \"register\", \"blocklist\", \"vcard\"]\n[modules.register]\nallow_registration = true\nmin_password_length = 2",
+        )
+        .start()
+        .await?;
+    let mut old = server.client("romeo").await?;
+    let blocked = old
+        .iq_str("<iq type='set'><block xmlns='urn:xmpp:blocking'><item jid='spam@example.org'/></block></iq>")
+        .await?;
+    assert_eq!(blocked.attr("type"), Some("result"));
+    let list = old
+        .iq_str("<iq type='get'><blocklist xmlns='urn:xmpp:blocking'/></iq>")
+        .await?;
+    assert_eq!(
+        list.children().next().map(|l| l.children().count()),
+        Some(1)
+    );
+    let removed = old
+        .iq_str("<iq type='set'><query xmlns='jabber:iq:register'><remove/></query></iq>")
+        .await?;
+    assert_eq!(removed.attr("type"), Some("result"));
+
+    let mut raw = server.raw().await?;
+    raw.open_stream("localhost").await?;
+    let registered = register(&mut raw, "romeo", "pw").await?;
+    assert_eq!(registered.attr("type"), Some("result"), "{registered:?}");
+    let mut new = server.client("romeo").await?;
+    let list = new
+        .iq_str("<iq type='get'><blocklist xmlns='urn:xmpp:blocking'/></iq>")
+        .await?;
+    assert_eq!(
+        list.children().next().map(|l| l.children().count()),
+        Some(0),
+        "the new account sees the old one's blocklist"
+    );
+    Ok(())
+}
