@@ -45,6 +45,7 @@ pub mod events;
 pub mod host;
 pub mod items;
 pub mod keyed_lock;
+mod memory_trim;
 pub mod module;
 pub mod router;
 pub mod sasl;

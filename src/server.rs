@@ -34,6 +34,7 @@ pub struct ServerInner {
     shutdown: watch::Sender<bool>,
     connections: AtomicUsize,
     connections_done: Notify,
+    memory_trim: Arc<crate::memory_trim::MemoryTrim>,
     /// Open connections per remote address, for `max_connections_per_ip`.
     per_ip: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
     /// Recent failed authentications per address: (count, last failure).
@@ -96,7 +97,8 @@ impl ServerInner {
     }
 
     pub(crate) fn track_connection(self: &Arc<Self>) -> ConnectionGuard {
-        self.connections.fetch_add(1, Ordering::AcqRel);
+        let open = self.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        self.memory_trim.opened(open);
         ConnectionGuard(self.clone())
     }
 
@@ -202,9 +204,11 @@ pub(crate) struct ConnectionGuard(Arc<ServerInner>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        if self.0.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let open = self.0.connections.fetch_sub(1, Ordering::AcqRel) - 1;
+        if open == 0 {
             self.0.connections_done.notify_waiters();
         }
+        self.0.memory_trim.closed(open);
     }
 }
 
@@ -313,6 +317,7 @@ impl ServerBuilder {
             shutdown,
             connections: AtomicUsize::new(0),
             connections_done: Notify::new(),
+            memory_trim: Default::default(),
             per_ip: Default::default(),
             auth_failures: Default::default(),
             account_backoff: Default::default(),
