@@ -18,13 +18,16 @@
 # bench/soak_report.py adduser); a fresh server; `ulimit -n` raised to the hard limit; the
 # idle connections logged in at SOAK_RAMP_RATE per second (SOAK_IDLE_GENERATORS tern-load
 # processes share them); when all are up, the churn loops for SOAK_SECONDS; then the idle
-# connections close, and after SOAK_SETTLE seconds the last sample. Checks
+# connections close, and after SOAK_SETTLE seconds (then SOAK_RAMPS-1 more ramps of them,
+# each held SOAK_RAMP_HOLD s once all are up, closed and settled) the last sample. Checks
 # (bench/soak_report.py report): every tern-load run exited 0 with 0 failed / lost /
 # errors; every idle connection held throughout; open fds back to the baseline (±
 # SOAK_FD_SLACK); no connection left on the server port; no session left (server log:
 # "session bound" minus "session closed"); no ERROR line and no failed authentication in
 # the server log; RSS flat in the second half of the churn window (drift ≤
-# SOAK_RSS_DRIFT_PCT %). Exit status 1 if a check failed.
+# SOAK_RSS_DRIFT_PCT %); with more ramps, each held all, its RSS peak ≤ the first's × 1.05,
+# and RSS at the end ≤ 50 % of the first peak (from 1000 connections). Exit status 1 if a
+# check failed.
 #
 # Output in SOAK_OUT (default docs/soak for a run of 10000+ connections and 600+ seconds,
 # bench/results/soak-dev otherwise, not tracked): soak.json (settings, samples, every
@@ -36,8 +39,9 @@
 # run], SOAK_LOGIN_RATE [50/s], SOAK_LOGIN_USERS [1000], SOAK_PAIRS [50], SOAK_MSG_RATE
 # [500/s], SOAK_EXT_CLIENTS [20], SOAK_EXT_RATE [100/s], SOAK_INTERVAL [5 s between samples],
 # SOAK_SETTLE [10 s], SOAK_FD_SLACK [5], SOAK_RSS_DRIFT_PCT [10], SOAK_OFFLINE_ACCOUNTS
-# [100], SOAK_RUST_LOG [info], SOAK_OUT, SOAK_KEEP=1 (keep the work folder), TERN_BIN and
-# TERN_LOAD_BIN (use these binaries, no build).
+# [100], SOAK_RAMPS [1], SOAK_RAMP_HOLD [30 s, at least one sample interval], SOAK_RUST_LOG
+# [info], SOAK_OUT, SOAK_KEEP=1 (keep the work folder), TERN_BIN and TERN_LOAD_BIN (use these
+# binaries, no build).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -75,6 +79,8 @@ SETTLE="${SOAK_SETTLE:-10}"
 FD_SLACK="${SOAK_FD_SLACK:-5}"
 RSS_DRIFT_PCT="${SOAK_RSS_DRIFT_PCT:-10}"
 OFFLINE_ACCOUNTS="${SOAK_OFFLINE_ACCOUNTS:-100}"
+RAMPS="${SOAK_RAMPS:-1}"
+RAMP_HOLD="${SOAK_RAMP_HOLD:-30}"
 RUST_LOG_SERVER="${SOAK_RUST_LOG:-info}"
 if [ "$CONNECTIONS" -ge 10000 ] && [ "$SECONDS_SOAK" -ge 600 ]; then
   OUT="${SOAK_OUT:-$ROOT/docs/soak}"
@@ -83,7 +89,7 @@ else
 fi
 COMMAND="$(for v in SOAK_CONNECTIONS SOAK_SECONDS SOAK_RAMP_RATE SOAK_IDLE_GENERATORS SOAK_ITERATION \
   SOAK_LOGIN_RATE SOAK_LOGIN_USERS SOAK_PAIRS SOAK_MSG_RATE SOAK_EXT_CLIENTS SOAK_EXT_RATE \
-  SOAK_INTERVAL SOAK_SETTLE; do if [ -n "${!v:-}" ]; then printf '%s=%s ' "$v" "${!v}"; fi; done)bench/soak.sh"
+  SOAK_INTERVAL SOAK_SETTLE SOAK_RAMPS SOAK_RAMP_HOLD; do if [ -n "${!v:-}" ]; then printf '%s=%s ' "$v" "${!v}"; fi; done)bench/soak.sh"
 DOMAIN=localhost
 PASSWORD=pw
 TURN_HOST=turn.example.org
@@ -95,13 +101,14 @@ die() {
 }
 
 for v in CONNECTIONS SECONDS_SOAK IDLE_GENERATORS ITERATION LOGIN_USERS PAIRS EXT_CLIENTS SETTLE \
-  FD_SLACK OFFLINE_ACCOUNTS; do
+  FD_SLACK OFFLINE_ACCOUNTS RAMPS RAMP_HOLD; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number (got ${!v})"
 done
 if [ "$IDLE_GENERATORS" -lt 1 ] || [ "$IDLE_GENERATORS" -gt "$CONNECTIONS" ]; then
   die "SOAK_IDLE_GENERATORS must be between 1 and SOAK_CONNECTIONS"
 fi
 [ "$SECONDS_SOAK" -ge 5 ] || die "SOAK_SECONDS must be at least 5"
+[ "$RAMPS" -ge 1 ] || die "SOAK_RAMPS must be at least 1"
 
 # ---------------------------------------------------------------- build
 if [ -n "${TERN_BIN:-}" ] && [ -n "${TERN_LOAD_BIN:-}" ]; then
@@ -287,6 +294,28 @@ run_load() {
 # counting from the end of their ramp (then one sample, then the churn starts).
 TAIL=$((SECONDS_SOAK < 60 ? 15 : 30))
 HOLD=$(python3 -c "import math; print(math.ceil($SECONDS_SOAK + $INTERVAL + 1 + $TAIL))")
+# Waits until CONNECTIONS are established on the server port and every file in READY
+# exists (the generators' --ready-file: their logins finished); dies if the generators in
+# IDLE_LOOPS end first or after ramp_limit seconds. Sets `held`.
+ramp_limit=$(python3 -c "import math; print(math.ceil($CONNECTIONS / $RAMP_RATE) + 120)")
+READY=()
+wait_for_ramp() {
+  local deadline=$(($(date +%s) + ramp_limit)) alive pid f
+  while :; do
+    held=$(python3 "$HERE/soak_report.py" conns --port "$PORT")
+    if [ "$held" -ge "$CONNECTIONS" ]; then
+      alive=1
+      for f in "${READY[@]}"; do [ -e "$f" ] || alive=0; done
+      [ "$alive" = 0 ] || break
+    fi
+    alive=0
+    for pid in "${IDLE_LOOPS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 1 ] || die "the idle generators ended during the $1 ($held connections up)"
+    [ "$(date +%s)" -lt "$deadline" ] ||
+      die "only $held of $CONNECTIONS idle connections up after $ramp_limit s ($1)"
+    sleep 1
+  done
+}
 IDLE_LOOPS=()
 event ramp_start
 for g in $(seq 0 $((IDLE_GENERATORS - 1))); do
@@ -299,18 +328,7 @@ for g in $(seq 0 $((IDLE_GENERATORS - 1))); do
   IDLE_LOOPS+=($!)
 done
 note "ramp: $CONNECTIONS idle connections at $RAMP_RATE/s"
-ramp_limit=$(python3 -c "import math; print(math.ceil($CONNECTIONS / $RAMP_RATE) + 120)")
-ramp_deadline=$(($(date +%s) + ramp_limit))
-while :; do
-  held=$(python3 "$HERE/soak_report.py" conns --port "$PORT")
-  [ "$held" -ge "$CONNECTIONS" ] && break
-  alive=0
-  for pid in "${IDLE_LOOPS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-  [ "$alive" = 1 ] || die "the idle generators ended during the ramp ($held connections up)"
-  [ "$(date +%s)" -lt "$ramp_deadline" ] ||
-    die "only $held of $CONNECTIONS idle connections up after $ramp_limit s"
-  sleep 1
-done
+wait_for_ramp ramp
 event ramp_done
 note "$held connections held; churn for $SECONDS_SOAK s after the next sample"
 # A sample of the idle connections alone (memory per held connection).
@@ -356,6 +374,44 @@ event load_end
 note "load over; settling for $SETTLE s"
 sleep "$SETTLE"
 event settled
+
+# ---------------------------------------------------------------- later ramps
+# Ramps 2..RAMPS on the same server: the same idle accounts, generators and rate, held
+# RAMP_HOLD seconds once all are up (at least one sample), then closed (the script removes
+# the generators' ready files), then SETTLE seconds. Does a ramp reuse the memory the
+# previous one left, and is it given back?
+HOLD_K=$(python3 -c "print(max($RAMP_HOLD, $INTERVAL + 0.5))")
+for k in $(seq 2 "$RAMPS"); do
+  # A sample of the settled server before the next ramp starts.
+  sleep "$(python3 -c "print($INTERVAL + 0.5)")"
+  IDLE_LOOPS=()
+  READY=()
+  event "ramp${k}_start"
+  for g in $(seq 0 $((IDLE_GENERATORS - 1))); do
+    n=${IDLE_PER_GEN[$g]}
+    rate=$(python3 -c "print($RAMP_RATE / $IDLE_GENERATORS)")
+    READY+=("$WORK/ready-ramp$k-$g")
+    # The hold ends when the script removes the ready file; the limit is a safety net.
+    run_load "idle-r${k}g$g" idle "${COMMON[@]}" --users "$n" --user-prefix "i${g}x" \
+      --key-cache "$WORK/keys-idle-$g.json" --connections "$n" --ramp-rate "$rate" \
+      --hold "$(python3 -c "print(round($HOLD_K + $ramp_limit + 60))")" \
+      --ready-file "$WORK/ready-ramp$k-$g" &
+    PIDS+=($!)
+    IDLE_LOOPS+=($!)
+  done
+  note "ramp $k of $RAMPS: $CONNECTIONS idle connections at $RAMP_RATE/s"
+  wait_for_ramp "ramp $k"
+  event "ramp${k}_done"
+  note "$held connections held; closing them in $HOLD_K s"
+  sleep "$HOLD_K"
+  event "ramp${k}_hold_end"
+  rm -f "${READY[@]}"
+  for pid in "${IDLE_LOOPS[@]}"; do wait "$pid" || true; done
+  event "ramp${k}_closed"
+  note "ramp $k closed; settling for $SETTLE s"
+  sleep "$SETTLE"
+  event "ramp${k}_settled"
+done
 # One last sample now, then the sampler stops.
 touch "$WORK/stop-sampling"
 TERN_ALIVE=0
@@ -379,6 +435,7 @@ print(json.dumps({
     "msg_rate": $MSG_RATE, "ext_clients": $EXT_CLIENTS, "ext_rate": $EXT_RATE,
     "interval_s": $INTERVAL, "settle_s": $SETTLE, "fd_slack": $FD_SLACK,
     "rss_drift_max_pct": $RSS_DRIFT_PCT, "accounts": $ACCOUNTS,
+    "ramps": $RAMPS, "ramp_hold_s": $HOLD_K,
     "accounts_note": "$offline_done with tern adduser offline, one process each, in $OFFLINE_S s; "
                      "$SOCKET_N through the running server's admin socket in $SOCKET_S s",
     "offline_adduser_s": $OFFLINE_S, "offline_adduser_n": $offline_done,

@@ -317,6 +317,11 @@ def svg_plot(samples, events, title):
          f"<text x='{left}' y='22' font-size='14' font-weight='bold'>{title}</text>"]
     shades = [("churn_start", "churn_end", "#fff3cd", "churn"),
               ("ramp_start", "ramp_done", "#e8f4fd", "ramp")]
+    # Later ramps (SOAK_RAMPS): the ramp shaded like the first, the hold like the churn
+    # (drawn first, so that it does not cover the ramp's label).
+    for k in range(2, ramp_count(events) + 1):
+        shades += [(f"ramp{k}_done", f"ramp{k}_hold_end", "#fff3cd", "held"),
+                   (f"ramp{k}_start", f"ramp{k}_done", "#e8f4fd", f"ramp {k}")]
     x0, x1 = left, width - right
     for i, (label, series, yrange) in enumerate(panels):
         py0 = top + i * (panel_h + gap)
@@ -333,7 +338,7 @@ def svg_plot(samples, events, title):
                 o.append(f"<rect x='{sx:.1f}' y='{py0}' width='{max(ex - sx, 0):.1f}' "
                          f"height='{panel_h}' fill='{colour}'/>")
                 if i == 0:
-                    o.append(f"<text x='{sx + 3:.1f}' y='{py1 - 6 if name == 'ramp' else py1 - 20}' "
+                    o.append(f"<text x='{sx + 3:.1f}' y='{py1 - 6 if name.startswith('ramp') else py1 - 20}' "
                              f"fill='#888'>{name}</text>")
         o.append(f"<rect x='{x0}' y='{py0}' width='{x1 - x0}' height='{panel_h}' fill='none' stroke='#999'/>")
         o.append(f"<text x='{x0}' y='{py0 - 6}' font-weight='bold'>{label}</text>")
@@ -356,6 +361,20 @@ def svg_plot(samples, events, title):
             lx -= 50
     o.append("</svg>")
     return "\n".join(o)
+
+
+def ramp_count(events):
+    """Ramps in a run: the first (ramp_start) and every later one (ramp2_start, ...)."""
+    k = 1
+    while f"ramp{k + 1}_start" in events:
+        k += 1
+    return k
+
+
+def ramp_of(run_name):
+    """Which ramp an idle run belongs to: idle-G is the first, idle-rKgG ramp K."""
+    m = re.fullmatch(r"idle-r(\d+)g\d+", run_name)
+    return int(m.group(1)) if m else 1
 
 
 def median(v):
@@ -416,7 +435,7 @@ def report(_args):
     for r in runs:
         rep, sc = r["report"] or {}, r["scenario"]
         totals["runs"][sc] = totals["runs"].get(sc, 0) + 1
-        if sc == "idle":
+        if sc == "idle" and ramp_of(r["run"]) == 1:  # later ramps: figures["ramps"]
             totals["idle_connected"] += rep.get("connections", {}).get("connected", 0)
             totals["idle_requested"] += rep.get("connections", {}).get("requested", 0)
         elif sc == "logins":
@@ -523,6 +542,77 @@ def report(_args):
     check("the server is still running at the end", settings.get("tern_alive_at_end") == "1",
           "")
 
+    # Ramps (SOAK_RAMPS): ramp 1 is the soak's own (from ramp_start until `settled`, so its
+    # peak includes the churn); ramp K from rampK_start until rampK_settled. Held: the last
+    # sample with the ramp's connections up and no churn (ramp 1: before churn_start).
+    n_ramps = ramp_count(events)
+    ramps = []
+    for k in range(1, n_ramps + 1):
+        p = "ramp" if k == 1 else f"ramp{k}"
+        start = events.get(f"{p}_start")
+        end_name = "settled" if k == 1 else f"{p}_settled"
+        end = events.get(end_name)
+        window = [s for s in samples if start is not None and end is not None
+                  and start <= s["t"] <= end]
+        # The first sample after it settled, taken before the next ramp started (soak.sh
+        # waits for one).
+        after = at(end_name)
+        if after is not None and after["t"] >= events.get(f"ramp{k + 1}_start", 1e18):
+            after = None
+        if after is not None:
+            window.append(after)
+        if k == 1:
+            held_k = held
+            hold = [s for s in churn if s["t"] <= scheduled_end]
+        else:
+            held_k = before(f"{p}_hold_end")
+            if held_k and held_k["t"] < events.get(f"{p}_done", 1e18):
+                held_k = None
+            hold = [s for s in samples
+                    if events.get(f"{p}_done", 1e18) <= s["t"] <= events.get(f"{p}_hold_end", -1)]
+        idle = [r for r in runs if r["scenario"] == "idle" and ramp_of(r["run"]) == k]
+        ramps.append({
+            "ramp": k,
+            "connected": sum((r["report"] or {}).get("connections", {}).get("connected", 0)
+                             for r in idle),
+            "requested": sum((r["report"] or {}).get("connections", {}).get("requested", 0)
+                             for r in idle),
+            "min_established_while_held": min((s["established"] for s in hold), default=None),
+            "held": held_k,
+            "held_rss_kb": held_k["rss_kb"] if held_k else None,
+            "peak_rss_kb": max((s["rss_kb"] for s in window), default=None),
+            "settled": after,
+            "settled_rss_kb": after["rss_kb"] if after else None,
+            "window": [round(start - samples[0]["t"], 1) if start and samples else None,
+                       round(end - samples[0]["t"], 1) if end and samples else None],
+        })
+    if n_ramps > 1:
+        later = ramps[1:]
+        bad = [r for r in later if r["connected"] != want_idle
+               or r["min_established_while_held"] is None
+               or r["min_established_while_held"] < want_idle]
+        check(f"{want_idle} idle connections held in ramps 2–{n_ramps}", not bad,
+              "; ".join(f"ramp {r['ramp']}: {r['connected']} of {want_idle} connected, fewest "
+                        f"established while held {r['min_established_while_held']}"
+                        for r in later))
+        first_peak = ramps[0]["peak_rss_kb"]
+        limit = first_peak * 1.05 if first_peak else None
+        check("memory reused (RSS peak of each later ramp ≤ the first ramp's peak × 1.05)",
+              limit is not None and all(r["peak_rss_kb"] is not None
+                                        and r["peak_rss_kb"] <= limit for r in later),
+              f"first ramp (with the churn) {fmt_mb(first_peak)}, limit {fmt_mb(limit)}; "
+              + ", ".join(f"ramp {r['ramp']} {fmt_mb(r['peak_rss_kb'])}" for r in later))
+        last = ramps[-1]["settled_rss_kb"]
+        enforced = want_idle >= 1000
+        returned = first_peak is not None and last is not None and last <= first_peak * 0.5
+        check("memory returned (RSS after the last ramp settled ≤ 50 % of the first ramp's peak)",
+              returned or not enforced,
+              f"{fmt_mb(last)} after ramp {n_ramps} settled, "
+              f"{round(last / first_peak * 100, 1) if last and first_peak else '–'} % of "
+              f"{fmt_mb(first_peak)}" + ("" if enforced else
+                                          f" ({'met' if returned else 'not met'}; "
+                                          f"not enforced below 1000 connections)"))
+
     figures = {
         "baseline": baseline, "held_at_churn_start": held, "churn_end": churn_end, "final": final,
         "peak_rss_kb": peak_rss, "peak_fds": peak_fds, "peak_established": peak_conns,
@@ -536,6 +626,7 @@ def report(_args):
         "rss_kb_per_held_connection": round((held["rss_kb"] - baseline["rss_kb"])
                                             / max(held["established"], 1), 1)
         if held and baseline else None,
+        "ramps": ramps,
     }
     result = {
         "command": env.get("SOAK_COMMAND"),
@@ -583,14 +674,33 @@ def report(_args):
           f"credentials alternating, runs: {totals['runs'].get('extdisco', 0)});",
           f"  - plus {totals['setup_logins']} set-up logins and logouts of the message and XEP-0215 runs.",
           f"- Accounts: {settings['accounts']} ({settings['accounts_note']}).",
-          "", "## Server figures", "",
+          ]
+    if n_ramps > 1:
+        md += [f"- **Ramps 2–{n_ramps}** after the load settled: the same {want_idle} idle "
+               f"accounts logged in again by the same generators at {settings['ramp_rate']}/s, "
+               f"held {settings.get('ramp_hold_s')} s once all were up, closed together, "
+               f"{settings['settle_s']} s to settle."]
+    md += ["", "## Server figures", "",
           "| when | RSS | PSS | fds | threads | established |", "|---|---|---|---|---|---|"]
-    for label, s in (("before load (fresh server)", baseline),
-                     ("idle connections held, before churn", held),
-                     ("end of churn", churn_end), ("after the load, settled", final)):
+    rows = [("before load (fresh server)", baseline),
+            ("idle connections held, before churn", held),
+            ("end of churn", churn_end),
+            ("after the load, settled", final if n_ramps == 1 else ramps[0]["settled"])]
+    if n_ramps > 1:
+        rows.append((f"after ramp {n_ramps}, settled (last sample)", final))
+    for label, s in rows:
         if s:
             md.append(f"| {label} | {fmt_mb(s['rss_kb'])} | {fmt_mb(s['pss_kb'])} | {s['fds']} | "
                       f"{s['threads']} | {s['established']} |")
+    if n_ramps > 1:
+        md += ["", "Ramps (peak: from the ramp's start until it settled, ramp 1 with the churn; "
+               "held: the last sample with its connections up and no churn, ramp 1 before the "
+               "churn):", "",
+               "| ramp | connections held | RSS held | RSS peak | RSS after close + settle |",
+               "|---|---|---|---|---|"]
+        for r in ramps:
+            md.append(f"| {r['ramp']} | {r['connected']} | {fmt_mb(r['held_rss_kb'])} | "
+                      f"{fmt_mb(r['peak_rss_kb'])} | {fmt_mb(r['settled_rss_kb'])} |")
     md += ["", f"Peak RSS {fmt_mb(peak_rss)}, peak fds {peak_fds}, peak established connections "
            f"{peak_conns}; RSS per idle connection (before churn, over the fresh server) "
            f"{figures['rss_kb_per_held_connection']} KB; server CPU "
@@ -601,7 +711,11 @@ def report(_args):
            f"{log_counts['error']} ERROR lines.",
            "", f"Timeline (from the first sample): ramp {rel('ramp_start')} → {rel('ramp_done')}, "
            f"churn {rel('churn_start')} → {rel('churn_end')}, load over {rel('load_end')}, "
-           f"last sample {rel('settled')}.",
+           + (f"last sample {rel('settled')}." if n_ramps == 1 else
+              f"settled {rel('settled')}; " + "; ".join(
+                  f"ramp {k} {rel(f'ramp{k}_start')} → {rel(f'ramp{k}_done')}, closed "
+                  f"{rel(f'ramp{k}_hold_end')} → {rel(f'ramp{k}_closed')}, settled "
+                  f"{rel(f'ramp{k}_settled')}" for k in range(2, n_ramps + 1)) + "."),
            "", "![RSS, fds and connections over time](soak.svg)", "", "## Checks", "",
            "| check | result | detail |", "|---|---|---|"]
     for c in checks:
