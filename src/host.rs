@@ -482,23 +482,13 @@ impl Host {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::SessionInfo;
+    use crate::session::bound_info;
 
     fn session(resource: &str) -> SessionHandle {
         let jid = FullJid::new(&format!("romeo@localhost/{resource}")).expect("jid");
-        let info = SessionInfo {
-            id: 1,
-            host: "localhost".into(),
-            peer: "127.0.0.1:5222".parse().expect("addr"),
-            secure: false,
-            direct_tls: false,
-            username: Some("romeo".into()),
-            jid: Some(jid.clone()),
-            lang: "en".into(),
-        };
         // The receiver is dropped: these sessions are only counted.
         let (tx, _) = tokio::sync::mpsc::channel(1);
-        SessionHandle::new(Arc::new(info), jid, tx)
+        SessionHandle::new(Arc::new(bound_info(&jid)), jid, tx)
     }
 
     #[test]

@@ -335,6 +335,21 @@ pub struct TopLevelElement {
     pub element: Element,
 }
 
+/// A bound session's info for unit tests (plain TCP from loopback).
+#[cfg(test)]
+pub(crate) fn bound_info(jid: &FullJid) -> SessionInfo {
+    SessionInfo {
+        id: 1,
+        host: jid.domain().to_string(),
+        peer: std::net::SocketAddr::from(([127, 0, 0, 1], 5222)),
+        secure: false,
+        direct_tls: false,
+        username: jid.node().map(|n| n.to_string()),
+        jid: Some(jid.clone()),
+        lang: "en".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,18 +357,8 @@ mod tests {
 
     fn handle(capacity: usize) -> (SessionHandle, mpsc::Receiver<Outbound>) {
         let jid = FullJid::new("romeo@localhost/phone").expect("jid");
-        let info = SessionInfo {
-            id: 1,
-            host: "localhost".into(),
-            peer: "127.0.0.1:5222".parse().expect("addr"),
-            secure: false,
-            direct_tls: false,
-            username: Some("romeo".into()),
-            jid: Some(jid.clone()),
-            lang: "en".into(),
-        };
         let (tx, rx) = mpsc::channel(capacity);
-        (SessionHandle::new(Arc::new(info), jid, tx), rx)
+        (SessionHandle::new(Arc::new(bound_info(&jid)), jid, tx), rx)
     }
 
     fn describe(message: Option<Outbound>) -> String {
