@@ -19,6 +19,28 @@ use crate::client::{Session, Target, Writer};
 use crate::procfs::{self, Sample, Window};
 use crate::stats::{Errors, Latencies};
 
+/// Set-up logins (not measured): all of `indices`, at most `concurrency` at a time, each
+/// synchronised; any failure ends the run, since a scenario on fewer clients than asked
+/// would report figures for a load it did not apply.
+pub async fn login_all(
+    target: &Arc<Target>,
+    indices: &[u64],
+    concurrency: usize,
+    errors: &Errors,
+    latency: &Latencies,
+) -> anyhow::Result<Vec<Session>> {
+    let sessions = login_many(target, indices, concurrency, None, true, errors, latency).await;
+    if sessions.iter().any(|s| s.is_none()) {
+        anyhow::bail!(
+            "set-up failed: {} of {} logins failed: {}",
+            errors.total(),
+            indices.len(),
+            errors.to_json()
+        );
+    }
+    Ok(sessions.into_iter().flatten().collect())
+}
+
 /// Logs in accounts `indices`: with `rate`, login i starts at `i / rate` seconds (open
 /// loop, latency from that due time); without, at most `concurrency` at a time (closed
 /// loop, as fast as the server and generator go). Returns the sessions in `indices` order

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::client::Target;
 use crate::common::{
-    base_report, check_fd_limit, close_all, login_many, sample, wait_until, Conn, Out,
+    base_report, check_fd_limit, close_all, login_all, sample, wait_until, Conn, Out,
 };
 use crate::procfs::{round, Window};
 use crate::stats::{Errors, Latencies, Schedule};
@@ -132,24 +132,14 @@ pub async fn run(
     let lag = Latencies::new();
 
     let indices: Vec<u64> = (0..args.clients).collect();
-    let sessions = login_many(
+    let sessions = login_all(
         &target,
         &indices,
         common.concurrency,
-        None,
-        true,
         &setup_errors,
         &login_latency,
     )
-    .await;
-    if sessions.iter().any(|s| s.is_none()) {
-        anyhow::bail!(
-            "set-up failed: {} of {} logins failed: {}",
-            setup_errors.total(),
-            indices.len(),
-            setup_errors.to_json()
-        );
-    }
+    .await?;
 
     let schedule = Schedule::new(args.rate, args.duration_s);
     let kind = args.kind;
@@ -165,7 +155,7 @@ pub async fn run(
     });
     let sent = Arc::new(AtomicU64::new(0));
     let mut conns = Vec::new();
-    for session in sessions.into_iter().flatten() {
+    for session in sessions {
         let tally = tally.clone();
         let latency = latency.clone();
         let latency_from_dispatch = latency_from_dispatch.clone();

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::client::Target;
 use crate::common::{
-    base_report, check_fd_limit, close_all, login_many, sample, wait_until, Conn, Out,
+    base_report, check_fd_limit, close_all, login_all, sample, wait_until, Conn, Out,
 };
 use crate::procfs::{round, Window};
 use crate::stats::{Errors, Latencies, Schedule};
@@ -64,24 +64,14 @@ pub async fn run(
 
     // Set-up (not measured): sender of pair i is account 2i, receiver 2i+1.
     let indices: Vec<u64> = (0..2 * args.pairs).collect();
-    let sessions = login_many(
+    let sessions = login_all(
         &target,
         &indices,
         common.concurrency,
-        None,
-        true,
         &setup_errors,
         &login_latency,
     )
-    .await;
-    if sessions.iter().any(|s| s.is_none()) {
-        anyhow::bail!(
-            "set-up failed: {} of {} logins failed: {}",
-            setup_errors.total(),
-            indices.len(),
-            setup_errors.to_json()
-        );
-    }
+    .await?;
 
     let schedule = Schedule::new(args.rate, args.duration_s);
     let base = schedule.start;
@@ -93,7 +83,7 @@ pub async fn run(
     });
     let sent = Arc::new(AtomicU64::new(0));
     let mut conns = Vec::new();
-    for session in sessions.into_iter().flatten() {
+    for session in sessions {
         let tally = tally.clone();
         let latency = latency.clone();
         let latency_from_dispatch = latency_from_dispatch.clone();

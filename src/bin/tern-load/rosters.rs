@@ -19,7 +19,7 @@ use tern::xml::writer::escape;
 
 use crate::client::Target;
 use crate::common::{
-    base_report, check_fd_limit, close_all, login_many, sample, wait_until, Conn, Out,
+    base_report, check_fd_limit, close_all, login_all, sample, wait_until, Conn, Out,
 };
 use crate::procfs::{round, Window};
 use crate::stats::{Errors, Latencies, Schedule};
@@ -69,30 +69,19 @@ pub async fn run(common: &Common, target: Arc<Target>, args: RostersArgs) -> any
     let lag = Latencies::new();
 
     let indices: Vec<u64> = (0..n).collect();
-    let sessions = login_many(
+    let sessions = login_all(
         &target,
         &indices,
         common.concurrency,
-        None,
-        true,
         &setup_errors,
         &login_latency,
     )
-    .await;
-    if sessions.iter().any(|s| s.is_none()) {
-        anyhow::bail!(
-            "set-up failed: {} of {} logins failed: {}",
-            setup_errors.total(),
-            n,
-            setup_errors.to_json()
-        );
-    }
+    .await?;
     let approved = Arc::new(AtomicU64::new(0));
     let requests_seen = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let conns: Vec<Conn> = sessions
         .into_iter()
-        .flatten()
         .map(|session| {
             let approved = approved.clone();
             let requests_seen = requests_seen.clone();
