@@ -1,5 +1,6 @@
 //! `[limits]` that end or slow a stream: attributes per element and attribute length,
-//! the stanza rate, the pre-authentication budget, and the per-account SASL back-off.
+//! namespace floods, the stanza rate, the pre-authentication budget, and the per-account
+//! SASL back-off.
 //! Each test checks the exact error and that another session keeps working.
 
 use std::net::IpAddr;
@@ -240,4 +241,60 @@ async fn a_success_from_an_address_in_back_off_waits_like_a_failure() -> anyhow:
     );
     assert_eq!(right.await??, Ok(()));
     assert_alive(&server, &mut witness, "juliet").await
+}
+
+#[tokio::test]
+async fn a_namespace_flood_is_held_to_the_stanza_budget() -> anyhow::Result<()> {
+    // Namespace declarations are not attributes to the parser (they never reach the
+    // element), so what bounds a flood of them is the stanza budget: each declaration is
+    // bytes of the stanza, and so is every copy of a namespace name an element inherits.
+    let server = core_server()
+        .user("romeo", "pw")
+        .user("juliet", "pw")
+        .config_toml("[limits]\nmax_attributes = 8\nmax_stanza_size = 8192")
+        .start()
+        .await?;
+    let mut juliet = server.client("juliet").await?;
+    let to = juliet.jid().to_string();
+    let declarations = |count: usize| -> String {
+        (0..count)
+            .map(|i| format!(" xmlns:p{i}='urn:example:flood:{i}'"))
+            .collect()
+    };
+
+    // Within the budget: delivered, with its prefixed child resolved.
+    let mut romeo = server.client("romeo").await?;
+    romeo
+        .send_str(&format!(
+            "<message to='{to}' id='ok' type='chat'{}><p19:x/><body>hi</body></message>",
+            declarations(20)
+        ))
+        .await?;
+    let got = juliet.expect_where(|s| s.name() == "message").await?;
+    assert_eq!(got.attr("id"), Some("ok"));
+    assert!(
+        got.get_child("x", "urn:example:flood:19").is_some(),
+        "the prefixed child lost its namespace: {got:?}"
+    );
+    romeo.sync().await?;
+
+    // 2,000 declarations on one start tag, about 60 KB: the stream ends before the tag.
+    let flood = format!("<message to='{to}' type='chat'{}/>", declarations(2000));
+    assert_eq!(
+        stream_error_after(&server, &flood).await?.as_deref(),
+        Some("policy-violation")
+    );
+    // A short wire form that would cost a namespace copy per element: 1,000 `<a/>`
+    // under a 1,000-byte default namespace are 4 KB sent and 1 MB to keep.
+    let copies = format!(
+        "<message to='{to}' type='chat'><x xmlns='urn:{}'>{}</x></message>",
+        "n".repeat(1000),
+        "<a/>".repeat(1000)
+    );
+    assert_eq!(
+        stream_error_after(&server, &copies).await?.as_deref(),
+        Some("policy-violation")
+    );
+    juliet.expect_silence(QUIET).await?;
+    assert_alive(&server, &mut juliet, "juliet").await
 }
