@@ -276,6 +276,22 @@ async fn header_errors() -> anyhow::Result<()> {
             format!("{HEADER_PREFIX}<!DOCTYPE stream:stream>{}", header("to='localhost' version='1.0'")),
             "restricted-xml",
         ),
+        (
+            "billion laughs",
+            format!(
+                "{HEADER_PREFIX}<!DOCTYPE stream:stream [<!ENTITY lol 'lol'><!ENTITY lol2 '&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;'><!ENTITY lol3 '&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;'>]>{}<message to='juliet@localhost'><body>&lol3;</body></message>",
+                header("to='localhost' version='1.0'")
+            ),
+            "restricted-xml",
+        ),
+        (
+            "external entity",
+            format!(
+                "{HEADER_PREFIX}<!DOCTYPE stream:stream [<!ENTITY xxe SYSTEM 'file:///etc/passwd'>]>{}<message to='juliet@localhost'><body>&xxe;</body></message>",
+                header("to='localhost' version='1.0'")
+            ),
+            "restricted-xml",
+        ),
     ];
     for (what, data, expected) in cases {
         let condition = error_for(&server, &data).await?;
@@ -351,6 +367,16 @@ async fn xml_errors_in_a_bound_session() -> anyhow::Result<()> {
             "restricted-xml",
         ),
         ("processing instruction", "<?pi x?>", "restricted-xml"),
+        (
+            "NUL in text",
+            "<message to='juliet@localhost'><body>a\0b</body></message>",
+            "not-well-formed",
+        ),
+        (
+            "NUL in a name",
+            "<mess\0age to='juliet@localhost'/>",
+            "not-well-formed",
+        ),
     ];
     for (what, data, expected) in cases {
         let mut romeo = server.client("romeo").await?;
@@ -801,5 +827,53 @@ async fn a_client_that_never_reads_cannot_outlast_the_negotiation_deadline() -> 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(raw);
+    Ok(())
+}
+
+/// A token that never ends, sent a little at a time (slowly enough that every read holds
+/// one small piece): the limits count what sits unfinished in the parser, so it ends at
+/// its limit, not at the end of memory or of a timeout.
+#[tokio::test]
+async fn endless_tokens_sent_slowly_end_at_their_limit() -> anyhow::Result<()> {
+    let (server, mut witness) = server_with_witness(
+        core_server().config_toml("[limits]\nmax_stanza_size = 4096\nmax_attribute_length = 1024"),
+    )
+    .await?;
+    // (what, the token's start, bytes after which the limit must have struck): text
+    // grows into the stanza budget; a name or an attribute value is one token, bounded
+    // by the attribute length (plus the parser's small margin).
+    let cases = [
+        ("text", "<message to='juliet@localhost'><body>", 4096),
+        (
+            "attribute value",
+            "<message to='juliet@localhost' id='",
+            1024 + 64,
+        ),
+        (
+            "element name",
+            "<message to='juliet@localhost'><b",
+            1024 + 64,
+        ),
+    ];
+    for (what, start, limit) in cases {
+        let mut romeo = server.client("romeo").await?;
+        romeo.send_str(start).await?;
+        let chunk = "x".repeat(128);
+        let mut sent = start.len();
+        // One chunk past the limit, no further: bytes the server never reads would
+        // turn its close into a reset that could swallow the stream error.
+        while sent <= limit {
+            romeo.raw().send_raw(&chunk).await?;
+            sent += chunk.len();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            finish(romeo.raw()).await?.as_deref(),
+            Some("policy-violation"),
+            "{what}"
+        );
+        assert_alive(&server, &mut witness, "romeo").await?;
+    }
+    witness.expect_silence(QUIET).await?;
     Ok(())
 }
