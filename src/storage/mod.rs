@@ -3,6 +3,7 @@
 //! Every write method returns only once the write is durable (sled: flushed), so a
 //! caller may tell the client it succeeded as soon as the future resolves.
 
+mod group_flush;
 pub mod memory;
 pub mod sled_store;
 

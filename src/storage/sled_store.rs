@@ -1,11 +1,13 @@
 //! sled backend (the durable default). Every write is flushed before its future resolves:
-//! sled only syncs every 500 ms on its own.
+//! sled only syncs every 500 ms on its own. Flushes are shared between concurrent writes
+//! (`group_flush`), never sled's `flush_async`, which deadlocks when called concurrently.
 
 use std::path::Path;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
+use super::group_flush::GroupFlush;
 use super::{
     account_key, decode_credentials, encode_credentials, record_key, Storage, StorageError,
     StorageResult,
@@ -13,9 +15,9 @@ use super::{
 use crate::sasl::StoredCredentials;
 
 pub struct SledStorage {
-    db: sled::Db,
     accounts: sled::Tree,
     records: sled::Tree,
+    flusher: GroupFlush,
 }
 
 fn backend(err: sled::Error) -> StorageError {
@@ -45,16 +47,20 @@ impl SledStorage {
         };
         let accounts = db.open_tree("accounts").map_err(backend)?;
         let records = db.open_tree("records").map_err(backend)?;
+        let flusher = GroupFlush::new(move || {
+            db.flush()
+                .map(|_| ())
+                .map_err(|e| format!("flushing the database: {e}"))
+        });
         Ok(SledStorage {
-            db,
             accounts,
             records,
+            flusher,
         })
     }
 
     async fn flush(&self) -> StorageResult<()> {
-        self.db.flush_async().await.map_err(backend)?;
-        Ok(())
+        self.flusher.flush().await.map_err(StorageError::Backend)
     }
 
     /// The keys of `user`'s module records on `host` (`user` or `user/...` in any
@@ -314,5 +320,43 @@ mod tests {
             Some(b"v2".to_vec())
         );
         assert_eq!(store.get("h", "offline", "romeo/1").expect("get"), None);
+    }
+
+    /// sled's own `flush_async` stalls forever here (every run, first round), blocking
+    /// the runtime's threads, so the writes run on a runtime of their own and the test
+    /// waits from outside it.
+    #[test]
+    fn concurrent_acknowledged_writes_all_complete_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        let store = std::sync::Arc::new(SledStorage::open(&path).expect("open"));
+        let (done, finished) = std::sync::mpsc::channel();
+        let writer = store.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let writes = (0..200).map(|i| {
+                    let store = writer.clone();
+                    tokio::spawn(async move {
+                        let key = format!("u{i}");
+                        store.put("h", "roster", &key, b"r").await.expect("put");
+                    })
+                });
+                for result in futures::future::join_all(writes).await {
+                    result.expect("task");
+                }
+            });
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("200 concurrent writes stalled");
+        drop(store);
+        let store = SledStorage::open(&path).expect("reopen");
+        assert_eq!(store.scan("h", "roster", "").expect("scan").len(), 200);
     }
 }
