@@ -41,7 +41,7 @@
 # SOAK_SETTLE [10 s], SOAK_FD_SLACK [5], SOAK_RSS_DRIFT_PCT [10], SOAK_OFFLINE_ACCOUNTS
 # [100], SOAK_RAMPS [1], SOAK_RAMP_HOLD [30 s, at least one sample interval], SOAK_RUST_LOG
 # [info], SOAK_OUT, SOAK_KEEP=1 (keep the work folder), TERN_BIN and TERN_LOAD_BIN (use these
-# binaries, no build).
+# binaries, no build; SOAK_BINARY_COMMIT names the commit they were built from).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -111,6 +111,13 @@ fi
 [ "$RAMPS" -ge 1 ] || die "SOAK_RAMPS must be at least 1"
 
 # ---------------------------------------------------------------- build
+# The commit at the start: the tree may move during an hour's run. Binaries handed over
+# through TERN_BIN may come from anywhere: SOAK_BINARY_COMMIT says from where.
+SOAK_COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git -C "$ROOT" diff --quiet HEAD 2>/dev/null || SOAK_COMMIT="$SOAK_COMMIT (with uncommitted changes)"
+if [ -n "${TERN_BIN:-}" ]; then
+  SOAK_COMMIT="${SOAK_BINARY_COMMIT:-unknown} (TERN_BIN=$TERN_BIN; the tree was at $SOAK_COMMIT)"
+fi
 if [ -n "${TERN_BIN:-}" ] && [ -n "${TERN_LOAD_BIN:-}" ]; then
   TERN="$TERN_BIN"
   LOAD="$TERN_LOAD_BIN"
@@ -448,8 +455,6 @@ print(json.dumps({
 }))
 EOF
 )"
-SOAK_COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-git -C "$ROOT" diff --quiet HEAD 2>/dev/null || SOAK_COMMIT="$SOAK_COMMIT (with uncommitted changes)"
 SOAK_STAMP="$(date -u +%Y-%m-%dT%H:%MZ)"
 export WORK OUT SOAK_SETTINGS SOAK_COMMAND="$COMMAND" SOAK_COMMIT SOAK_STAMP
 status=0
