@@ -20,8 +20,10 @@ use crate::procfs::{self, Sample, Window};
 use crate::stats::{Errors, Latencies};
 
 /// Set-up logins (not measured): all of `indices`, at most `concurrency` at a time, each
-/// synchronised; any failure ends the run, since a scenario on fewer clients than asked
-/// would report figures for a load it did not apply.
+/// synchronised. A login that fails is tried once more, alone, after the others (ejabberd
+/// resets or stalls about one login in a thousand of such a burst); its first failure stays
+/// in `errors`, so the report shows it. A second failure ends the run, since a scenario on
+/// fewer clients than asked would report figures for a load it did not apply.
 pub async fn login_all(
     target: &Arc<Target>,
     indices: &[u64],
@@ -29,13 +31,31 @@ pub async fn login_all(
     errors: &Errors,
     latency: &Latencies,
 ) -> anyhow::Result<Vec<Session>> {
-    let sessions = login_many(target, indices, concurrency, None, true, errors, latency).await;
+    let mut sessions = login_many(target, indices, concurrency, None, true, errors, latency).await;
+    let failed: Vec<usize> = (0..sessions.len())
+        .filter(|&slot| sessions[slot].is_none())
+        .collect();
+    let retry_errors = Errors::default();
+    for slot in failed {
+        let again = login_many(
+            target,
+            &indices[slot..=slot],
+            1,
+            None,
+            true,
+            &retry_errors,
+            latency,
+        )
+        .await;
+        sessions[slot] = again.into_iter().next().flatten();
+    }
     if sessions.iter().any(|s| s.is_none()) {
         anyhow::bail!(
-            "set-up failed: {} of {} logins failed: {}",
-            errors.total(),
+            "set-up failed: {} of {} logins failed twice: first {}, then {}",
+            retry_errors.total(),
             indices.len(),
-            errors.to_json()
+            errors.to_json(),
+            retry_errors.to_json()
         );
     }
     Ok(sessions.into_iter().flatten().collect())
