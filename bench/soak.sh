@@ -188,6 +188,8 @@ write_tern_config --domain "$DOMAIN" --c2s "$PORT" --direct-tls "$PORT_TLS" \
   --modules "$TERN_BENCH_MODULES" --no-throttle \
   --turn-host "$TURN_HOST" --turn-secret soak-secret-not-for-production --turn-ttl 86400 \
   >"$WORK/tern.toml"
+# It holds the TURN secret: owner only (Tern warns about a world-readable one).
+chmod 600 "$WORK/tern.toml"
 CONFIG="$WORK/tern.toml"
 CA="$WORK/certs/$DOMAIN.crt"
 "$TERN" check --config "$CONFIG" >"$WORK/check.log" 2>&1 || {

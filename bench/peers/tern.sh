@@ -30,6 +30,7 @@ EOF
         --modules "disco ping roster presence offline external_services" --no-throttle \
         --turn-host "$PEER_TURN_HOST" --turn-secret "$PEER_TURN_SECRET" --turn-ttl 86400
     } >"$CFG"
+    chmod 600 "$CFG" # the TURN secret: owner only
     for i in $(seq 0 $((PEER_USERS - 1))); do
       if ! "$TERN_BIN" adduser "u$i@$PEER_DOMAIN" --password "$PEER_PASSWORD" --config "$CFG" >"$PEER_DIR/adduser.log" 2>&1; then
         grep -q "already exists" "$PEER_DIR/adduser.log" && continue

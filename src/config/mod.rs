@@ -9,6 +9,7 @@
 
 pub mod diagnostics;
 pub mod options;
+mod secret_file;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -171,8 +172,10 @@ impl Config {
         } else {
             base_dir
         };
-        let mut config = Config::parse(&source, &base_dir)
-            .with_context(|| format!("in config file {}", path.display()))?;
+        let (root, diagnostics) =
+            parse_table(&source).with_context(|| format!("in config file {}", path.display()))?;
+        secret_file::warn_if_world_readable(path, &root, &diagnostics);
+        let mut config = Config::from_table(&root, &base_dir, diagnostics);
         config.source_path = Some(path.to_path_buf());
         Ok(config)
     }
@@ -190,17 +193,7 @@ impl Config {
 
     /// Parses TOML text; relative paths resolve against `base_dir`.
     pub fn parse(source: &str, base_dir: &Path) -> anyhow::Result<Config> {
-        let root: Table = source.parse().map_err(|err: toml::de::Error| {
-            let position = err.span().map(|span| line_col(source, span.start));
-            match position {
-                Some((line, col)) => anyhow::anyhow!(
-                    "TOML syntax error at line {line}, column {col}: {}",
-                    err.message()
-                ),
-                None => anyhow::anyhow!("TOML syntax error: {}", err.message()),
-            }
-        })?;
-        let diagnostics = Diagnostics::new(diagnostics::key_lines(source));
+        let (root, diagnostics) = parse_table(source)?;
         Ok(Config::from_table(&root, base_dir, diagnostics))
     }
 
@@ -602,6 +595,21 @@ fn read_limits(table: Option<&Table>, diagnostics: &Diagnostics) -> Limits {
     }
     opts.report_unknown();
     limits
+}
+
+/// The TOML table and a diagnostics sink that knows each key's line.
+fn parse_table(source: &str) -> anyhow::Result<(Table, Diagnostics)> {
+    let root: Table = source.parse().map_err(|err: toml::de::Error| {
+        let position = err.span().map(|span| line_col(source, span.start));
+        match position {
+            Some((line, col)) => anyhow::anyhow!(
+                "TOML syntax error at line {line}, column {col}: {}",
+                err.message()
+            ),
+            None => anyhow::anyhow!("TOML syntax error: {}", err.message()),
+        }
+    })?;
+    Ok((root, Diagnostics::new(diagnostics::key_lines(source))))
 }
 
 fn line_col(source: &str, offset: usize) -> (usize, usize) {

@@ -122,6 +122,8 @@ write_tern_config --domain "$DOMAIN" --c2s "$PORT_STARTTLS" --direct-tls "$PORT_
   --host-modules external_services \
   --turn-host "$EXTDISCO_HOST" --turn-secret "$EXTDISCO_SECRET" --turn-ttl "$EXTDISCO_TTL" \
   >"$WORK/tern.toml"
+# It holds the TURN secret: owner only (Tern warns about a world-readable one).
+chmod 600 "$WORK/tern.toml"
 CONFIG="$WORK/tern.toml"
 CA="$WORK/certs/$DOMAIN.crt"
 
