@@ -86,10 +86,7 @@ impl Inner {
 
     /// Flushes until no request is waiting.
     fn run(&self) {
-        let mut stopped = StopOnUnwind {
-            inner: self,
-            done: false,
-        };
+        let _stop_on_unwind = StopOnUnwind(self);
         loop {
             let covered = self.lock().requested;
             let error = (self.flush)().err();
@@ -97,7 +94,6 @@ impl Inner {
             let mut state = self.lock();
             if state.requested == covered {
                 state.running = false;
-                stopped.done = true;
                 return;
             }
         }
@@ -106,21 +102,18 @@ impl Inner {
 
 /// A flush that panicked must not leave `running` set: every later write would wait for a
 /// flusher that is gone. Its waiters get an error instead.
-struct StopOnUnwind<'a> {
-    inner: &'a Inner,
-    done: bool,
-}
+struct StopOnUnwind<'a>(&'a Inner);
 
 impl Drop for StopOnUnwind<'_> {
     fn drop(&mut self) {
-        if self.done {
+        if !std::thread::panicking() {
             return;
         }
-        let mut state = self.inner.lock();
+        let mut state = self.0.lock();
         state.running = false;
         let covered = state.requested;
         drop(state);
-        self.inner.finished.send_replace(Finished {
+        self.0.finished.send_replace(Finished {
             covered,
             error: Some("the storage flush panicked".to_string()),
         });
