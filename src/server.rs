@@ -18,6 +18,7 @@ use tokio::sync::{watch, Notify};
 use crate::config::Config;
 use crate::host::Host;
 use crate::module::ModuleDescriptor;
+use crate::stanza::{StreamError, StreamErrorCondition};
 use crate::storage::SharedStorage;
 use crate::tls::{HostCert, TlsSetup};
 
@@ -94,6 +95,10 @@ impl ServerInner {
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
     }
 
     pub(crate) fn track_connection(self: &Arc<Self>) -> ConnectionGuard {
@@ -589,6 +594,14 @@ impl Server {
             return;
         }
         tracing::info!("shutting down");
+        // Bound sessions are told through their queues (their readers do not each watch
+        // the signal: that would cost every connection a waiter). A session bound after
+        // this sweep sees the flag set when it starts.
+        for host in self.inner.hosts() {
+            for session in host.all_sessions() {
+                session.close(Some(StreamError::new(StreamErrorCondition::SystemShutdown)));
+            }
+        }
         let wait = async {
             loop {
                 let notified = self.inner.connections_done.notified();

@@ -247,13 +247,30 @@ pub(crate) fn stream_error_xml(error: &StreamError) -> String {
     out
 }
 
-/// Runs one connection from accept to close.
-pub(crate) async fn handle(
+/// Runs one connection from accept to close. While the session runs, the connection's
+/// task holds little more than two boxes: negotiation's state (freed when it ends) and
+/// the session's.
+pub(crate) fn handle(
     server: Arc<ServerInner>,
     tcp: TcpStream,
     peer: SocketAddr,
     direct_tls: bool,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
+    let negotiation = Box::pin(negotiate_connection(server, tcp, peer, direct_tls));
+    async move {
+        if let Some(session) = negotiation.await {
+            session.await;
+        }
+    }
+}
+
+/// From accept to a bound (or resumed) session, whose future it returns unstarted.
+async fn negotiate_connection(
+    server: Arc<ServerInner>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+) -> Option<super::session_loop::SessionFuture> {
     let _ = tcp.set_nodelay(true);
     let config = server.config();
     let limits = FramerLimits {
@@ -275,7 +292,7 @@ pub(crate) async fn handle(
     let (io, channel_binding): (BoxIo, ChannelBindingData) = if direct_tls {
         let Some(tls) = server.tls() else {
             tracing::warn!(%peer, "direct TLS connection but no TLS certificates are loaded");
-            return;
+            return None;
         };
         let accept = Box::pin(tls.direct_tls_acceptor().accept(tcp));
         match tokio::time::timeout(config.limits.negotiation_timeout, accept).await {
@@ -291,11 +308,11 @@ pub(crate) async fn handle(
             }
             Ok(Err(err)) => {
                 tracing::debug!(%peer, %err, "direct TLS handshake failed");
-                return;
+                return None;
             }
             Err(_) => {
                 tracing::debug!(%peer, "direct TLS handshake timed out");
-                return;
+                return None;
             }
         }
     } else {
@@ -308,23 +325,14 @@ pub(crate) async fn handle(
     let mut conn = Conn::new(io, limits);
     conn.peer = Some(peer);
     conn.pre_auth = super::budget::PreAuthBudget::from_limits(&config.limits);
-    // Each phase in a box of its own: a task's future is as large as its largest state,
-    // and an idle session should not carry negotiation's for its lifetime.
-    let negotiated = Box::pin(super::negotiation::negotiate(
-        &server,
-        conn,
-        info,
-        channel_binding,
-    ))
-    .await;
-    match negotiated {
-        Some(super::negotiation::Negotiated::Bound(conn, bound)) => {
-            Box::pin(super::session_loop::run(server, conn, bound)).await
+    let negotiated = super::negotiation::negotiate(&server, conn, info, channel_binding).await;
+    match negotiated? {
+        super::negotiation::Negotiated::Bound(conn, bound) => {
+            Some(super::session_loop::run(server, conn, bound))
         }
-        Some(super::negotiation::Negotiated::Resumed(conn, handle, h)) => {
-            Box::pin(super::session_loop::resume(server, conn, handle, h)).await
+        super::negotiation::Negotiated::Resumed(conn, handle, h) => {
+            Some(super::session_loop::resume(server, conn, handle, h))
         }
-        None => {}
     }
 }
 

@@ -29,8 +29,9 @@ pub(crate) async fn accept_loop(server: Arc<ServerInner>, listener: TcpListener,
                     };
                     let server = server.clone();
                     let guard = server.track_connection();
+                    let connection = connection::handle(server, tcp, peer, direct_tls);
                     tokio::spawn(async move {
-                        connection::handle(server, tcp, peer, direct_tls).await;
+                        connection.await;
                         drop(guard);
                         drop(slot);
                     });

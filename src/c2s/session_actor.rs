@@ -69,109 +69,151 @@ pub(crate) struct SessionTask {
     pub _guard: crate::server::ConnectionGuard,
 }
 
+/// What woke a session that has no connection attached.
+enum DetachedWake {
+    Message(Option<Outbound>),
+    Expired,
+    Shutdown,
+}
+
 impl SessionTask {
-    pub(crate) async fn run(mut self) {
-        let mut sm: Option<Sm> = None;
-        let mut deadline: Option<Instant> = None;
-        // Allocated per batch and released after it: an idle session holds no buffer.
-        let mut buf: Vec<u8> = Vec::new();
-        let mut shutdown = self.server.shutdown_signal();
-        let reason = loop {
-            let message = tokio::select! {
-                message = self.rx.recv() => message,
-                _ = sleep_until(deadline) => break "not resumed in time".to_string(),
-                // A detached session has no reader to notice the shutdown.
-                _ = crate::server::until_shutdown(&mut shutdown), if self.writer.is_none() => {
-                    break "server shutting down".to_string();
+    /// The task's future. A plain function around an `async move` block: an `async fn`
+    /// taking `self` would hold a second, dead copy of it for the session's lifetime.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    pub(crate) fn run(mut self) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            let mut sm: Option<Sm> = None;
+            let mut deadline: Option<Instant> = None;
+            // Allocated per batch and released after it: an idle session holds no buffer.
+            let mut buf: Vec<u8> = Vec::new();
+            let reason = loop {
+                let message = if self.writer.is_some() {
+                    // Attached: the reader watches for shutdown, and nothing expires.
+                    self.rx.recv().await
+                } else {
+                    // Boxed: rare, and its timer and shutdown watch would otherwise be
+                    // part of every session's memory.
+                    match Box::pin(self.wait_detached(deadline)).await {
+                        DetachedWake::Message(message) => message,
+                        DetachedWake::Expired => break "not resumed in time".to_string(),
+                        DetachedWake::Shutdown => break "server shutting down".to_string(),
+                    }
+                };
+                let Some(message) = message else {
+                    break "session dropped".to_string();
+                };
+                if let Some(reason) = self
+                    .process_batch(message, &mut sm, &mut deadline, &mut buf)
+                    .await
+                {
+                    break reason;
                 }
             };
-            let Some(message) = message else {
-                break "session dropped".to_string();
-            };
-            // Batch what is already queued into one write.
-            let mut next = Some(message);
-            let mut closing: Option<Option<StreamError>> = None;
-            // What the session may hold for a client that does not acknowledge (or is
-            // away): as much as the outbound queue.
-            let max_held = self.server.config().limits.outbound_queue;
-            while let Some(message) = next.take() {
-                match message {
-                    Outbound::Stanza(stanza) => match (&mut sm, self.writer.is_some()) {
-                        (Some(state), attached) => {
-                            if attached {
-                                writer::append_to(&stanza, &mut buf);
-                                state.sent = state.sent.wrapping_add(1);
-                                state.unacked.push_back(*stanza);
-                            } else {
-                                state.pending.push(*stanza);
-                            }
-                            if state.unacked.len() + state.pending.len() > max_held {
-                                closing = Some(Some(StreamError::with_text(
-                                    StreamErrorCondition::PolicyViolation,
-                                    "too many unacknowledged stanzas",
-                                )));
-                                break;
-                            }
+            Box::pin(self.end_session(reason, sm)).await;
+        }
+    }
+
+    /// A detached session waits for a stanza to hold, its resumption deadline, or the
+    /// server's shutdown (it has no reader to notice that).
+    async fn wait_detached(&mut self, deadline: Option<Instant>) -> DetachedWake {
+        let mut shutdown = self.server.shutdown_signal();
+        tokio::select! {
+            message = self.rx.recv() => DetachedWake::Message(message),
+            _ = sleep_until(deadline) => DetachedWake::Expired,
+            _ = crate::server::until_shutdown(&mut shutdown) => DetachedWake::Shutdown,
+        }
+    }
+
+    /// Writes `message` and whatever else is already queued in one go. `Some(reason)`
+    /// when the session is over.
+    async fn process_batch(
+        &mut self,
+        message: Outbound,
+        sm: &mut Option<Sm>,
+        deadline: &mut Option<Instant>,
+        buf: &mut Vec<u8>,
+    ) -> Option<String> {
+        // Batch what is already queued into one write.
+        let mut next = Some(message);
+        let mut closing: Option<Option<StreamError>> = None;
+        // What the session may hold for a client that does not acknowledge (or is
+        // away): as much as the outbound queue.
+        let max_held = self.server.config().limits.outbound_queue;
+        while let Some(message) = next.take() {
+            match message {
+                Outbound::Stanza(stanza) => match (&mut *sm, self.writer.is_some()) {
+                    (Some(state), attached) => {
+                        if attached {
+                            writer::append_to(&stanza, buf);
+                            state.sent = state.sent.wrapping_add(1);
+                            state.unacked.push_back(*stanza);
+                        } else {
+                            state.pending.push(*stanza);
                         }
-                        (None, _) => writer::append_to(&stanza, &mut buf),
-                    },
-                    Outbound::Nonza(element) => {
-                        if self.writer.is_some() {
-                            writer::append_to(&element, &mut buf);
-                        }
-                    }
-                    Outbound::Close(error) => {
-                        closing = Some(error.map(|error| *error));
-                        break;
-                    }
-                    Outbound::Sm(command) => {
-                        // Boxed, as `finish_stream` and `end_session`: rare steps whose
-                        // futures would otherwise enlarge every session task.
-                        if let Err(error) =
-                            Box::pin(self.sm_command(*command, &mut sm, &mut deadline, &mut buf))
-                                .await
-                        {
-                            closing = Some(Some(error));
+                        if state.unacked.len() + state.pending.len() > max_held {
+                            closing = Some(Some(StreamError::with_text(
+                                StreamErrorCondition::PolicyViolation,
+                                "too many unacknowledged stanzas",
+                            )));
                             break;
                         }
                     }
+                    (None, _) => writer::append_to(&stanza, buf),
+                },
+                Outbound::Nonza(element) => {
+                    if self.writer.is_some() {
+                        writer::append_to(&element, buf);
+                    }
                 }
-                if buf.len() < 64 * 1024 {
-                    next = self.rx.try_recv().ok();
+                Outbound::Close(error) => {
+                    closing = Some(error.map(|error| *error));
+                    break;
                 }
-            }
-            // Ask for an acknowledgement every few stanzas, so the unacked queue stays short.
-            if let Some(state) = &mut sm {
-                if self.writer.is_some()
-                    && state.sent.wrapping_sub(state.requested_at) >= 5
-                    && closing.is_none()
-                {
-                    buf.extend_from_slice(b"<r xmlns='urn:xmpp:sm:3'/>");
-                    state.requested_at = state.sent;
-                }
-            }
-            if !buf.is_empty() {
-                let written = self.write(&buf).await;
-                buf = Vec::new();
-                if !written {
-                    // The connection broke under us: the reader will notice too.
-                    if sm.as_ref().is_some_and(|s| s.resume_timeout.is_some()) {
-                        self.detach(&mut sm, &mut deadline);
-                    } else if closing.is_none() {
-                        break "connection lost".to_string();
+                Outbound::Sm(command) => {
+                    // Boxed, as `finish_stream` and `end_session`: rare steps whose
+                    // futures would otherwise enlarge every session task.
+                    if let Err(error) = Box::pin(self.sm_command(*command, sm, deadline, buf)).await
+                    {
+                        closing = Some(Some(error));
+                        break;
                     }
                 }
             }
-            if let Some(error) = closing {
-                let reason = error
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_else(|| "closed".to_string());
-                Box::pin(self.finish_stream(error)).await;
-                break reason;
+            if buf.len() < 64 * 1024 {
+                next = self.rx.try_recv().ok();
             }
-        };
-        Box::pin(self.end_session(reason, sm)).await;
+        }
+        // Ask for an acknowledgement every few stanzas, so the unacked queue stays short.
+        if let Some(state) = sm.as_mut() {
+            if self.writer.is_some()
+                && state.sent.wrapping_sub(state.requested_at) >= 5
+                && closing.is_none()
+            {
+                buf.extend_from_slice(b"<r xmlns='urn:xmpp:sm:3'/>");
+                state.requested_at = state.sent;
+            }
+        }
+        if !buf.is_empty() {
+            let written = self.write(buf).await;
+            *buf = Vec::new();
+            if !written {
+                // The connection broke under us: the reader will notice too.
+                if sm.as_ref().is_some_and(|s| s.resume_timeout.is_some()) {
+                    self.detach(sm, deadline);
+                } else if closing.is_none() {
+                    return Some("connection lost".to_string());
+                }
+            }
+        }
+        if let Some(error) = closing {
+            let reason = error
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "closed".to_string());
+            Box::pin(self.finish_stream(error)).await;
+            return Some(reason);
+        }
+        None
     }
 
     async fn sm_command(
@@ -284,18 +326,30 @@ impl SessionTask {
         let Some(writer) = self.writer.as_mut() else {
             return false;
         };
-        let write = async { writer.write_all(bytes).await.is_ok() && writer.flush().await.is_ok() };
-        match tokio::time::timeout(stall, write).await {
-            Ok(written) => written,
-            Err(_) => {
-                tracing::info!(jid = %self.handle.jid(), "the client has not read for {stall:?}; dropping the connection");
-                // Half a stanza may have gone out: this connection cannot be used again.
-                if let Some(mut writer) = self.writer.take() {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
-                }
-                false
+        {
+            let write =
+                async { writer.write_all(bytes).await.is_ok() && writer.flush().await.is_ok() };
+            let mut write = std::pin::pin!(write);
+            // Almost every write completes at once (the socket has room): those need no
+            // timer, whose arming and removal would cost every stanza.
+            if let std::task::Poll::Ready(written) = futures::poll!(write.as_mut()) {
+                return written;
+            }
+            // Boxed: the timer would otherwise be part of every session's memory.
+            if let Ok(written) = Box::pin(tokio::time::timeout(stall, write)).await {
+                return written;
             }
         }
+        tracing::info!(jid = %self.handle.jid(), "the client has not read for {stall:?}; dropping the connection");
+        // Half a stanza may have gone out: this connection cannot be used again.
+        if let Some(mut writer) = self.writer.take() {
+            let _ = Box::pin(tokio::time::timeout(
+                Duration::from_secs(1),
+                writer.shutdown(),
+            ))
+            .await;
+        }
+        false
     }
 
     async fn finish_stream(&mut self, error: Option<StreamError>) {

@@ -51,18 +51,24 @@ impl Drop for NewSession {
     }
 }
 
-pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, mut new: NewSession) {
-    let (Some(rx), host, handle) = (new.rx.take(), new.host.clone(), new.handle.clone()) else {
-        return;
+/// The future of a bound session, boxed: it is what every connected client holds for
+/// as long as it stays. Built by plain functions around `async move` blocks because an
+/// `async fn` keeps a second, dead copy of each argument it moves (rust-lang/rust#62958),
+/// and the reading side's `Conn` is 400 bytes.
+pub(crate) type SessionFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+pub(crate) fn run(server: Arc<ServerInner>, conn: Conn, mut new: NewSession) -> SessionFuture {
+    let Some(rx) = new.rx.take() else {
+        return Box::pin(async {});
     };
+    let (host, handle) = (new.host.clone(), new.handle.clone());
     drop(new);
-    let info = handle.info().clone();
-    let jid = handle.jid().clone();
+    let peer = handle.info().peer;
     let Conn {
         io, framer, limits, ..
     } = conn;
     let (reader, writer_half) = tokio::io::split(io);
-    let (done_tx, done_rx) = oneshot::channel();
+    let (done_tx, mut done_rx) = oneshot::channel();
     let task = SessionTask {
         server: server.clone(),
         host: host.clone(),
@@ -74,60 +80,86 @@ pub(crate) async fn run(server: Arc<ServerInner>, conn: Conn, mut new: NewSessio
         _guard: server.track_connection(),
     };
     tokio::spawn(task.run());
-
-    tracing::info!(jid = %jid, peer = %info.peer, "session bound");
-    let mut bound = SessionBound {
-        host: host.clone(),
-        session: handle.clone(),
-    };
-    if let Err(err) = Box::pin(host.events.fire(&mut bound)).await {
-        tracing::warn!(%err, "session-bound handler failed");
-    }
-    read_loop(
-        &server,
-        &host,
-        &handle,
-        ReaderConn::new(reader, framer, limits, &server, info.peer),
-        done_rx,
-        0,
-    )
-    .await;
+    let mut reader = ReaderConn::new(reader, framer, limits, &server, peer);
+    Box::pin(async move {
+        tracing::info!(jid = %handle.jid(), %peer, "session bound");
+        let mut bound = SessionBound {
+            host: host.clone(),
+            session: handle.clone(),
+        };
+        if let Err(err) = Box::pin(host.events.fire(&mut bound)).await {
+            tracing::warn!(%err, "session-bound handler failed");
+        }
+        drop(bound);
+        if server.is_shutting_down() {
+            // Bound after the shutdown's sweep of the session tables.
+            handle.close(Some(StreamError::new(StreamErrorCondition::SystemShutdown)));
+        }
+        read_loop(&server, &host, &handle, &mut reader, &mut done_rx, 0).await;
+    })
 }
 
 /// A new connection resumed `handle` (XEP-0198): hand its writer to the session task and
 /// read from it.
-pub(crate) async fn resume(
+pub(crate) fn resume(
     server: Arc<ServerInner>,
     conn: Conn,
     handle: SessionHandle,
     client_h: u32,
-) {
+) -> SessionFuture {
     let Some(host) = server.host(&handle.info().host) else {
-        return;
+        return Box::pin(async {});
     };
     let Conn {
         io, framer, limits, ..
     } = conn;
     let (reader, writer_half) = tokio::io::split(io);
-    let (done_tx, done_rx) = oneshot::channel();
+    let (done_tx, mut done_rx) = oneshot::channel();
     let connection = server.next_session_id();
-    handle
-        .control(Outbound::Sm(Box::new(SmCommand::Attach {
-            connection,
-            writer: writer_half,
-            done: done_tx,
-            client_h,
-        })))
-        .await;
-    read_loop(
-        &server,
-        &host,
-        &handle,
-        ReaderConn::new(reader, framer, limits, &server, handle.info().peer),
-        done_rx,
+    let mut reader = ReaderConn::new(reader, framer, limits, &server, handle.info().peer);
+    let attach = Outbound::Sm(Box::new(SmCommand::Attach {
         connection,
-    )
-    .await;
+        writer: writer_half,
+        done: done_tx,
+        client_h,
+    }));
+    Box::pin(async move {
+        handle.control(attach).await;
+        if server.is_shutting_down() {
+            handle.close(Some(StreamError::new(StreamErrorCondition::SystemShutdown)));
+        }
+        read_loop(
+            &server,
+            &host,
+            &handle,
+            &mut reader,
+            &mut done_rx,
+            connection,
+        )
+        .await;
+    })
+}
+
+/// When the read loop's one timer must next wake it: the parser's release after a short
+/// silence, then the idle ping. Activity only moves `last_frame`; the timer is re-armed
+/// when it fires, so a busy session does not touch the timer wheel for every stanza.
+struct ReadTimer {
+    last_frame: tokio::time::Instant,
+    dormant: bool,
+    idle_timeout: std::time::Duration,
+}
+
+impl ReadTimer {
+    /// When to wake next, or `None` when nothing is due (dormant, no idle pings).
+    fn next_wake(&self) -> Option<tokio::time::Instant> {
+        if !self.dormant {
+            Some(self.last_frame + DORMANT_AFTER)
+        } else if self.idle_timeout.is_zero() {
+            None
+        } else {
+            Some(self.last_frame + self.idle_timeout)
+        }
+    }
 }
 
 /// Reads and processes the client's stanzas until the stream ends for this connection.
@@ -135,44 +167,55 @@ async fn read_loop(
     server: &Arc<ServerInner>,
     host: &Arc<Host>,
     handle: &SessionHandle,
-    mut conn: ReaderConn,
-    mut done_rx: oneshot::Receiver<()>,
+    conn: &mut ReaderConn,
+    done_rx: &mut oneshot::Receiver<()>,
     connection: u64,
 ) {
-    let jid = handle.jid().clone();
-    let mut shutdown = server.shutdown_signal();
-    let limits = server.config().limits.clone();
-    let mut idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
-    let mut dormant_at = Some(tokio::time::Instant::now() + DORMANT_AFTER);
+    let (idle_timeout, ping_timeout) = {
+        let limits = &server.config().limits;
+        (limits.idle_timeout, limits.ping_timeout)
+    };
+    let mut timer = ReadTimer {
+        last_frame: tokio::time::Instant::now(),
+        dormant: false,
+        idle_timeout,
+    };
+    // Far off when nothing is due: a `Sleep` cannot be disarmed, only moved.
+    let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
+    let sleep = tokio::time::sleep_until(timer.next_wake().unwrap_or_else(far));
+    tokio::pin!(sleep);
     loop {
-        // One timer for both: the parser's release first, then the idle ping.
-        let wake_at = match dormant_at {
-            Some(at) if limits.idle_timeout.is_zero() || at < idle_deadline => Some(at),
-            _ if limits.idle_timeout.is_zero() => None,
-            _ => Some(idle_deadline),
-        };
         let frame = tokio::select! {
             frame = conn.read_frame() => frame,
             // The session task closed the stream, or another connection took over.
-            _ = &mut done_rx => return,
-            _ = crate::server::until_shutdown(&mut shutdown) => {
-                handle.close(Some(StreamError::new(StreamErrorCondition::SystemShutdown)));
-                return;
-            }
-            // A silent client: is anyone still there? (Dead TCP connections otherwise
-            // linger until the kernel gives up, hours later.)
-            _ = super::session_actor::sleep_until(wake_at) => {
-                if dormant_at.take().is_some() {
-                    conn.inner.framer.hibernate();
-                } else {
-                    idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
-                    ping_idle_client(host, handle, limits.ping_timeout);
+            _ = &mut *done_rx => return,
+            // (Shutdown comes as a close through the session's queue.)
+            () = &mut sleep => {
+                let now = tokio::time::Instant::now();
+                match timer.next_wake() {
+                    // A frame came since the timer was set: not due yet.
+                    Some(at) if at > now => {}
+                    _ if !timer.dormant => {
+                        conn.inner.framer.hibernate();
+                        timer.dormant = true;
+                    }
+                    // A silent client: is anyone still there? (Dead TCP connections
+                    // otherwise linger until the kernel gives up, hours later.)
+                    _ => {
+                        timer.last_frame = now;
+                        ping_idle_client(host, handle, ping_timeout);
+                    }
                 }
+                sleep.as_mut().reset(timer.next_wake().unwrap_or_else(far));
                 continue;
             }
         };
-        idle_deadline = tokio::time::Instant::now() + limits.idle_timeout;
-        dormant_at = Some(tokio::time::Instant::now() + DORMANT_AFTER);
+        timer.last_frame = tokio::time::Instant::now();
+        if timer.dormant {
+            // Back from silence: the timer was set for the idle ping, far later.
+            timer.dormant = false;
+            sleep.as_mut().reset(timer.last_frame + DORMANT_AFTER);
+        }
         match frame {
             Ok(Frame::Stanza(stanza)) => {
                 let nonza = stanza.ns() != ns::CLIENT
@@ -202,7 +245,7 @@ async fn read_loop(
                 handle.sm_count_inbound();
                 if is_legacy_session(&stanza) {
                     let mut reply = iq_result(&stanza, None);
-                    reply.set_attr_to(&jid);
+                    reply.set_attr_to(handle.jid());
                     handle.send(reply);
                     continue;
                 }
@@ -210,7 +253,7 @@ async fn read_loop(
                 // held inline it would be part of every idle session's memory.
                 let routed = Box::pin(crate::router::from_session(server, host, handle, stanza));
                 if let Err(error) = routed.await {
-                    tracing::debug!(jid = %jid, %error, "closing the session");
+                    tracing::debug!(jid = %handle.jid(), %error, "closing the session");
                     handle.close(Some(error));
                     return;
                 }
@@ -233,7 +276,7 @@ async fn read_loop(
             Err(ReadError::Closed(reason)) => {
                 // XEP-0198: a resumable session waits for the client to come back.
                 if handle.sm_resume_id().is_some() {
-                    tracing::debug!(jid = %jid, reason, "connection lost");
+                    tracing::debug!(jid = %handle.jid(), reason, "connection lost");
                     let detach =
                         handle.control(Outbound::Sm(Box::new(SmCommand::Detach { connection })));
                     // Boxed: held inline, the send would enlarge every idle session.

@@ -417,6 +417,36 @@ async fn silent_clients_are_pinged_and_closed_when_they_do_not_answer() -> anyho
 }
 
 #[tokio::test]
+async fn a_client_that_keeps_talking_is_not_pinged() -> anyhow::Result<()> {
+    let server = core_server()
+        .user("romeo", "pw")
+        .config_toml("[limits]\nidle_timeout = 2\nping_timeout = 5")
+        .start()
+        .await?;
+    let mut romeo = server.client("romeo").await?;
+    // A request every 0.5 s for 4.5 s: more than twice the idle timeout in all, but
+    // never 2 s of silence. (A server ping would be kept in the client's queue.)
+    for _ in 0..9 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        romeo.sync().await?;
+    }
+    romeo.expect_silence(std::time::Duration::ZERO).await?;
+    // Silent from now on: pinged once the idle timeout has passed, not before.
+    let silent_since = std::time::Instant::now();
+    let ping = romeo
+        .expect_where(|s| s.name() == "iq" && s.has_child("ping", "urn:xmpp:ping"))
+        .await?;
+    let waited = silent_since.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(1500),
+        "pinged {waited:?} into the silence"
+    );
+    romeo.send(&tern::stanza::iq_result(&ping, None)).await?;
+    romeo.sync().await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_flooding_client_is_slowed_down_not_cut_off() -> anyhow::Result<()> {
     let server = core_server()
         .user("romeo", "pw")
