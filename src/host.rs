@@ -486,9 +486,8 @@ mod tests {
 
     fn session(resource: &str) -> SessionHandle {
         let jid = FullJid::new(&format!("romeo@localhost/{resource}")).expect("jid");
-        // The receiver is dropped: these sessions are only counted.
-        let (tx, _) = tokio::sync::mpsc::channel(1);
-        SessionHandle::new(Arc::new(bound_info(&jid)), jid, tx)
+        // Nothing reads the queue: these sessions are only counted.
+        SessionHandle::new(Arc::new(bound_info(&jid)), jid, 1)
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub mod router;
 pub mod sasl;
 pub mod server;
 pub mod session;
+pub(crate) mod session_queue;
 pub mod stanza;
 pub mod storage;
 pub mod stun;

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use jid::{BareJid, FullJid};
-use tokio::sync::mpsc;
 
+use crate::session_queue::{SessionQueue, TrySendError};
 use crate::stanza::{StreamError, StreamErrorCondition};
 use crate::xml::Element;
 
@@ -82,7 +82,7 @@ pub(crate) enum Outbound {
 struct Shared {
     info: Arc<SessionInfo>,
     jid: FullJid,
-    tx: mpsc::Sender<Outbound>,
+    queue: SessionQueue<Outbound>,
     available: AtomicBool,
     priority: AtomicI32,
     closing: AtomicBool,
@@ -113,12 +113,13 @@ impl std::fmt::Debug for SessionHandle {
 
 impl SessionHandle {
     /// `info` must be bound (`jid` set).
-    pub(crate) fn new(info: Arc<SessionInfo>, jid: FullJid, tx: mpsc::Sender<Outbound>) -> Self {
+    /// `info` must be bound (`jid` set). At most `queue` stanzas wait for the client.
+    pub(crate) fn new(info: Arc<SessionInfo>, jid: FullJid, queue: usize) -> Self {
         SessionHandle {
             shared: Arc::new(Shared {
                 info,
                 jid,
-                tx,
+                queue: SessionQueue::new(queue),
                 available: AtomicBool::new(false),
                 priority: AtomicI32::new(0),
                 closing: AtomicBool::new(false),
@@ -129,6 +130,11 @@ impl SessionHandle {
                 sm_resume_id: std::sync::Mutex::new(None),
             }),
         }
+    }
+
+    /// What waits for the session task to write it.
+    pub(crate) fn queue(&self) -> &SessionQueue<Outbound> {
+        &self.shared.queue
     }
 
     pub fn info(&self) -> &Arc<SessionInfo> {
@@ -163,9 +169,13 @@ impl SessionHandle {
     }
 
     fn enqueue(&self, stanza: Element) -> bool {
-        match self.shared.tx.try_send(Outbound::Stanza(Box::new(stanza))) {
+        match self
+            .shared
+            .queue
+            .try_send(Outbound::Stanza(Box::new(stanza)))
+        {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySendError::Full(_)) => {
                 tracing::warn!(jid = %self.jid(), "outbound queue full; disconnecting the session");
                 self.close(Some(StreamError::with_text(
                     StreamErrorCondition::PolicyViolation,
@@ -173,7 +183,7 @@ impl SessionHandle {
                 )));
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(TrySendError::Closed(_)) => false,
         }
     }
 
@@ -192,7 +202,7 @@ impl SessionHandle {
     /// stanza queued after it (as a command parked in a task of its own would be).
     pub(crate) async fn control(&self, command: Outbound) {
         // Err only when the session task is gone, and then there is nobody to tell.
-        let _ = self.shared.tx.send(command).await;
+        let _ = self.shared.queue.send(command).await;
     }
 
     /// XEP-0198: turns stream management on. With `resume`, the session survives a lost
@@ -275,14 +285,16 @@ impl SessionHandle {
         if self.shared.closing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let tx = self.shared.tx.clone();
         // The queue may be full (that is one reason to close); wait for room in the
         // background rather than block the caller.
-        if let Err(mpsc::error::TrySendError::Full(message)) =
-            tx.try_send(Outbound::Close(error.map(Box::new)))
+        if let Err(TrySendError::Full(message)) = self
+            .shared
+            .queue
+            .try_send(Outbound::Close(error.map(Box::new)))
         {
+            let session = self.clone();
             tokio::spawn(async move {
-                let _ = tx.send(message).await;
+                let _ = session.shared.queue.send(message).await;
             });
         }
     }
@@ -355,10 +367,9 @@ mod tests {
     use super::*;
     use crate::xml::ElementExt;
 
-    fn handle(capacity: usize) -> (SessionHandle, mpsc::Receiver<Outbound>) {
+    fn handle(capacity: usize) -> SessionHandle {
         let jid = FullJid::new("romeo@localhost/phone").expect("jid");
-        let (tx, rx) = mpsc::channel(capacity);
-        (SessionHandle::new(Arc::new(bound_info(&jid)), jid, tx), rx)
+        SessionHandle::new(Arc::new(bound_info(&jid)), jid, capacity)
     }
 
     fn describe(message: Option<Outbound>) -> String {
@@ -373,7 +384,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_command_on_a_full_queue_waits_its_turn_and_is_not_overtaken() {
-        let (session, mut rx) = handle(2);
+        let session = handle(2);
+        let rx = session.queue();
         for id in ["a1", "a2"] {
             assert!(session.send(Element::bare("message", "jabber:client").with("id", id)));
         }

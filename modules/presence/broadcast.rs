@@ -50,7 +50,7 @@ async fn broadcast(state: &Arc<State>, session: &SessionHandle, mut stanza: Elem
         if unavailable {
             sessions.remove(&session.id());
         } else {
-            entry.last = Some(stanza.clone());
+            entry.last = Some(super::kept_presence(&stanza));
         }
         (initial, directed)
     };
@@ -104,7 +104,7 @@ async fn broadcast(state: &Arc<State>, session: &SessionHandle, mut stanza: Elem
         // The other resources' presence to the new one (§4.4.2).
         for other in state.host.sessions_of(&user) {
             if other.id() != session.id() && other.is_available() {
-                if let Some(mut last) = state.last_presence(other.id()) {
+                if let Some(mut last) = state.last_presence(&other) {
                     last.set("to", full.clone());
                     session.send(last);
                 }
@@ -160,7 +160,7 @@ pub(super) async fn send_current_presence(state: &Arc<State>, user: &str, to: &J
         if !session.is_available() {
             continue;
         }
-        if let Some(mut last) = state.last_presence(session.id()) {
+        if let Some(mut last) = state.last_presence(&session) {
             last.set("to", to.to_string());
             state.host.send(last).await;
             any = true;

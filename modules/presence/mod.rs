@@ -32,7 +32,7 @@ pub struct InitialPresence {
 /// What the module remembers of each available session.
 #[derive(Default)]
 struct SessionPresence {
-    /// The last broadcast presence, with `from` = the full JID.
+    /// The last broadcast presence, without `from` and `to` (see [`kept_presence`]).
     last: Option<Element>,
     /// Who received directed presence and must hear of unavailability (RFC 6121 §4.6).
     directed: HashSet<String>,
@@ -47,13 +47,36 @@ pub(crate) struct State {
 }
 
 impl State {
-    fn last_presence(&self, id: SessionId) -> Option<Element> {
-        self.sessions
+    /// The session's last broadcast presence, from its full JID.
+    fn last_presence(&self, session: &SessionHandle) -> Option<Element> {
+        let mut last = self
+            .sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .and_then(|s| s.last.clone())
+            .get(&session.id())
+            .and_then(|s| s.last.clone())?;
+        last.set("from", session.jid().to_string());
+        Some(last)
     }
+}
+
+/// A presence as kept between broadcasts: without `from` and `to`, which every copy
+/// gets anew. Every available session keeps one, and in minidom an element's first
+/// attribute costs about a kilobyte (two levels of B-tree nodes); a plain `<presence/>`
+/// kept this way has none.
+fn kept_presence(stanza: &Element) -> Element {
+    let mut kept = Element::bare(stanza.name(), stanza.ns());
+    for ((namespace, name), value) in stanza.attrs().iter() {
+        let addressing = namespace.is_none() && matches!(name.as_str(), "from" | "to");
+        if !addressing {
+            kept.attrs_mut()
+                .insert(namespace.clone(), name.clone(), value.clone());
+        }
+    }
+    for node in stanza.nodes() {
+        kept.append_node(node.clone());
+    }
+    kept
 }
 
 fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
@@ -173,5 +196,34 @@ async fn inbound(state: &Arc<State>, event: &mut StanzaEvent) -> HandlerResult {
             Ok(Flow::Handled)
         }
         _ => Ok(Flow::Continue),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_presence_loses_only_its_addressing() {
+        let sent: Element = "<presence xmlns='jabber:client' from='a@h/r' to='b@h' id='p1' xml:lang='fr'>\
+             <show>away</show><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v'/>\
+             </presence>"
+            .parse()
+            .expect("presence");
+        let kept = kept_presence(&sent);
+        assert_eq!(kept.attr("from"), None);
+        assert_eq!(kept.attr("to"), None);
+        assert_eq!(kept.attr("id"), Some("p1"));
+        assert_eq!(kept.lang(), Some("fr"));
+        assert_eq!(kept.nodes().count(), sent.nodes().count());
+        assert_eq!(
+            kept.get_child("c", "http://jabber.org/protocol/caps")
+                .and_then(|c| c.attr("ver")),
+            Some("v")
+        );
+        let plain: Element = "<presence xmlns='jabber:client' from='a@h/r'/>"
+            .parse()
+            .expect("presence");
+        assert_eq!(kept_presence(&plain).attrs().iter().count(), 0);
     }
 }

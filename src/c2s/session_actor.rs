@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, WriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::connection::{stream_error_xml, BoxIo};
@@ -59,7 +59,6 @@ pub(crate) struct SessionTask {
     pub server: Arc<ServerInner>,
     pub host: Arc<Host>,
     pub handle: SessionHandle,
-    pub rx: mpsc::Receiver<Outbound>,
     pub writer: Option<WriteHalf<BoxIo>>,
     /// Tells the attached connection's reader that the stream is over for it.
     pub done: Option<oneshot::Sender<()>>,
@@ -67,6 +66,14 @@ pub(crate) struct SessionTask {
     pub connection: u64,
     /// Counts the session as open until it has fully ended (shutdown waits for it).
     pub _guard: crate::server::ConnectionGuard,
+}
+
+impl Drop for SessionTask {
+    fn drop(&mut self) {
+        // However the task ends (even dropped with the runtime), senders waiting for
+        // room must not wait for ever.
+        self.handle.queue().close();
+    }
 }
 
 /// What woke a session that has no connection attached.
@@ -89,7 +96,7 @@ impl SessionTask {
             let reason = loop {
                 let message = if self.writer.is_some() {
                     // Attached: the reader watches for shutdown, and nothing expires.
-                    self.rx.recv().await
+                    self.handle.queue().recv().await
                 } else {
                     // Boxed: rare, and its timer and shutdown watch would otherwise be
                     // part of every session's memory.
@@ -118,7 +125,7 @@ impl SessionTask {
     async fn wait_detached(&mut self, deadline: Option<Instant>) -> DetachedWake {
         let mut shutdown = self.server.shutdown_signal();
         tokio::select! {
-            message = self.rx.recv() => DetachedWake::Message(message),
+            message = self.handle.queue().recv() => DetachedWake::Message(message),
             _ = sleep_until(deadline) => DetachedWake::Expired,
             _ = crate::server::until_shutdown(&mut shutdown) => DetachedWake::Shutdown,
         }
@@ -180,7 +187,7 @@ impl SessionTask {
                 }
             }
             if buf.len() < 64 * 1024 {
-                next = self.rx.try_recv().ok();
+                next = self.handle.queue().try_recv();
             }
         }
         // Ask for an acknowledgement every few stanzas, so the unacked queue stays short.
@@ -373,7 +380,7 @@ impl SessionTask {
 
     /// The session is over: out of the table, `SessionClosed`, and stanzas the client
     /// never acknowledged handled as RFC 6121 would for an unavailable resource.
-    async fn end_session(mut self, reason: String, sm: Option<Sm>) {
+    async fn end_session(self, reason: String, sm: Option<Sm>) {
         self.handle.close(None);
         self.host.remove_session(&self.handle);
         if let Some(id) = self.handle.sm_resume_id() {
@@ -397,8 +404,8 @@ impl SessionTask {
         }
         // Anything still queued was never written, with or without stream management:
         // same treatment (messages re-routed, requests answered).
-        self.rx.close();
-        while let Ok(message) = self.rx.try_recv() {
+        self.handle.queue().close();
+        while let Some(message) = self.handle.queue().try_recv() {
             if let Outbound::Stanza(stanza) = message {
                 redeliver(&self.server, *stanza).await;
             }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::connection::{BoxIo, Conn, ReadError};
 use super::session_actor::{SessionTask, SmCommand};
@@ -20,7 +20,8 @@ use crate::xml::{ns, ElementExt};
 pub(crate) struct NewSession {
     host: Arc<Host>,
     handle: SessionHandle,
-    rx: Option<mpsc::Receiver<Outbound>>,
+    /// Not yet handed to its tasks.
+    pending: bool,
 }
 
 impl NewSession {
@@ -33,20 +34,21 @@ impl NewSession {
         limit: usize,
     ) -> Option<NewSession> {
         let jid = info.jid.clone()?;
-        let (tx, rx) = mpsc::channel(server.config().limits.outbound_queue);
-        let handle = SessionHandle::new(Arc::new(info), jid, tx);
+        let handle = SessionHandle::new(Arc::new(info), jid, server.config().limits.outbound_queue);
         host.add_session(handle.clone(), limit).then(|| NewSession {
             host: host.clone(),
             handle,
-            rx: Some(rx),
+            pending: true,
         })
     }
 }
 
 impl Drop for NewSession {
     fn drop(&mut self) {
-        if self.rx.is_some() {
+        if self.pending {
             self.host.remove_session(&self.handle);
+            // Nobody will read it: senders must not wait for room.
+            self.handle.queue().close();
         }
     }
 }
@@ -58,9 +60,9 @@ impl Drop for NewSession {
 pub(crate) type SessionFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 pub(crate) fn run(server: Arc<ServerInner>, conn: Conn, mut new: NewSession) -> SessionFuture {
-    let Some(rx) = new.rx.take() else {
+    if !std::mem::replace(&mut new.pending, false) {
         return Box::pin(async {});
-    };
+    }
     let (host, handle) = (new.host.clone(), new.handle.clone());
     drop(new);
     let peer = handle.info().peer;
@@ -73,7 +75,6 @@ pub(crate) fn run(server: Arc<ServerInner>, conn: Conn, mut new: NewSession) -> 
         server: server.clone(),
         host: host.clone(),
         handle: handle.clone(),
-        rx,
         writer: Some(writer_half),
         done: Some(done_tx),
         connection: 0,
