@@ -116,7 +116,9 @@ impl Conn {
     async fn read_frame_unlogged(&mut self) -> Result<Frame, ReadError> {
         loop {
             if let Some(at) = self.resume_at {
-                tokio::time::sleep_until(at).await;
+                // Boxed: only a throttled client gets here, and the timer would
+                // otherwise be part of every session's memory.
+                Box::pin(tokio::time::sleep_until(at)).await;
                 self.resume_at = None;
             }
             match self.framer.next_frame(false) {

@@ -89,7 +89,8 @@ impl SessionTask {
     #[allow(clippy::manual_async_fn)] // on purpose: see above
     pub(crate) fn run(mut self) -> impl std::future::Future<Output = ()> + Send {
         async move {
-            let mut sm: Option<Sm> = None;
+            // Boxed: most sessions never enable stream management.
+            let mut sm: Option<Box<Sm>> = None;
             let mut deadline: Option<Instant> = None;
             // Allocated per batch and released after it: an idle session holds no buffer.
             let mut buf: Vec<u8> = Vec::new();
@@ -136,7 +137,7 @@ impl SessionTask {
     async fn process_batch(
         &mut self,
         message: Outbound,
-        sm: &mut Option<Sm>,
+        sm: &mut Option<Box<Sm>>,
         deadline: &mut Option<Instant>,
         buf: &mut Vec<u8>,
     ) -> Option<String> {
@@ -226,7 +227,7 @@ impl SessionTask {
     async fn sm_command(
         &mut self,
         command: SmCommand,
-        sm: &mut Option<Sm>,
+        sm: &mut Option<Box<Sm>>,
         deadline: &mut Option<Instant>,
         buf: &mut Vec<u8>,
     ) -> Result<(), StreamError> {
@@ -242,14 +243,14 @@ impl SessionTask {
                 }
                 enabled.push_str("/>");
                 buf.extend_from_slice(enabled.as_bytes());
-                *sm = Some(Sm {
+                *sm = Some(Box::new(Sm {
                     resume_timeout,
                     id,
                     sent: 0,
                     unacked: VecDeque::new(),
                     pending: Vec::new(),
                     requested_at: 0,
-                });
+                }));
             }
             SmCommand::Answer => {
                 if sm.is_some() {
@@ -314,7 +315,7 @@ impl SessionTask {
         Ok(())
     }
 
-    fn detach(&mut self, sm: &mut Option<Sm>, deadline: &mut Option<Instant>) {
+    fn detach(&mut self, sm: &mut Option<Box<Sm>>, deadline: &mut Option<Instant>) {
         self.writer = None;
         if let Some(done) = self.done.take() {
             let _ = done.send(());
@@ -380,7 +381,7 @@ impl SessionTask {
 
     /// The session is over: out of the table, `SessionClosed`, and stanzas the client
     /// never acknowledged handled as RFC 6121 would for an unavailable resource.
-    async fn end_session(self, reason: String, sm: Option<Sm>) {
+    async fn end_session(self, reason: String, sm: Option<Box<Sm>>) {
         self.handle.close(None);
         self.host.remove_session(&self.handle);
         if let Some(id) = self.handle.sm_resume_id() {
