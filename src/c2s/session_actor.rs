@@ -96,7 +96,8 @@ impl SessionTask {
             let mut buf: Vec<u8> = Vec::new();
             let reason = loop {
                 let message = if self.writer.is_some() {
-                    // Attached: the reader watches for shutdown, and nothing expires.
+                    // Attached: nothing expires, and shutdown comes through the queue
+                    // (the server closes every bound session).
                     self.handle.queue().recv().await
                 } else {
                     // Boxed: rare, and its timer and shutdown watch would otherwise be

@@ -113,6 +113,9 @@ pub struct Framer {
     failed: Option<FrameError>,
 }
 
+/// The largest input buffer kept between reads of an active stream.
+const KEEP_INPUT_CAPACITY: usize = 4096;
+
 impl Framer {
     pub fn new(limits: FramerLimits) -> Self {
         Framer {
@@ -157,7 +160,10 @@ impl Framer {
             && self.failed.is_none();
         if quiet {
             self.parser = None;
-            // Empty, but it kept its capacity from the deepest stanza so far.
+            // Empty, but they kept their capacity from the largest read and the deepest
+            // stanza so far.
+            self.input = Vec::new();
+            self.input_pos = 0;
             self.open = Vec::new();
         }
         self.parser.is_none()
@@ -235,7 +241,13 @@ impl Framer {
             // shifted once per stanza.
             self.input_pos += consumed;
             if self.input_pos == self.input.len() {
-                self.input = Vec::new();
+                // A small buffer stays for the next read (an allocation saved per
+                // stanza of a busy client) until the stream goes dormant.
+                if self.input.capacity() <= KEEP_INPUT_CAPACITY {
+                    self.input.clear();
+                } else {
+                    self.input = Vec::new();
+                }
                 self.input_pos = 0;
             }
             self.lexer_pending += consumed;
@@ -535,8 +547,17 @@ mod tests {
         assert!(!framer.hibernate());
         let out = drain(&mut framer, "<x:thing/></message>");
         assert_eq!(out.len(), 1);
+        assert!(
+            framer.input.capacity() > 0,
+            "an active stream keeps its input buffer"
+        );
         assert!(framer.hibernate());
         assert!(framer.parser.is_none());
+        assert_eq!(
+            framer.input.capacity(),
+            0,
+            "a dormant stream holds no input buffer"
+        );
         // Woken byte by byte: the prefix declared in the header still resolves, and the
         // default namespace is still jabber:client.
         let mut out = Vec::new();
