@@ -240,13 +240,17 @@ load() {
   return 1
 }
 
-# A second generator holds LEVEL idle connections (accounts after the scenario accounts)
-# until the ready file is removed; its report is the idle scenario at that level.
+# A second generator holds LEVEL idle connections until the ready file is removed; its
+# report is the idle scenario at that level. The held accounts are the last LEVEL ones:
+# with --scale, 1000 held of 10,200 accounts are then mostly u9200..u9999, neighbours in
+# the order a store keeps its keys, as 1000 users online out of 10,000 would be somewhere
+# (u200..u1199 sort among u2000..u9999, and logging them in read pages holding nearly
+# every account). Without --scale the last 1000 of 1200 are u200..u1199 as before.
 start_holder() {
   local name="$1" level="$2"
   local ready="$PEER_DIR/holder.ready"
   rm -f "$ready"
-  (load "$name" idle --users "$level" --first-user "$SCENARIO_USERS" --connections "$level" \
+  (load "$name" idle --users "$level" --first-user "$((USERS - level))" --connections "$level" \
     --ramp-rate "$RAMP_RATE" --hold 3600 --ready-file "$ready" --server-pid "$SERVER_PID" --timeout 60) &
   HOLDER_PID=$!
   local waited=0
