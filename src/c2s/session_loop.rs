@@ -219,8 +219,9 @@ async fn read_loop(
         }
         match frame {
             Ok(Frame::Stanza(stanza)) => {
-                let nonza = stanza.ns() != ns::CLIENT
-                    && !stanza.ns().is_empty()
+                // (`has_ns`, not `ns()`: that allocates a copy, twice per stanza here.)
+                let nonza = !stanza.has_ns(ns::CLIENT)
+                    && !stanza.has_ns("")
                     && !matches!(stanza.name(), "message" | "presence" | "iq");
                 if nonza {
                     let mut event = TopLevelElement {
