@@ -77,11 +77,11 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
     // Received: before the router delivers, copy to enabled resources that will not get it.
     let e = enabled.clone();
     ctx.hook::<StanzaEvent, _>(50, move |event| {
+        if event.kind != StanzaKind::Message || !eligible(&event.stanza) {
+            return pass();
+        }
         let enabled = e.clone();
         Box::pin(async move {
-            if event.kind != StanzaKind::Message || !eligible(&event.stanza) {
-                return Ok(Flow::Continue);
-            }
             let (user, direct) = match &event.target {
                 Target::Full(jid) => (
                     jid.node().map(|n| n.to_string()),
@@ -94,6 +94,9 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
                 return Ok(Flow::Continue);
             };
             let sessions = event.host.sessions_of(&user);
+            if !sessions.iter().any(|s| enabled.contains(s.id())) {
+                return Ok(Flow::Continue);
+            }
             // The resources the router will deliver to (RFC 6121 §8.5.2.1.1).
             let delivered: Vec<SessionId> = match direct {
                 Some(id) => vec![id],
@@ -121,11 +124,11 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
     // Sent: a copy to the sender's other enabled resources.
     let e = enabled;
     ctx.hook::<OutgoingStanza, _>(50, move |event| {
+        if event.kind != StanzaKind::Message {
+            return pass();
+        }
         let enabled = e.clone();
         Box::pin(async move {
-            if event.kind != StanzaKind::Message {
-                return Ok(Flow::Continue);
-            }
             let private = event.stanza.has_child("private", NS_CARBONS);
             if private {
                 // XEP-0280 §7: the marker is for the sender's server only.

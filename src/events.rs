@@ -43,6 +43,27 @@ impl From<crate::stanza::StanzaError> for HandlerError {
 
 pub type HandlerResult = Result<Flow, HandlerError>;
 
+/// What a handler returns for an event that is not for it (a presence hook seeing a
+/// message): `Continue`, without allocating. Several hooks see every stanza, and a boxed
+/// `async` block per hook per stanza is an allocation each; a box of this zero-sized
+/// future is none.
+pub fn pass<'a>() -> BoxFuture<'a, HandlerResult> {
+    Box::pin(Pass)
+}
+
+struct Pass;
+
+impl std::future::Future for Pass {
+    type Output = HandlerResult;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<HandlerResult> {
+        std::task::Poll::Ready(Ok(Flow::Continue))
+    }
+}
+
 /// Marker for values that can be fired. Any `Send + 'static` type qualifies.
 pub trait Event: Send + 'static {}
 impl<T: Send + 'static> Event for T {}
@@ -214,6 +235,29 @@ mod tests {
         let mut ev = Ping(vec![]);
         assert_eq!(bus.fire(&mut ev).await.ok(), Some(Flow::Handled));
         assert_eq!(ev.0, vec!["ten", "zero-a", "zero-b"]);
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_passes_lets_the_chain_go_on() {
+        let bus = EventBus::new();
+        bus.hook::<Ping, _>(10, |p| {
+            p.0.push("passed");
+            pass()
+        });
+        bus.hook::<Ping, _>(0, |p| {
+            Box::pin(async move {
+                p.0.push("next");
+                Ok(Flow::Continue)
+            })
+        });
+        let mut ev = Ping(vec![]);
+        assert_eq!(bus.fire(&mut ev).await.ok(), Some(Flow::Continue));
+        assert_eq!(ev.0, vec!["passed", "next"]);
+        assert_eq!(
+            std::mem::size_of::<Pass>(),
+            0,
+            "a box of it must not allocate"
+        );
     }
 
     #[tokio::test]

@@ -68,7 +68,7 @@ pub mod modules;
 /// What modules may use.
 pub mod api {
     pub use crate::config::ModuleOptions;
-    pub use crate::events::{Event, EventBus, Flow, HandlerError, HandlerResult, HookId};
+    pub use crate::events::{pass, Event, EventBus, Flow, HandlerError, HandlerResult, HookId};
     pub use crate::host::{
         AccountDeleted, DiscoFeature, DiscoIdentity, Host, IqRequest, IqResult, IqTarget, IqType,
         PreAuthIq, PreAuthStreamFeature, StreamFeature,

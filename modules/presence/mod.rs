@@ -97,24 +97,20 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
 
     let s = state.clone();
     ctx.hook::<OutgoingStanza, _>(0, move |event| {
+        if event.kind != StanzaKind::Presence {
+            return pass();
+        }
         let state = s.clone();
-        Box::pin(async move {
-            if event.kind != StanzaKind::Presence {
-                return Ok(Flow::Continue);
-            }
-            outbound(&state, event).await
-        })
+        Box::pin(async move { outbound(&state, event).await })
     });
 
     let s = state.clone();
     ctx.hook::<StanzaEvent, _>(0, move |event| {
+        if event.kind != StanzaKind::Presence {
+            return pass();
+        }
         let state = s.clone();
-        Box::pin(async move {
-            if event.kind != StanzaKind::Presence {
-                return Ok(Flow::Continue);
-            }
-            inbound(&state, event).await
-        })
+        Box::pin(async move { inbound(&state, event).await })
     });
 
     let s = state;

@@ -142,7 +142,9 @@ impl SessionTask {
         deadline: &mut Option<Instant>,
         buf: &mut Vec<u8>,
     ) -> Option<String> {
-        // Batch what is already queued into one write.
+        // Batch what is already queued into one write. Room for a typical stanza up
+        // front: grown from empty, the buffer took about six allocations per message.
+        buf.reserve(512);
         let mut next = Some(message);
         let mut closing: Option<Option<StreamError>> = None;
         // What the session may hold for a client that does not acknowledge (or is
