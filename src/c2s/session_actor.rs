@@ -204,16 +204,17 @@ impl SessionTask {
                 state.requested_at = state.sent;
             }
         }
-        if !buf.is_empty() {
-            let written = self.write(buf).await;
-            *buf = Vec::new();
-            if !written {
-                // The connection broke under us: the reader will notice too.
-                if sm.as_ref().is_some_and(|s| s.resume_timeout.is_some()) {
-                    self.detach(sm, deadline);
-                } else if closing.is_none() {
-                    return Some("connection lost".to_string());
-                }
+        let wrote = !buf.is_empty();
+        let written = wrote && self.write(buf).await;
+        // Released whether or not anything was written (an acknowledgement writes
+        // nothing): an idle session holds no buffer.
+        *buf = Vec::new();
+        if wrote && !written {
+            // The connection broke under us: the reader will notice too.
+            if sm.as_ref().is_some_and(|s| s.resume_timeout.is_some()) {
+                self.detach(sm, deadline);
+            } else if closing.is_none() {
+                return Some("connection lost".to_string());
             }
         }
         if let Some(error) = closing {
