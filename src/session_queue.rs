@@ -66,9 +66,10 @@ impl<T> SessionQueue<T> {
             if state.closed {
                 return Err(TrySendError::Closed(item));
             }
-            // A waiter counts itself in `waiting`; the others must let it go first.
-            let others_waiting = state.waiting > usize::from(waiter);
-            if state.items.len() >= self.capacity || others_waiting && !waiter {
+            // Room made while senders wait is theirs: they compete for it among
+            // themselves, and `try_send` must not overtake them.
+            let reserved = !waiter && state.waiting > 0;
+            if state.items.len() >= self.capacity || reserved {
                 return Err(TrySendError::Full(item));
             }
             state.items.push_back(item);

@@ -92,10 +92,7 @@ pub(crate) fn run(server: Arc<ServerInner>, conn: Conn, mut new: NewSession) -> 
             tracing::warn!(%err, "session-bound handler failed");
         }
         drop(bound);
-        if server.is_shutting_down() {
-            // Bound after the shutdown's sweep of the session tables.
-            handle.close(Some(StreamError::new(StreamErrorCondition::SystemShutdown)));
-        }
+        close_if_shutting_down(&server, &handle);
         read_loop(&server, &host, &handle, &mut reader, &mut done_rx, 0).await;
     })
 }
@@ -126,9 +123,7 @@ pub(crate) fn resume(
     }));
     Box::pin(async move {
         handle.control(attach).await;
-        if server.is_shutting_down() {
-            handle.close(Some(StreamError::new(StreamErrorCondition::SystemShutdown)));
-        }
+        close_if_shutting_down(&server, &handle);
         read_loop(
             &server,
             &host,
@@ -139,6 +134,13 @@ pub(crate) fn resume(
         )
         .await;
     })
+}
+
+/// A session that started after the shutdown's sweep of the session tables missed it.
+fn close_if_shutting_down(server: &ServerInner, handle: &SessionHandle) {
+    if server.is_shutting_down() {
+        handle.close(Some(StreamError::new(StreamErrorCondition::SystemShutdown)));
+    }
 }
 
 /// When the read loop's one timer must next wake it: the parser's release after a short
