@@ -75,17 +75,46 @@ enum Command {
     },
 }
 
+/// The log filter from `RUST_LOG` (`info` when unset): comma-separated `level` and
+/// `target=level` directives. `Targets` rather than `EnvFilter` because the latter's
+/// span and field matching pulls a regex engine into the binary (about 300 KiB of code,
+/// most of it mapped at start-up), and nobody filters a server's log by span field.
+fn log_targets(
+    rust_log: Option<&str>,
+) -> (
+    tracing_subscriber::filter::Targets,
+    Option<tracing_subscriber::filter::ParseError>,
+) {
+    let default = || {
+        tracing_subscriber::filter::Targets::new()
+            .with_default(tracing_subscriber::filter::LevelFilter::INFO)
+    };
+    match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
+        None => (default(), None),
+        Some(directives) => match directives.parse() {
+            Ok(targets) => (targets, None),
+            Err(err) => (default(), Some(err)),
+        },
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal: in a log file or journal they are noise.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let (log_targets, log_filter_error) = log_targets(std::env::var("RUST_LOG").ok().as_deref());
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            // Colour codes only for a terminal: in a log file or journal they are noise.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .finish()
+            .with(log_targets)
+            .init();
+    }
+    if let Some(err) = log_filter_error {
+        tracing::warn!("RUST_LOG is not understood ({err}); logging at info");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -362,4 +391,37 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
     file.write_all(data)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_targets;
+    use tracing::Level;
+
+    #[test]
+    fn the_log_level_defaults_to_info() {
+        for unset in [None, Some(""), Some("  ")] {
+            let (targets, err) = log_targets(unset);
+            assert!(err.is_none());
+            assert!(targets.would_enable("tern::c2s", &Level::INFO));
+            assert!(!targets.would_enable("tern::c2s", &Level::DEBUG));
+        }
+    }
+
+    #[test]
+    fn rust_log_directives_choose_targets_and_levels() {
+        let (targets, err) = log_targets(Some("warn,tern::c2s=debug"));
+        assert!(err.is_none());
+        assert!(targets.would_enable("tern::c2s::negotiation", &Level::DEBUG));
+        assert!(!targets.would_enable("tern::router", &Level::INFO));
+        assert!(targets.would_enable("sled", &Level::WARN));
+    }
+
+    #[test]
+    fn a_rust_log_it_cannot_read_is_reported_and_info_is_used() {
+        let (targets, err) = log_targets(Some("tern=loud"));
+        assert!(err.is_some());
+        assert!(targets.would_enable("tern", &Level::INFO));
+        assert!(!targets.would_enable("tern", &Level::DEBUG));
+    }
 }
