@@ -24,6 +24,10 @@
 #                  and XEP-0215 services / credentials requests at fixed rates
 #   max rates      once: logins and messages at rising rates until one fails its criterion,
 #                  then messages at half the highest good rate (latency percentiles)
+# and, after the servers, x reps: the floor (bench/floor, `tls-*`), a TLS 1.3 server that
+# does no XMPP at all, at the same rates: the CPU any server pays on this machine for a
+# login's round trips and handshake, a relayed message, a request and its reply. The report
+# sets each goal's budget against it (--no-floor leaves it out; FLOOR_BIN: no build).
 # LEVEL is 1000 connected users; with --scale also 10000 (one repetition). The server is
 # pinned to CPU 0, the generators to CPU 1. Every tern-load report goes into
 # OUT/<server>.json; bench/peers/report.py turns the folder into README.md and SVG plots
@@ -41,6 +45,7 @@ SCALE=0
 REPS=3
 SERVERS="tern,prosody,ejabberd"
 OUT=""
+FLOOR=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -49,6 +54,7 @@ while [ $# -gt 0 ]; do
     --servers) SERVERS="$2"; shift ;;
     --out) OUT="$2"; shift ;;
     --peers) ;; # passed through by run.sh
+    --no-floor) FLOOR=0 ;;
     -h | --help)
       sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
       exit 0
@@ -109,6 +115,15 @@ else
   TERN="$TARGET_DIR/release/tern"; LOAD="$TARGET_DIR/release/tern-load"
 fi
 export TERN_BIN="$TERN"
+if [ "$FLOOR" = 1 ]; then
+  if [ -n "${FLOOR_BIN:-}" ]; then
+    FLOOR_EXE="$FLOOR_BIN"
+  else
+    note "cargo build --release (bench/floor)"
+    (cd "$HERE/floor" && CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}" cargo build --quiet --release)
+    FLOOR_EXE="$HERE/floor/target/release/tern-bench-floor"
+  fi
+fi
 IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
 for server in "${SERVER_LIST[@]}"; do
   case "$server" in
@@ -179,6 +194,7 @@ cleanup() {
   if [ -n "$SERVER_PID" ] && [ -n "$CURRENT" ]; then
     "$HERE/peers/$CURRENT.sh" stop "$SERVER_PID" || true
   fi
+  [ -n "${FLOOR_PID:-}" ] && kill "$FLOOR_PID" 2>/dev/null
   # A run that stopped half-way still gets its report, marked incomplete.
   if [ "$COLLECTED" = 0 ] && [ -n "${BENCH_START:-}" ]; then
     BENCH_S=$(($(date +%s) - BENCH_START)) INCOMPLETE=1 collect_results || true
@@ -351,6 +367,31 @@ for server in "${SERVER_LIST[@]}"; do
 
   tail -n 200 "$PEER_DIR/server.out" >"$PEER_DIR/server-tail.log" 2>/dev/null || true
 done
+# The floor: the same rates against a TLS server that does no XMPP (bench/floor/src/tls.rs).
+# One JSON line per run in $WORK/floor/NAME.json.
+floor_run() {
+  local name="$1"
+  shift
+  note "floor $name"
+  if ! "${PIN_GEN[@]}" "$FLOOR_EXE" "$@" >"$WORK/floor/$name.json.part" 2>"$WORK/floor/$name.err"; then
+    note "floor $name failed: $(tail -n 3 "$WORK/floor/$name.err")"
+    return 0
+  fi
+  mv "$WORK/floor/$name.json.part" "$WORK/floor/$name.json"
+}
+if [ "$FLOOR" = 1 ]; then
+  mkdir -p "$WORK/floor"
+  "${PIN_SERVER[@]}" "$FLOOR_EXE" tls-server >"$WORK/floor/server.out" 2>&1 &
+  FLOOR_PID=$!
+  for port in 47003 47004 47005; do peer_wait_port "$port" 30 || note "the floor server is not listening on $port"; done
+  for rep in $(seq 1 "$REPS"); do
+    floor_run "logins-r$rep" tls-logins "$FLOOR_PID" "$LOGIN_RATE" "$((LOGIN_RATE * LOGIN_DURATION))"
+    floor_run "messages-r$rep" tls-messages "$FLOOR_PID" "$MSG_RATE" "$((MSG_RATE * MSG_DURATION))" "$PAIRS"
+    floor_run "requests-r$rep" tls-requests "$FLOOR_PID" "$EXT_RATE" "$((EXT_RATE * EXT_DURATION))" "$EXT_CLIENTS"
+  done
+  kill "$FLOOR_PID" 2>/dev/null || true
+  wait "$FLOOR_PID" 2>/dev/null || true
+fi
 BENCH_S=$(($(date +%s) - BENCH_START))
 CURRENT=""
 

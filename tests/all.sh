@@ -12,5 +12,8 @@ cargo test --all-targets
 echo "== benchmark harness smoke run (debug build: proves it runs, measures nothing)"
 bash bench/run.sh --smoke --debug
 
+echo "== floor smoke run (bench/floor: the TLS server that does no XMPP, for bench/compare.sh)"
+bash bench/floor/smoke.sh
+
 echo "== interop"
 bash tests/interop/run.sh

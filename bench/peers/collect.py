@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Gathers one bench/compare.sh run into OUT: run.json (machine, commit, command, sizes)
 and one SERVER.json per server (its version, rendered config, the exact tern-load commands
-and every report by name). Called by compare.sh, which passes everything through the
+and every report by name), and floor.json (the runs of bench/floor, when made). Called by compare.sh, which passes everything through the
 environment. report.py reads only these files."""
 
 import glob
@@ -126,4 +126,25 @@ for server in servers:
     }
     with open(os.path.join(out, f"{server}.json"), "w") as f:
         json.dump(doc, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+# The floor (bench/floor tls-*): one JSON line per run, by name.
+floor_dir = os.path.join(work, "floor")
+if os.path.isdir(floor_dir):
+    runs = {}
+    for path in sorted(glob.glob(os.path.join(floor_dir, "*.json"))):
+        name = os.path.basename(path)[: -len(".json")]
+        with open(path) as f:
+            try:
+                runs[name] = json.loads(f.read().strip().splitlines()[-1])
+            except (json.JSONDecodeError, IndexError) as err:
+                runs[name] = {"error": f"unreadable floor report: {err}"}
+    failed = {}
+    for path in sorted(glob.glob(os.path.join(floor_dir, "*.err"))):
+        name = os.path.basename(path)[: -len(".err")]
+        if name not in runs and os.path.getsize(path) > 0:
+            with open(path, errors="replace") as f:
+                failed[name] = f.read()[-2000:]
+    with open(os.path.join(out, "floor.json"), "w") as f:
+        json.dump({"runs": runs, "failed_runs": failed}, f, indent=1, sort_keys=True)
         f.write("\n")

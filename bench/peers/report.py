@@ -174,8 +174,29 @@ def load(folder):
     return meta, servers
 
 
-def goal_rows(servers, levels):
-    """(goal, figure, unit, tern, prosody, ejabberd, target description, met) rows."""
+# Which floor scenario (bench/floor tls-*) bounds which tern-load scenario from below.
+FLOOR_OF = {"logins": "logins", "messages": "messages", "services": "requests", "credentials": "requests"}
+
+
+def load_floor(folder):
+    """{floor scenario: [CPU µs per operation of each repetition]} or {} without floor.json."""
+    path = os.path.join(folder, "floor.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        runs = json.load(f).get("runs", {})
+    out = {}
+    for name, r in sorted(runs.items()):
+        scenario = re.sub(r"-r\d+$", "", name)
+        if isinstance(r.get("cpu_us_per_op"), (int, float)):
+            out.setdefault(scenario, []).append(r["cpu_us_per_op"])
+    return out
+
+
+def goal_rows(servers, levels, floor=None):
+    """(goal, figure, unit, tern, prosody, ejabberd, target description, met) rows. With the
+    floor's figures, a CPU goal whose budget the floor alone exceeds says so."""
+    floor = floor or {}
     t, p, e = (servers.get(n) for n in ("tern", "prosody", "ejabberd"))
     base = levels[0]
     rows = []
@@ -197,26 +218,38 @@ def goal_rows(servers, levels):
     def le(a, b):
         return None if a is None or b is None else a <= b
 
-    def against(figure, f, prosody_share, ejabberd_share, extra=()):
+    def against(figure, f, prosody_share, ejabberd_share, extra=(), op=None):
         tv, pv, ev = val(t, f), val(p, f), val(e, f)
         checks = [
             (f"≤ 1/{prosody_share} Prosody", le(ratio(tv, pv), 1 / prosody_share)),
             (f"≤ 1/{ejabberd_share} ejabberd", le(ratio(tv, ev), 1 / ejabberd_share)),
         ] + list(extra)
+        text = verdict(checks)
+        floor_us = median(floor.get(FLOOR_OF.get(op), []))
+        if floor_us is not None:
+            beyond = [f"{who} {fmt(budget)} µs" for who, budget in
+                      (("1/%d Prosody" % prosody_share, None if pv is None else pv / prosody_share),
+                       ("1/%d ejabberd" % ejabberd_share, None if ev is None else ev / ejabberd_share))
+                      if budget is not None and floor_us >= budget]
+            if beyond:
+                text += (f"; out of reach here: the floor alone costs {fmt(floor_us)} µs, "
+                         f"at or above the budget of " + " and ".join(beyond))
         rows.append((figure, tv, pv, ev, ratio(tv, pv), ratio(tv, ev),
-                     " and ".join(d for d, _ in checks), verdict(checks)))
+                     " and ".join(d for d, _ in checks), text))
 
     for level in levels:
         tv = val(t, lambda s: s.mem_kib(level))
         against(f"memory per idle TLS connection at {level}, KiB RSS",
                 lambda s, level=level: s.mem_kib(level), 4, 3,
                 [("≤ 16 KiB", le(tv, 16.0))])
-    against(f"CPU per login, µs (with {base} connected)", lambda s: s.cpu("logins", base), 10, 5)
+    against(f"CPU per login, µs (with {base} connected)", lambda s: s.cpu("logins", base), 10, 5, op="logins")
     halfmax_p99 = get(t.halfmax(), "latency", "p99_ms") if t else None
     against(f"CPU per message, µs (with {base} connected)", lambda s: s.cpu("messages", base), 10, 3,
-            [("Tern p99 at half max rate < 2 ms", None if halfmax_p99 is None else halfmax_p99 < 2.0)])
-    against(f"CPU per XEP-0215 services request, µs", lambda s: s.cpu("services", base), 10, 4)
-    against(f"CPU per XEP-0215 credentials request, µs", lambda s: s.cpu("credentials", base), 10, 4)
+            [("Tern p99 at half max rate < 2 ms", None if halfmax_p99 is None else halfmax_p99 < 2.0)],
+            op="messages")
+    against(f"CPU per XEP-0215 services request, µs", lambda s: s.cpu("services", base), 10, 4, op="services")
+    against(f"CPU per XEP-0215 credentials request, µs", lambda s: s.cpu("credentials", base), 10, 4,
+            op="credentials")
 
     def absolute(figure, f, description, test):
         tv, pv, ev = val(t, f), val(p, f), val(e, f)
@@ -289,8 +322,35 @@ def write_plots(folder, servers, levels):
     return sorted(plots)
 
 
+def floor_section(servers, base, floor):
+    """The floor against each CPU goal's budgets and Tern's own figure."""
+    L = ["## The floor: what a server doing no XMPP pays here", "",
+         "bench/floor (`tls-server`, pinned like the servers) at the same rates: a TLS 1.3 server "
+         "(rustls and ring, the same certificate type, x25519, one ticket) that answers a login's "
+         "round trips (2 before the handshake, 7 after it), relays each message to its partner, and "
+         "answers each request with a reply the size of Tern's `services` reply. No XML, SASL, "
+         "storage or routing. A goal whose budget is at or below the floor cannot be met by any "
+         "server on this machine.", "",
+         "| scenario | floor µs (median; range) | Tern µs | Tern − floor | 1/10 Prosody | 1/k ejabberd | "
+         "floor ÷ Prosody budget | floor ÷ ejabberd budget |",
+         "|---|---|---|---|---|---|---|---|"]
+    t, p, e = (servers.get(n) for n in ("tern", "prosody", "ejabberd"))
+    for op, share in (("logins", 5), ("messages", 3), ("services", 4), ("credentials", 4)):
+        runs = floor.get(FLOOR_OF[op], [])
+        f = median(runs)
+        tv = t.cpu(op, base) if t else None
+        pb = p.cpu(op, base) / 10 if p and p.cpu(op, base) is not None else None
+        eb = e.cpu(op, base) / share if e and e.cpu(op, base) is not None else None
+        spread = f"{fmt(min(runs))}–{fmt(max(runs))}" if runs else "–"
+        L.append(f"| {op} | {fmt(f)} ({spread}) | {fmt(tv)} | {fmt(None if tv is None or f is None else tv - f)} | "
+                 f"{fmt(pb)} | {fmt(eb)} (1/{share}) | {fmt_ratio(ratio(f, pb))} | {fmt_ratio(ratio(f, eb))} |")
+    L.append("")
+    return L
+
+
 def main(folder):
     meta, servers = load(folder)
+    floor = load_floor(folder)
     levels = meta["levels"]
     base = levels[0]
     names = [n for n in meta["servers"] if n in servers]
@@ -325,11 +385,13 @@ def main(folder):
     L.append("")
     L.append("| figure | Tern | Prosody | ejabberd | Tern/Prosody | Tern/ejabberd | goal | verdict |")
     L.append("|---|---|---|---|---|---|---|---|")
-    for figure, tv, pv, ev, rp, re_, goal, verdict in goal_rows(servers, levels):
+    for figure, tv, pv, ev, rp, re_, goal, verdict in goal_rows(servers, levels, floor):
         digits = 3 if "cores" in figure else (2 if "÷" in figure else 1)
         L.append(f"| {figure} | {fmt(tv, digits)} | {fmt(pv, digits)} | {fmt(ev, digits)} | {fmt_ratio(rp)} | "
                  f"{fmt_ratio(re_)} | {goal} | {verdict} |")
     L.append("")
+    if floor:
+        L.extend(floor_section(servers, base, floor))
     L.append("## All figures")
     L.append("")
     L.append("| figure | " + " | ".join(names) + " |")

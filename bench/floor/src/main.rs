@@ -7,8 +7,12 @@
 //!
 //!   taskset -c 0 floor server &   taskset -c 1 floor client PID RATE COUNT
 //!   taskset -c 0 floor relay &    taskset -c 1 floor messages PID RATE COUNT
+//!
+//! The same with TLS 1.3: see `tls.rs`.
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod tls;
 
 const ROUNDS: usize = 9;
 
@@ -27,6 +31,31 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let tls_client_args = || -> (u32, f64, usize) {
+        (
+            args[2].parse().unwrap(),
+            args[3].parse().unwrap(),
+            args[4].parse().unwrap(),
+        )
+    };
+    let connections =
+        |default: usize| -> usize { args.get(5).map_or(default, |n| n.parse().unwrap()) };
+    match args[1].as_str() {
+        "tls-server" => return rt.block_on(tls::server()),
+        "tls-logins" => {
+            let (pid, rate, count) = tls_client_args();
+            return rt.block_on(tls::logins(pid, rate, count));
+        }
+        "tls-messages" => {
+            let (pid, rate, count) = tls_client_args();
+            return rt.block_on(tls::messages(pid, rate, count, connections(50)));
+        }
+        "tls-requests" => {
+            let (pid, rate, count) = tls_client_args();
+            return rt.block_on(tls::requests(pid, rate, count, connections(20)));
+        }
+        _ => {}
+    }
     if args[1] == "relay" {
         // Connections are paired in accept order: whatever the first of a pair sends is
         // written to the second (a one-to-one message, minus XMPP and TLS).

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Smoke run of bench/floor's TLS floors (debug build, tiny counts): proves the server and
+# the three clients still work together and print their JSON lines; measures nothing.
+set -euo pipefail
+cd "$(dirname "$0")"
+cargo build --quiet
+FLOOR=target/debug/tern-bench-floor
+"$FLOOR" tls-server >/dev/null 2>&1 &
+SERVER=$!
+trap 'kill "$SERVER" 2>/dev/null || true' EXIT
+for port in 47003 47004 47005; do
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+done
+check() {
+  python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read().strip().splitlines()[-1])
+assert r["scenario"] == sys.argv[1], r
+assert r["operations"] == int(sys.argv[2]), r
+assert isinstance(r["cpu_us_per_op"], (int, float)), r
+print("floor smoke:", r["scenario"], r["operations"], "operations")' "$@"
+}
+"$FLOOR" tls-logins "$SERVER" 20 10 | check logins 10
+"$FLOOR" tls-messages "$SERVER" 100 40 4 | check messages 40
+"$FLOOR" tls-requests "$SERVER" 50 20 4 | check requests 20
