@@ -14,20 +14,24 @@
 # other rustc processes, default 600), BENCH_SERVER_CPU / BENCH_GEN_CPU (0 / 1),
 # BENCH_KEEP=1 (keep the work folder with every server's log).
 #
-# Per server: `bench/peers/<server>.sh prepare` writes its config (bench/peers/*.in; Tern's
-# from bench/lib/tern-config.sh) in a throwaway folder and creates the accounts; a first run
-# (not measured) gives every account a roster of 20 contacts (tern-load rosters:
-# jabber:iq:roster sets from the clients) and fills tern-load's SCRAM key cache; then
-#   startup        x reps: tern-load execs the server, time to the first login, 10 s idle
-#   rounds         x reps, each on a fresh server: LEVEL idle connections held by a second
-#                  tern-load (memory per connection), and on top of them logins, messages
-#                  and XEP-0215 services / credentials requests at fixed rates
-#   max rates      once: logins and messages at rising rates until one fails its criterion,
+# Set-up, per server: `bench/peers/<server>.sh prepare` writes its config (bench/peers/*.in;
+# Tern's from bench/lib/tern-config.sh) in a throwaway folder and creates the accounts; a
+# first run (not measured) gives every account a roster of 20 contacts (tern-load rosters:
+# jabber:iq:roster sets from the clients) and fills tern-load's SCRAM key cache. Then,
+# repetition by repetition, each repetition going round the servers in a rotated order (so
+# that a slow spell of this shared machine weighs on all of them alike):
+#   startup        tern-load execs the server, time to the first login, 10 s idle
+#   rounds         on a fresh server: LEVEL idle connections held by a second tern-load
+#                  (memory per connection), and on top of them logins, messages and
+#                  XEP-0215 services / credentials requests at fixed rates; after the
+#                  servers, the floor (bench/floor, `tls-*`): a TLS 1.3 server that does no
+#                  XMPP at all, at the same rates, what any server pays on this machine for
+#                  a login's round trips and handshake, a relayed message, a request and
+#                  its reply; the report sets each goal's budget against it (--no-floor
+#                  leaves it out; FLOOR_BIN: no build)
+# and last, one server after the other:
+#   max rates      logins and messages at rising rates until one fails its criterion,
 #                  then messages at half the highest good rate (latency percentiles)
-# and, after the servers, x reps: the floor (bench/floor, `tls-*`), a TLS 1.3 server that
-# does no XMPP at all, at the same rates: the CPU any server pays on this machine for a
-# login's round trips and handshake, a relayed message, a request and its reply. The report
-# sets each goal's budget against it (--no-floor leaves it out; FLOOR_BIN: no build).
 # LEVEL is 1000 connected users; with --scale also 10000 (one repetition). The server is
 # pinned to CPU 0, the generators to CPU 1. Every tern-load report goes into
 # OUT/<server>.json; bench/peers/report.py turns the folder into README.md and SVG plots
@@ -298,14 +302,62 @@ fixed_rate_scenarios() {
 # Whether a report passes its max-rate criterion (see bench/peers/criteria.py).
 passes() { python3 "$HERE/peers/criteria.py" "$PEER_DIR/reports/$1.json" 2>/dev/null; }
 
-BENCH_START=$(date +%s)
-for server in "${SERVER_LIST[@]}"; do
-  CURRENT="$server"
-  export PEER_DIR="$WORK/$server"
-  mkdir -p "$PEER_DIR/reports"
-  : >"$PEER_DIR/commands.tsv"
-  read -r PEER_PORT EJ_DIST_PORT < <(free_ports 2)
+# The floor: the same rates against a TLS server that does no XMPP (bench/floor/src/tls.rs).
+# One JSON line per run in $WORK/floor/NAME.json.
+floor_run() {
+  local name="$1"
+  shift
+  note "floor $name"
+  if ! "${PIN_GEN[@]}" "$FLOOR_EXE" "$@" >"$WORK/floor/$name.json.part" 2>"$WORK/floor/$name.err"; then
+    note "floor $name failed: $(tail -n 3 "$WORK/floor/$name.err")"
+    return 0
+  fi
+  mv "$WORK/floor/$name.json.part" "$WORK/floor/$name.json"
+}
+floor_round() {
+  local rep="$1"
+  mkdir -p "$WORK/floor"
+  "${PIN_SERVER[@]}" "$FLOOR_EXE" tls-server >>"$WORK/floor/server.out" 2>&1 &
+  FLOOR_PID=$!
+  for port in 47003 47004 47005; do peer_wait_port "$port" 30 || note "the floor server is not listening on $port"; done
+  floor_run "logins-r$rep" tls-logins "$FLOOR_PID" "$LOGIN_RATE" "$((LOGIN_RATE * LOGIN_DURATION))"
+  floor_run "messages-r$rep" tls-messages "$FLOOR_PID" "$MSG_RATE" "$((MSG_RATE * MSG_DURATION))" "$PAIRS"
+  floor_run "requests-r$rep" tls-requests "$FLOOR_PID" "$EXT_RATE" "$((EXT_RATE * EXT_DURATION))" "$EXT_CLIENTS"
+  kill "$FLOOR_PID" 2>/dev/null || true
+  wait "$FLOOR_PID" 2>/dev/null || true
+  FLOOR_PID=""
+}
+
+# Makes SERVER the current one: its folder and the ports drawn for it at the start.
+use_server() {
+  CURRENT="$1"
+  export PEER_DIR="$WORK/$1"
+  read -r PEER_PORT EJ_DIST_PORT <"$PEER_DIR/ports"
   export PEER_PORT EJ_DIST_PORT
+}
+
+# The servers of repetition REP, the list rotated by REP - 1: each server runs first,
+# second and third in turn.
+servers_of_round() {
+  local rep="$1" n="${#READY[@]}"
+  [ "$n" = 0 ] && return 0
+  local k=$(((rep - 1) % n))
+  printf '%s\n' "${READY[@]:k}" "${READY[@]:0:k}"
+}
+
+BENCH_START=$(date +%s)
+# Set-up, not measured, one server after the other: config, accounts, then rosters (and
+# with them the SCRAM key cache). The ports of all servers are drawn at once, so that no
+# two share one.
+read -r -a PORTS < <(free_ports $((2 * ${#SERVER_LIST[@]})))
+READY=()
+i=0
+for server in "${SERVER_LIST[@]}"; do
+  mkdir -p "$WORK/$server/reports"
+  : >"$WORK/$server/commands.tsv"
+  echo "${PORTS[$i]} ${PORTS[$((i + 1))]}" >"$WORK/$server/ports"
+  i=$((i + 2))
+  use_server "$server"
   note "$server: prepare ($USERS accounts) in $PEER_DIR, port $PEER_PORT"
   prepare_start=$(date +%s)
   if ! "$HERE/peers/$server.sh" prepare; then
@@ -316,24 +368,36 @@ for server in "${SERVER_LIST[@]}"; do
   # The ejabberd driver hands the folder to the ejabberd user; the generator writes its
   # reports there as root, which is fine.
   echo "$(($(date +%s) - prepare_start))" >"$PEER_DIR/prepare_s"
-
-  # Set-up, not measured: rosters (and with them the SCRAM key cache).
   start_server
-  load rosters rosters --users "$USERS" --contacts "$CONTACTS" --rate 2000 --drain 1800 \
-    --concurrency 64 --timeout 120 --server-pid "$SERVER_PID" || { stop_server; continue; }
+  if load rosters rosters --users "$USERS" --contacts "$CONTACTS" --rate 2000 --drain 1800 \
+    --concurrency 64 --timeout 120 --server-pid "$SERVER_PID"; then
+    READY+=("$server")
+  fi
   stop_server
+done
 
-  for rep in $(seq 1 "$REPS"); do
+# The measured rounds take the servers (and then the floor) in turn, repetition by
+# repetition, in a rotated order: this machine's speed drifts by 10-30 % over the length
+# of a run (2026-11-26T0643Z: Prosody's message cost 256 µs in the run before, 330 µs in
+# that one), and a slow spell then weighs on every server alike, not on whichever ran in it.
+for rep in $(seq 1 "$REPS"); do
+  mapfile -t round < <(servers_of_round "$rep")
+  for server in "${round[@]}"; do
+    use_server "$server"
     stop_cmd="$HERE/peers/$server.sh stop \$SERVER_PID"
     mapfile -t cmd < <("$HERE/peers/$server.sh" command)
     load "startup-r$rep" startup --users 1 --idle "$STARTUP_IDLE" --timeout 120 \
       --stop-command "$stop_cmd" --server-log "$PEER_DIR/server.out" -- "${PIN_SERVER[@]}" "${cmd[@]}" || true
   done
+done
 
-  for level in "${LEVELS[@]}"; do
-    reps="$REPS"
-    [ "$level" -gt 1000 ] && reps=1
-    for rep in $(seq 1 "$reps"); do
+for level in "${LEVELS[@]}"; do
+  reps="$REPS"
+  [ "$level" -gt 1000 ] && reps=1
+  for rep in $(seq 1 "$reps"); do
+    mapfile -t round < <(servers_of_round "$rep")
+    for server in "${round[@]}"; do
+      use_server "$server"
       start_server
       if start_holder "idle-$level-r$rep" "$level"; then
         fixed_rate_scenarios "$level-r$rep"
@@ -341,9 +405,17 @@ for server in "${SERVER_LIST[@]}"; do
       fi
       stop_server
     done
+    if [ "$FLOOR" = 1 ] && [ "$level" = "${LEVELS[0]}" ]; then
+      CURRENT=""
+      floor_round "$rep"
+    fi
   done
+done
 
-  # Max rates, on a fresh server with the lowest level of idle connections held.
+# Max rates, one server after the other, each on a fresh server with the lowest level of
+# idle connections held.
+for server in "${READY[@]}"; do
+  use_server "$server"
   start_server
   start_holder "idle-${LEVELS[0]}-max" "${LEVELS[0]}" || true
   for rate in "${LOGIN_STEPS[@]}"; do
@@ -367,31 +439,6 @@ for server in "${SERVER_LIST[@]}"; do
 
   tail -n 200 "$PEER_DIR/server.out" >"$PEER_DIR/server-tail.log" 2>/dev/null || true
 done
-# The floor: the same rates against a TLS server that does no XMPP (bench/floor/src/tls.rs).
-# One JSON line per run in $WORK/floor/NAME.json.
-floor_run() {
-  local name="$1"
-  shift
-  note "floor $name"
-  if ! "${PIN_GEN[@]}" "$FLOOR_EXE" "$@" >"$WORK/floor/$name.json.part" 2>"$WORK/floor/$name.err"; then
-    note "floor $name failed: $(tail -n 3 "$WORK/floor/$name.err")"
-    return 0
-  fi
-  mv "$WORK/floor/$name.json.part" "$WORK/floor/$name.json"
-}
-if [ "$FLOOR" = 1 ]; then
-  mkdir -p "$WORK/floor"
-  "${PIN_SERVER[@]}" "$FLOOR_EXE" tls-server >"$WORK/floor/server.out" 2>&1 &
-  FLOOR_PID=$!
-  for port in 47003 47004 47005; do peer_wait_port "$port" 30 || note "the floor server is not listening on $port"; done
-  for rep in $(seq 1 "$REPS"); do
-    floor_run "logins-r$rep" tls-logins "$FLOOR_PID" "$LOGIN_RATE" "$((LOGIN_RATE * LOGIN_DURATION))"
-    floor_run "messages-r$rep" tls-messages "$FLOOR_PID" "$MSG_RATE" "$((MSG_RATE * MSG_DURATION))" "$PAIRS"
-    floor_run "requests-r$rep" tls-requests "$FLOOR_PID" "$EXT_RATE" "$((EXT_RATE * EXT_DURATION))" "$EXT_CLIENTS"
-  done
-  kill "$FLOOR_PID" 2>/dev/null || true
-  wait "$FLOOR_PID" 2>/dev/null || true
-fi
 BENCH_S=$(($(date +%s) - BENCH_START))
 CURRENT=""
 

@@ -73,6 +73,9 @@ meta = {
     "loadavg_at_start": env["LOADAVG_START"],
     "wall_s": int(env["BENCH_S"]),
     "incomplete": env.get("INCOMPLETE") == "1",
+    # Repetitions take the servers in turn (rotated order) rather than one server's
+    # repetitions after the other's (runs before 2026-11-26T07).
+    "interleaved": True,
 }
 with open(os.path.join(out, "run.json"), "w") as f:
     json.dump(meta, f, indent=2, sort_keys=True)

@@ -486,6 +486,13 @@ def main(folder):
                  "when all connections are up, divided by the connections; RSS and PSS include every process "
                  "of the server (ejabberd: the ejabberdctl shell script, beam.smp, erl_child_setup and its "
                  "helpers; Prosody: one Lua process; Tern: one process).")
+    if meta.get("interleaved"):
+        notes.append("Each repetition took the servers in turn, in an order rotated from one repetition to "
+                     "the next, then the floor; the maximum-rate searches ran last, one server after the "
+                     "other.")
+    else:
+        notes.append("All repetitions of one server ran before the next server's (runs before the servers "
+                     "took turns): a slow spell of the machine weighs on whichever server ran in it.")
     notes.append("CPU is utime+stime from /proc (10 ms ticks) of the server and its descendants over the "
                  "measured window, divided by the operations completed; the held idle connections run "
                  "meanwhile, as in a server with users online.")
