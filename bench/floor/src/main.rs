@@ -24,6 +24,24 @@ fn cpu_us(pid: u32) -> f64 {
     ticks * 10_000.0
 }
 
+/// Copies what `from` sends to `to` until either side ends.
+async fn relay<R, W>(from: &mut R, to: &mut W)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16384];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -68,18 +86,7 @@ fn main() {
                 let (mut b, _) = l.accept().await.unwrap();
                 a.set_nodelay(true).unwrap();
                 b.set_nodelay(true).unwrap();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 16384];
-                    loop {
-                        let n = match a.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if b.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                });
+                tokio::spawn(async move { relay(&mut a, &mut b).await });
             }
         });
     } else if args[1] == "messages" {

@@ -161,16 +161,7 @@ async fn relay_server(acceptor: tokio_rustls::TlsAcceptor) {
         };
         tokio::spawn(async move {
             let (mut a, mut b) = (a, b);
-            let mut buf = vec![0u8; 16384];
-            loop {
-                let n = match a.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                if b.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
+            crate::relay(&mut a, &mut b).await;
         });
     }
 }
