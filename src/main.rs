@@ -98,19 +98,28 @@ fn log_targets(
     }
 }
 
+/// Log lines on standard error, filtered by `targets` alone.
+fn log_subscriber(
+    targets: tracing_subscriber::filter::Targets,
+    ansi: bool,
+) -> impl tracing::Subscriber + Send + Sync {
+    use tracing_subscriber::layer::SubscriberExt;
+    tracing_subscriber::fmt()
+        // The builder's own cap (INFO by default) would hide what `RUST_LOG` asks for.
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .finish()
+        .with(targets)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (log_targets, log_filter_error) = log_targets(std::env::var("RUST_LOG").ok().as_deref());
     {
-        use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            // Colour codes only for a terminal: in a log file or journal they are noise.
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .finish()
-            .with(log_targets)
-            .init();
+        // Colour codes only for a terminal: in a log file or journal they are noise.
+        log_subscriber(log_targets, std::io::stderr().is_terminal()).init();
     }
     if let Some(err) = log_filter_error {
         tracing::warn!("RUST_LOG is not understood ({err}); logging at info");
@@ -395,8 +404,28 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::log_targets;
+    use super::{log_subscriber, log_targets};
     use tracing::Level;
+
+    fn enabled_under(rust_log: Option<&str>, level: Level) -> bool {
+        let subscriber = log_subscriber(log_targets(rust_log).0, false);
+        tracing::subscriber::with_default(subscriber, || match level {
+            Level::TRACE => tracing::enabled!(Level::TRACE),
+            Level::DEBUG => tracing::enabled!(Level::DEBUG),
+            Level::INFO => tracing::enabled!(Level::INFO),
+            Level::WARN => tracing::enabled!(Level::WARN),
+            _ => tracing::enabled!(Level::ERROR),
+        })
+    }
+
+    #[test]
+    fn the_installed_subscriber_logs_what_rust_log_asks_for() {
+        assert!(enabled_under(Some("debug"), Level::DEBUG));
+        assert!(enabled_under(Some("trace"), Level::TRACE));
+        assert!(enabled_under(None, Level::INFO));
+        assert!(!enabled_under(None, Level::DEBUG));
+        assert!(!enabled_under(Some("warn"), Level::INFO));
+    }
 
     #[test]
     fn the_log_level_defaults_to_info() {
