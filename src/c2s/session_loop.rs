@@ -182,7 +182,10 @@ fn timer_slot(deadline: tokio::time::Instant) -> tokio::time::Instant {
     let since = deadline.saturating_duration_since(origin).as_nanos();
     let slot = TIMER_SLOT.as_nanos();
     let rounded = since.div_ceil(slot).saturating_mul(slot);
-    origin + std::time::Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
+    u64::try_from(rounded)
+        .ok()
+        .and_then(|nanos| origin.checked_add(std::time::Duration::from_nanos(nanos)))
+        .unwrap_or(deadline)
 }
 
 /// Reads and processes the client's stanzas until the stream ends for this connection.
