@@ -125,7 +125,8 @@ if [ "$FLOOR" = 1 ]; then
   else
     note "cargo build --release (bench/floor)"
     (cd "$HERE/floor" && CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}" cargo build --quiet --release)
-    FLOOR_EXE="$HERE/floor/target/release/tern-bench-floor"
+    FLOOR_TARGET="$(cd "$HERE/floor" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+    FLOOR_EXE="$FLOOR_TARGET/release/tern-bench-floor"
   fi
 fi
 IFS=, read -r -a SERVER_LIST <<<"$SERVERS"

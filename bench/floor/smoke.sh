@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build --quiet
-FLOOR=target/debug/tern-bench-floor
+# Wherever cargo puts it (CARGO_TARGET_DIR may point elsewhere).
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+FLOOR="$TARGET_DIR/debug/tern-bench-floor"
 "$FLOOR" tls-server >/dev/null 2>&1 &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true' EXIT
