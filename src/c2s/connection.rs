@@ -296,10 +296,10 @@ async fn negotiate_connection(
             tracing::warn!(%peer, "direct TLS connection but no TLS certificates are loaded");
             return None;
         };
-        let accept = Box::pin(tls.direct_tls_acceptor().accept(tcp));
+        let accept = Box::pin(tls.accept_direct(tcp));
         match tokio::time::timeout(config.limits.negotiation_timeout, accept).await {
             Ok(Ok(stream)) => {
-                let (exporter, end_point) = crate::tls::channel_binding(&tls, &stream);
+                let (exporter, end_point) = crate::tls::transport_channel_binding(&tls, &stream);
                 (
                     Box::new(stream),
                     ChannelBindingData {

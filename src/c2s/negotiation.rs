@@ -452,7 +452,7 @@ impl Negotiation<'_> {
         self.flush().await?;
         let placeholder: super::connection::BoxIo = Box::new(tokio::io::duplex(1).0);
         let io = std::mem::replace(&mut self.conn.io, placeholder);
-        let accept = tls.starttls_acceptor().accept(io);
+        let accept = Box::pin(tls.accept_starttls(io));
         let stream = match tokio::time::timeout_at(self.deadline, accept).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(err)) => {
@@ -464,7 +464,7 @@ impl Negotiation<'_> {
             }
             Err(_) => return Err(timeout_error()),
         };
-        let (exporter, end_point) = crate::tls::channel_binding(&tls, &stream);
+        let (exporter, end_point) = crate::tls::transport_channel_binding(&tls, &stream);
         self.channel_binding = ChannelBindingData {
             tls_exporter: exporter,
             tls_server_end_point: end_point,

@@ -7,8 +7,12 @@
 
 mod certs;
 mod end_point;
+mod record_layer;
+mod secrets;
+mod transport;
 
 pub use certs::{ensure_certificate, generate_self_signed, HostCert};
+pub use transport::TlsTransport;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -126,6 +130,22 @@ impl TlsSetup {
         self.direct.clone()
     }
 
+    /// Runs a STARTTLS handshake over `io`.
+    pub async fn accept_starttls<IO>(&self, io: IO) -> std::io::Result<TlsTransport<IO>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        transport::accept(&self.starttls, io).await
+    }
+
+    /// Runs a direct TLS (XEP-0368) handshake over `io`.
+    pub async fn accept_direct<IO>(&self, io: IO) -> std::io::Result<TlsTransport<IO>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        transport::accept(&self.direct, io).await
+    }
+
     /// RFC 5929 `tls-server-end-point` data for the certificate served to a
     /// connection that sent `sni`. Always `Some` once loaded; the `Option`
     /// leaves room for certificate-less setups.
@@ -167,6 +187,10 @@ fn server_config(
     config.ticketer = rustls::crypto::ring::Ticketer::new()
         .context("cannot create the TLS session ticket key")?;
     config.send_tls13_tickets = 1;
+    // After the handshake the connection's keys move to Tern's record layer
+    // (transport.rs), which needs them and, for KeyUpdates, the secrets they come from.
+    config.enable_secret_extraction = true;
+    config.key_log = Arc::new(secrets::CaptureTrafficSecrets);
     Ok(config)
 }
 
@@ -181,6 +205,21 @@ pub fn channel_binding<IO>(
     conn: &tokio_rustls::server::TlsStream<IO>,
 ) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     channel_binding_for_connection(setup, conn.get_ref().1)
+}
+
+/// [`channel_binding`] for a connection just accepted (before its first read or write,
+/// while rustls still holds it).
+pub fn transport_channel_binding<IO>(
+    setup: &TlsSetup,
+    transport: &TlsTransport<IO>,
+) -> (Option<Vec<u8>>, Option<Vec<u8>>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match transport.rustls_connection() {
+        Some(conn) => channel_binding_for_connection(setup, conn),
+        None => (None, None),
+    }
 }
 
 /// Same as [`channel_binding`] for a bare rustls connection.
@@ -207,7 +246,7 @@ pub fn channel_binding_for_connection(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::certs::tests::{hosts, TempDir};
     use super::*;
     use rustls::pki_types::pem::PemObject;
@@ -223,16 +262,16 @@ mod tests {
     const TLS13_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
     const TLS12_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
 
-    struct Fixture {
+    pub(crate) struct Fixture {
         _dir: TempDir,
-        setup: TlsSetup,
+        pub(crate) setup: TlsSetup,
         /// Leaf DER per host, in load order.
         leaves: Vec<(String, CertificateDer<'static>)>,
     }
 
     impl Fixture {
         /// One separately generated certificate per host.
-        fn new(names: &[&str]) -> Self {
+        pub(crate) fn new(names: &[&str]) -> Self {
             let dir = TempDir::new();
             let mut host_certs = Vec::new();
             let mut leaves = Vec::new();
@@ -255,11 +294,11 @@ mod tests {
             }
         }
 
-        fn leaf(&self, host: &str) -> &CertificateDer<'static> {
+        pub(crate) fn leaf(&self, host: &str) -> &CertificateDer<'static> {
             &self.leaves.iter().find(|(h, _)| h == host).unwrap().1
         }
 
-        fn client(
+        pub(crate) fn client(
             &self,
             versions: &[&'static SupportedProtocolVersion],
             alpn: &[&[u8]],

@@ -1,0 +1,608 @@
+//! A client connection's TLS after the handshake.
+//!
+//! rustls runs the handshake. At the first read or write that finds nothing buffered in
+//! rustls (no record half-received, no plaintext unread, nothing unsent), a TLS 1.3
+//! connection's keys are taken over and its records are protected by
+//! [`super::record_layer`]; rustls's connection state is dropped. rustls keeps a receive
+//! buffer of at least 4 KiB and its record queues for a connection's whole life, which was
+//! half of what an idle client cost; the record layer holds the two directions' keys and
+//! buffers only what a socket could not take or a reader had no room for.
+//!
+//! TLS 1.2 connections stay with rustls.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use rustls::{ConnectionTrafficSecrets, ProtocolVersion};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_rustls::server::TlsStream;
+
+use super::record_layer::{
+    self as records, Direction, RecordError, Secret, Suite, CONTENT_ALERT,
+    CONTENT_APPLICATION_DATA, CONTENT_HANDSHAKE, HEADER_LEN, MAX_CIPHERTEXT, MAX_PLAINTEXT,
+};
+use super::secrets::{Capturing, TrafficSecrets};
+
+/// Plaintext sealed per write call: large writes (a big roster) go out four records to a
+/// system call.
+const WRITE_BATCH: usize = 4 * MAX_PLAINTEXT;
+
+/// KeyUpdates a client may have sent before the takeover (during the first flight of
+/// application data) that the takeover still follows.
+const UPDATES_BEFORE_TAKEOVER: usize = 8;
+
+thread_local! {
+    /// Ciphertext being opened by the connections this thread serves: a record carried
+    /// over from the last read plus a whole new one always fit.
+    static OPENING: RefCell<Box<[u8]>> =
+        RefCell::new(vec![0u8; 2 * (HEADER_LEN + MAX_CIPHERTEXT)].into_boxed_slice());
+    /// Records being sealed, before the socket takes them.
+    static SEALING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs a server handshake with `acceptor` over `io`.
+pub(crate) async fn accept<IO>(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    io: IO,
+) -> io::Result<TlsTransport<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let (stream, secrets) = Capturing::new(acceptor.accept(RecordBoundary::new(io))).await;
+    Ok(TlsTransport::new(stream?, secrets))
+}
+
+/// A server-side TLS stream: rustls's until its keys are taken over, then Tern's.
+pub struct TlsTransport<IO> {
+    state: State<IO>,
+}
+
+// The transport itself is boxed (as a connection's `BoxIo`): the record layer inline
+// is one allocation per connection, not two.
+#[allow(clippy::large_enum_variant)]
+enum State<IO> {
+    /// Boxed: rustls's state is freed at the takeover, and the transport's own
+    /// allocation is then only as large as the record layer.
+    Rustls(Box<RustlsSide<IO>>),
+    Own(OwnRecords<IO>),
+    /// A takeover failed half-way: the connection cannot go on.
+    Broken,
+}
+
+struct RustlsSide<IO> {
+    stream: TlsStream<RecordBoundary<IO>>,
+    secrets: TrafficSecrets,
+    /// `None` when the keys cannot be taken over: TLS 1.2, or no secrets caught.
+    suite: Option<Suite>,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> TlsTransport<IO> {
+    fn new(stream: TlsStream<RecordBoundary<IO>>, secrets: TrafficSecrets) -> Self {
+        let conn = stream.get_ref().1;
+        let suite = (conn.protocol_version() == Some(ProtocolVersion::TLSv1_3)
+            && secrets.client.is_some()
+            && secrets.server.is_some())
+        .then(|| conn.negotiated_cipher_suite())
+        .flatten()
+        .and_then(|suite| Suite::of(suite.suite()));
+        TlsTransport {
+            state: State::Rustls(Box::new(RustlsSide {
+                stream,
+                secrets,
+                suite,
+            })),
+        }
+    }
+
+    /// rustls's connection, while it still has one (channel binding reads it).
+    pub(crate) fn rustls_connection(&self) -> Option<&rustls::ServerConnection> {
+        match &self.state {
+            State::Rustls(side) => Some(side.stream.get_ref().1),
+            _ => None,
+        }
+    }
+
+    /// Whether the records are Tern's own now.
+    pub fn takes_own_records(&self) -> bool {
+        matches!(self.state, State::Own(_))
+    }
+
+    /// Plaintext rustls has opened and nobody read yet.
+    #[cfg(test)]
+    fn rustls_plaintext_waiting(&mut self) -> usize {
+        match &mut self.state {
+            State::Rustls(side) => side
+                .stream
+                .get_mut()
+                .1
+                .process_new_packets()
+                .map_or(0, |state| state.plaintext_bytes_to_read()),
+            _ => 0,
+        }
+    }
+
+    /// Takes the keys over from rustls if it holds nothing the record layer could not
+    /// carry on with.
+    fn take_over_if_idle(&mut self) -> io::Result<()> {
+        let State::Rustls(side) = &mut self.state else {
+            return Ok(());
+        };
+        let Some(suite) = side.suite else {
+            return Ok(());
+        };
+        let (boundary, conn) = side.stream.get_ref();
+        if conn.is_handshaking() || conn.wants_write() || !boundary.at_record_boundary() {
+            return Ok(());
+        }
+        // Plaintext rustls opened and nobody read yet (a client's first data can come in
+        // the packet of its Finished) goes on to the reader first.
+        let (unread, read_closed) = drain_plaintext(side.stream.get_mut().1);
+        let State::Rustls(side) = std::mem::replace(&mut self.state, State::Broken) else {
+            return Ok(());
+        };
+        let RustlsSide {
+            stream, secrets, ..
+        } = *side;
+        let (boundary, conn) = stream.into_inner();
+        let extracted = conn
+            .dangerous_extract_secrets()
+            .map_err(|err| io::Error::other(format!("taking TLS keys over: {err}")))?;
+        let rx = direction_matching(suite, secrets.client, extracted.rx)?;
+        let tx = direction_matching(suite, secrets.server, extracted.tx)?;
+        self.state = State::Own(OwnRecords {
+            io: boundary.io,
+            rx,
+            tx,
+            unopened: Vec::new(),
+            unread,
+            unread_at: 0,
+            unsent: Vec::new(),
+            unsent_at: 0,
+            owe_key_update: false,
+            read_closed,
+            close_notify_sent: false,
+            failed: false,
+        });
+        Ok(())
+    }
+
+    /// Before a write: rustls's own pending records (its session ticket) go out first,
+    /// then the keys are taken over if they can be.
+    fn poll_prepare_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let State::Rustls(side) = &mut self.state {
+            if side.suite.is_some() && side.stream.get_ref().1.wants_write() {
+                ready!(Pin::new(&mut side.stream).poll_flush(cx))?;
+            }
+        }
+        Poll::Ready(self.take_over_if_idle())
+    }
+}
+
+/// What rustls has opened and nobody read; whether the peer closed (close_notify, or the
+/// end of the TCP stream, which rustls reports as an unexpected EOF).
+fn drain_plaintext(conn: &mut rustls::ServerConnection) -> (Vec<u8>, bool) {
+    use std::io::Read;
+    let mut unread = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match conn.reader().read(&mut chunk) {
+            Ok(0) => return (unread, true),
+            Ok(n) => unread.extend_from_slice(&chunk[..n]),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return (unread, false),
+            Err(_) => return (unread, true),
+        }
+    }
+}
+
+/// The record layer's keys for one direction: those of the handshake's first traffic
+/// secret, or of a later generation if the client already sent KeyUpdates, checked
+/// against the keys rustls used.
+fn direction_matching(
+    suite: Suite,
+    first_secret: Option<Secret>,
+    (seq, rustls_keys): (u64, ConnectionTrafficSecrets),
+) -> io::Result<Direction> {
+    let (key, iv) = match &rustls_keys {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+        | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+        | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key.as_ref(), iv.as_ref()),
+        _ => return Err(io::Error::other("TLS keys of an unknown cipher")),
+    };
+    let secret =
+        first_secret.ok_or_else(|| io::Error::other("no TLS traffic secret was caught"))?;
+    let mut direction = Direction::new(suite, secret).map_err(io::Error::other)?;
+    for _ in 0..=UPDATES_BEFORE_TAKEOVER {
+        if direction.derives(key, iv) {
+            direction.set_sequence(seq);
+            return Ok(direction);
+        }
+        direction.update().map_err(io::Error::other)?;
+    }
+    Err(io::Error::other(
+        "the TLS keys rustls used do not derive from the handshake's secrets",
+    ))
+}
+
+fn broken() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the TLS connection failed")
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsTransport<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.take_over_if_idle()?;
+        match &mut this.state {
+            State::Rustls(side) => Pin::new(&mut side.stream).poll_read(cx, buf),
+            State::Own(own) => own.poll_read(cx, buf),
+            State::Broken => Poll::Ready(Err(broken())),
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsTransport<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_prepare_write(cx))?;
+        match &mut this.state {
+            State::Rustls(side) => Pin::new(&mut side.stream).poll_write(cx, data),
+            State::Own(own) => own.poll_write(cx, data),
+            State::Broken => Poll::Ready(Err(broken())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().state {
+            State::Rustls(side) => Pin::new(&mut side.stream).poll_flush(cx),
+            State::Own(own) => own.poll_flush(cx),
+            State::Broken => Poll::Ready(Err(broken())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().state {
+            State::Rustls(side) => Pin::new(&mut side.stream).poll_shutdown(cx),
+            State::Own(own) => own.poll_shutdown(cx),
+            State::Broken => Poll::Ready(Err(broken())),
+        }
+    }
+}
+
+/// A TLS 1.3 connection after the takeover.
+struct OwnRecords<IO> {
+    io: IO,
+    rx: Direction,
+    tx: Direction,
+    /// Received and not opened yet: the start of a record, or whole records a reader had
+    /// no room for.
+    unopened: Vec<u8>,
+    /// Opened and not read yet.
+    unread: Vec<u8>,
+    unread_at: usize,
+    /// Sealed and not written yet.
+    unsent: Vec<u8>,
+    unsent_at: usize,
+    /// The client asked for new keys both ways; ours change before our next data
+    /// (RFC 8446 §4.6.3: any number of requests while we are silent get one update).
+    owe_key_update: bool,
+    /// close_notify, or the end of the TCP stream, came: reads see the end of stream.
+    read_closed: bool,
+    close_notify_sent: bool,
+    failed: bool,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> OwnRecords<IO> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.failed {
+            return Poll::Ready(Err(broken()));
+        }
+        if self.unread_at < self.unread.len() {
+            let n = buf.remaining().min(self.unread.len() - self.unread_at);
+            buf.put_slice(&self.unread[self.unread_at..self.unread_at + n]);
+            self.unread_at += n;
+            if self.unread_at == self.unread.len() {
+                self.unread = Vec::new();
+                self.unread_at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if self.read_closed || buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        OPENING.with_borrow_mut(|scratch| self.poll_read_records(cx, buf, scratch))
+    }
+
+    /// Reads until a record with data (or the end of the stream) is opened into `buf`.
+    fn poll_read_records(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        scratch: &mut [u8],
+    ) -> Poll<io::Result<()>> {
+        let mut filled = self.unopened.len();
+        scratch[..filled].copy_from_slice(&self.unopened);
+        self.unopened = Vec::new();
+        let before = buf.filled().len();
+        loop {
+            let opened = match self.open_records(&mut scratch[..filled], buf) {
+                Ok(opened) => opened,
+                Err(err) => return Poll::Ready(Err(self.fail(cx, err))),
+            };
+            if buf.filled().len() > before || self.read_closed {
+                if opened < filled && !self.read_closed {
+                    self.unopened = scratch[opened..filled].to_vec();
+                }
+                return Poll::Ready(Ok(()));
+            }
+            // Nothing for the reader yet (only a part of a record, or a KeyUpdate).
+            scratch.copy_within(opened..filled, 0);
+            filled -= opened;
+            let mut read_buf = ReadBuf::new(&mut scratch[filled..]);
+            match Pin::new(&mut self.io).poll_read(cx, &mut read_buf) {
+                Poll::Pending => {
+                    if filled > 0 {
+                        self.unopened = scratch[..filled].to_vec();
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(err)) => {
+                    self.failed = true;
+                    return Poll::Ready(Err(err));
+                }
+                Poll::Ready(Ok(())) => {
+                    let n = read_buf.filled().len();
+                    if n == 0 {
+                        if filled > 0 {
+                            self.failed = true;
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the connection ended inside a TLS record",
+                            )));
+                        }
+                        self.read_closed = true;
+                        return Poll::Ready(Ok(()));
+                    }
+                    filled += n;
+                }
+            }
+        }
+    }
+
+    /// Opens the whole records at the start of `bytes` while the reader has room;
+    /// returns how many bytes were used.
+    fn open_records(
+        &mut self,
+        bytes: &mut [u8],
+        buf: &mut ReadBuf<'_>,
+    ) -> Result<usize, RecordError> {
+        let mut at = 0;
+        while buf.remaining() > 0 && !self.read_closed {
+            let Some(len) = records::record_len(&bytes[at..])? else {
+                break;
+            };
+            let record = &mut bytes[at..at + len];
+            at += len;
+            let (content_type, body) = self.rx.open(record)?;
+            match content_type {
+                CONTENT_APPLICATION_DATA => {
+                    let n = body.len().min(buf.remaining());
+                    buf.put_slice(&body[..n]);
+                    if n < body.len() {
+                        self.unread = body[n..].to_vec();
+                        self.unread_at = 0;
+                    }
+                }
+                CONTENT_ALERT => match body {
+                    [_, 0] => self.read_closed = true,
+                    // user_canceled: a close_notify follows.
+                    [_, 90] => {}
+                    [_, description] => return Err(RecordError::Alerted(*description)),
+                    _ => return Err(RecordError::DecodeError),
+                },
+                CONTENT_HANDSHAKE => {
+                    let update_requested = records::key_update_request(body)?;
+                    self.rx.update()?;
+                    self.owe_key_update |= update_requested;
+                }
+                _ => return Err(RecordError::UnexpectedMessage),
+            }
+        }
+        Ok(at)
+    }
+
+    /// Ends the connection for `err`: the alert it calls for goes out if the socket
+    /// takes it at once.
+    fn fail(&mut self, cx: &mut Context<'_>, err: RecordError) -> io::Error {
+        self.failed = true;
+        if let Some(alert) = err.alert() {
+            if !self.close_notify_sent
+                && self
+                    .tx
+                    .seal(CONTENT_ALERT, &[2, alert], &mut self.unsent)
+                    .is_ok()
+            {
+                let _ = self.poll_send_unsent(cx);
+            }
+        }
+        io::Error::new(io::ErrorKind::InvalidData, err)
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        if self.failed || self.close_notify_sent {
+            return Poll::Ready(Err(broken()));
+        }
+        ready!(self.poll_send_unsent(cx))?;
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let taken = data.len().min(WRITE_BATCH);
+        SEALING.with_borrow_mut(|sealed| {
+            sealed.clear();
+            if let Err(err) = self.seal(&data[..taken], sealed) {
+                return Poll::Ready(Err(self.fail(cx, err)));
+            }
+            // Sealed records count as written: what the socket does not take now is
+            // kept and goes out before anything else.
+            match Pin::new(&mut self.io).poll_write(cx, sealed) {
+                Poll::Ready(Ok(n)) => {
+                    if n < sealed.len() {
+                        self.unsent = sealed[n..].to_vec();
+                    }
+                }
+                Poll::Pending => self.unsent = sealed.clone(),
+                Poll::Ready(Err(err)) => {
+                    self.failed = true;
+                    return Poll::Ready(Err(err));
+                }
+            }
+            Poll::Ready(Ok(taken))
+        })
+    }
+
+    fn seal(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
+        if self.owe_key_update || self.tx.worn_out() {
+            self.tx
+                .seal(CONTENT_HANDSHAKE, &records::KEY_UPDATE_NOT_REQUESTED, out)?;
+            self.tx.update()?;
+            self.owe_key_update = false;
+        }
+        for chunk in data.chunks(MAX_PLAINTEXT) {
+            self.tx.seal(CONTENT_APPLICATION_DATA, chunk, out)?;
+        }
+        Ok(())
+    }
+
+    fn poll_send_unsent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.unsent_at < self.unsent.len() {
+            match ready!(Pin::new(&mut self.io).poll_write(cx, &self.unsent[self.unsent_at..])) {
+                Ok(0) => {
+                    self.failed = true;
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                Ok(n) => self.unsent_at += n,
+                Err(err) => {
+                    self.failed = true;
+                    return Poll::Ready(Err(err));
+                }
+            }
+        }
+        self.unsent = Vec::new();
+        self.unsent_at = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_unsent(cx))?;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.close_notify_sent && !self.failed {
+            self.close_notify_sent = true;
+            if let Err(err) = self.tx.seal(CONTENT_ALERT, &[1, 0], &mut self.unsent) {
+                return Poll::Ready(Err(self.fail(cx, err)));
+            }
+        }
+        ready!(self.poll_send_unsent(cx))?;
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Passes a socket's bytes to rustls and follows the TLS record framing in them, so that
+/// a takeover never happens with half a record inside rustls.
+pub(crate) struct RecordBoundary<IO> {
+    io: IO,
+    header: [u8; HEADER_LEN],
+    header_len: usize,
+    body_left: usize,
+}
+
+impl<IO> RecordBoundary<IO> {
+    fn new(io: IO) -> Self {
+        RecordBoundary {
+            io,
+            header: [0; HEADER_LEN],
+            header_len: 0,
+            body_left: 0,
+        }
+    }
+
+    fn at_record_boundary(&self) -> bool {
+        self.header_len == 0 && self.body_left == 0
+    }
+
+    fn follow(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (HEADER_LEN - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+            self.header_len += n;
+            bytes = &bytes[n..];
+            if self.header_len == HEADER_LEN {
+                self.header_len = 0;
+                self.body_left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+            }
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for RecordBoundary<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        this.follow(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for RecordBoundary<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests;
