@@ -272,13 +272,14 @@ impl Direction {
             .key
             .open_in_place(nonce, Aad::from(header), body)
             .map_err(|_| RecordError::BadRecordMac)?;
-        // TLSInnerPlaintext: content, its type, then zero padding (RFC 8446 §5.4).
+        // TLSInnerPlaintext: content, its type, then zero padding (RFC 8446 §5.4), at
+        // most 2^14 + 1 bytes with the padding.
+        if inner.len() > MAX_PLAINTEXT + 1 {
+            return Err(RecordError::RecordOverflow);
+        }
         let Some(type_at) = inner.iter().rposition(|&byte| byte != 0) else {
             return Err(RecordError::UnexpectedMessage);
         };
-        if type_at > MAX_PLAINTEXT {
-            return Err(RecordError::RecordOverflow);
-        }
         Ok((inner[type_at], &inner[..type_at]))
     }
 }

@@ -29,6 +29,10 @@ use super::secrets::{Capturing, TrafficSecrets};
 /// system call.
 const WRITE_BATCH: usize = 4 * MAX_PLAINTEXT;
 
+/// Records in a row that carry nothing for the reader (empty data, KeyUpdates) before the
+/// connection is ended, as rustls does: they cost work and pass every byte budget.
+const FRUITLESS_RECORDS_IN_A_ROW: u8 = 32;
+
 /// KeyUpdates a client may have sent before the takeover (during the first flight of
 /// application data) that the takeover still follows.
 const UPDATES_BEFORE_TAKEOVER: usize = 8;
@@ -161,6 +165,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsTransport<IO> {
             unsent: Vec::new(),
             unsent_at: 0,
             owe_key_update: false,
+            fruitless: 0,
             read_closed,
             close_notify_sent: false,
             failed: false,
@@ -294,6 +299,8 @@ struct OwnRecords<IO> {
     /// The client asked for new keys both ways; ours change before our next data
     /// (RFC 8446 §4.6.3: any number of requests while we are silent get one update).
     owe_key_update: bool,
+    /// Records in a row that gave the reader nothing.
+    fruitless: u8,
     /// close_notify, or the end of the TCP stream, came: reads see the end of stream.
     read_closed: bool,
     close_notify_sent: bool,
@@ -392,6 +399,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> OwnRecords<IO> {
             let record = &mut bytes[at..at + len];
             at += len;
             let (content_type, body) = self.rx.open(record)?;
+            if content_type == CONTENT_APPLICATION_DATA && !body.is_empty() {
+                self.fruitless = 0;
+            } else {
+                self.fruitless += 1;
+                if self.fruitless > FRUITLESS_RECORDS_IN_A_ROW {
+                    return Err(RecordError::UnexpectedMessage);
+                }
+            }
             match content_type {
                 CONTENT_APPLICATION_DATA => {
                     let n = body.len().min(buf.remaining());

@@ -342,3 +342,33 @@ fn record_boundaries_are_followed_across_split_reads() {
         [false, false, false, true, false, false, false, true]
     );
 }
+
+#[tokio::test]
+async fn a_stream_of_records_with_nothing_to_read_is_cut_off() {
+    let fx = Fixture::new(&["localhost"]);
+    let (mut server, mut client) = connect(&fx, fx.client(TLS13, &[])).await;
+    exchange(&mut server, &mut client).await;
+    // A few KeyUpdates in a row are fine...
+    for _ in 0..FRUITLESS_RECORDS_IN_A_ROW {
+        client
+            .get_mut()
+            .1
+            .refresh_traffic_keys()
+            .expect("key update");
+    }
+    client.write_all(b"ok").await.expect("client write");
+    client.flush().await.expect("client flush");
+    assert_eq!(read_exactly(&mut server, 2).await, b"ok");
+    // ...one more than that, with no data between, is not.
+    for _ in 0..=FRUITLESS_RECORDS_IN_A_ROW {
+        client
+            .get_mut()
+            .1
+            .refresh_traffic_keys()
+            .expect("key update");
+    }
+    client.write_all(b"late").await.expect("client write");
+    client.flush().await.expect("client flush");
+    let err = server.read(&mut [0u8; 64]).await.expect_err("accepted");
+    assert!(err.to_string().contains("unexpected"), "{err}");
+}
