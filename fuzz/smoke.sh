@@ -23,7 +23,7 @@ export CARGO_TERM_COLOR=never
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-targets=(framer sasl jid extdisco_codec config)
+targets=(framer sasl jid extdisco_codec config tls_records)
 # One build for all targets, so the per-target time below is fuzzing time.
 cargo fuzz build
 failed=0

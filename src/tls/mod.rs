@@ -12,6 +12,8 @@ mod secrets;
 mod transport;
 
 pub use certs::{ensure_certificate, generate_self_signed, HostCert};
+#[doc(hidden)]
+pub use transport::fuzzing::client_records as fuzz_client_records;
 pub use transport::TlsTransport;
 
 use std::collections::HashMap;

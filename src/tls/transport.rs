@@ -619,5 +619,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for RecordBoundary<IO> {
     }
 }
 
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(test)]
 mod tests;

@@ -372,3 +372,27 @@ async fn a_stream_of_records_with_nothing_to_read_is_cut_off() {
     let err = server.read(&mut [0u8; 64]).await.expect_err("accepted");
     assert!(err.to_string().contains("unexpected"), "{err}");
 }
+
+#[test]
+fn the_fuzz_script_delivers_sealed_data_and_stops_at_garbage() {
+    use super::fuzzing::client_records;
+    // Reader of 3 bytes; "hello" sealed, a cut, "world" sealed.
+    let script = [
+        2, 0, 5, b'h', b'e', b'l', b'l', b'o', 7, 0, 1, 5, b'w', b'o', b'r', b'l', b'd',
+    ];
+    assert_eq!(client_records(&script), b"helloworld");
+    // A KeyUpdate between them (the script's client updates its keys after it).
+    let with_update = [
+        200, 0, 5, b'h', b'e', b'l', b'l', b'o', 4, 5, 24, 0, 0, 1, 1, 0, 5, b'w', b'o', b'r',
+        b'l', b'd',
+    ];
+    assert_eq!(client_records(&with_update), b"helloworld");
+    // Raw bytes after the first record: only what came before them is read.
+    let garbage = [
+        9, 0, 5, b'h', b'e', b'l', b'l', b'o', 6, 5, 23, 3, 3, 0, 30, 0, 3, b'b', b'y', b'e',
+    ];
+    assert_eq!(client_records(&garbage), b"hello");
+    // A close_notify ends the stream; data after it is not read.
+    let closed = [9, 0, 2, b'h', b'i', 3, 2, 1, 0, 0, 3, b'b', b'y', b'e'];
+    assert_eq!(client_records(&closed), b"hi");
+}
