@@ -32,7 +32,8 @@
 # and last, one server after the other:
 #   max rates      logins and messages at rising rates until one fails its criterion,
 #                  then messages at half the highest good rate (latency percentiles)
-# LEVEL is 1000 connected users; with --scale also 10000 (one repetition). The server is
+# LEVEL is 1000 connected users; with --scale also 10000, in every repetition right after
+# the 1000 (a slow spell of the machine then weighs on both levels alike). The server is
 # pinned to CPU 0, the generators to CPU 1. Every tern-load report goes into
 # OUT/<server>.json; bench/peers/report.py turns the folder into README.md and SVG plots
 # (deterministically: run it again on the JSON to regenerate).
@@ -392,11 +393,9 @@ for rep in $(seq 1 "$REPS"); do
   done
 done
 
-for level in "${LEVELS[@]}"; do
-  reps="$REPS"
-  [ "$level" -gt 1000 ] && reps=1
-  for rep in $(seq 1 "$reps"); do
-    mapfile -t round < <(servers_of_round "$rep")
+for rep in $(seq 1 "$REPS"); do
+  mapfile -t round < <(servers_of_round "$rep")
+  for level in "${LEVELS[@]}"; do
     for server in "${round[@]}"; do
       use_server "$server"
       start_server
@@ -406,11 +405,11 @@ for level in "${LEVELS[@]}"; do
       fi
       stop_server
     done
-    if [ "$FLOOR" = 1 ] && [ "$level" = "${LEVELS[0]}" ]; then
-      CURRENT=""
-      floor_round "$rep"
-    fi
   done
+  if [ "$FLOOR" = 1 ]; then
+    CURRENT=""
+    floor_round "$rep"
+  fi
 done
 
 # Max rates, one server after the other, each on a fresh server with the lowest level of
