@@ -150,11 +150,20 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsTransport<IO> {
             stream, secrets, ..
         } = *side;
         let (boundary, conn) = stream.into_inner();
-        let extracted = conn
+        let keys = conn
             .dangerous_extract_secrets()
-            .map_err(|err| io::Error::other(format!("taking TLS keys over: {err}")))?;
-        let rx = direction_matching(suite, secrets.client, extracted.rx)?;
-        let tx = direction_matching(suite, secrets.server, extracted.tx)?;
+            .map_err(|err| io::Error::other(format!("taking TLS keys over: {err}")))
+            .and_then(|extracted| {
+                Ok((
+                    direction_matching(suite, secrets.client, extracted.rx)?,
+                    direction_matching(suite, secrets.server, extracted.tx)?,
+                ))
+            });
+        let (rx, tx) = keys.inspect_err(|err| {
+            // Never expected: the conditions above are what rustls requires. The
+            // connection cannot go on, and an operator should hear of it.
+            tracing::warn!(%err, "a TLS connection failed at the takeover of its keys");
+        })?;
         self.state = State::Own(OwnRecords {
             io: boundary.io,
             rx,
