@@ -6,7 +6,7 @@
 #   bash fuzz/smoke.sh              # FUZZ_SECONDS (default 20) per target
 #
 # Installs cargo-fuzz when missing (about a minute on a 2-core machine; the fuzz build
-# of tern with AddressSanitizer then takes about 6 minutes, the runs 5 x FUZZ_SECONDS).
+# of tern with AddressSanitizer then takes about 6 minutes, the runs 6 x FUZZ_SECONDS).
 # Runs on the stable toolchain: cargo-fuzz passes nightly-only flags, which
 # RUSTC_BOOTSTRAP=1 allows. Exits non-zero on any finding.
 set -euo pipefail
