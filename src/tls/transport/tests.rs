@@ -98,6 +98,23 @@ async fn exchange(server: &mut Server, client: &mut Client) {
     );
 }
 
+/// A TLS 1.3 connection whose keys the server has taken over, data having flowed.
+async fn established(fx: &Fixture) -> (Server, Client) {
+    let (mut server, mut client) = connect(fx, fx.client(TLS13, &[])).await;
+    exchange(&mut server, &mut client).await;
+    (server, client)
+}
+
+/// Bytes on the wire from the client's side, under its TLS.
+async fn send_raw(client: &mut Client, bytes: &[u8]) {
+    client
+        .get_mut()
+        .0
+        .write_all(bytes)
+        .await
+        .expect("raw write");
+}
+
 #[tokio::test]
 async fn every_tls13_suite_moves_to_the_record_layer_and_carries_data() {
     let fx = Fixture::new(&["localhost"]);
@@ -212,8 +229,7 @@ async fn client_key_updates_are_followed_and_answered() {
 #[tokio::test]
 async fn a_small_reader_gets_every_byte_in_order() {
     let fx = Fixture::new(&["localhost"]);
-    let (mut server, mut client) = connect(&fx, fx.client(TLS13, &[])).await;
-    exchange(&mut server, &mut client).await;
+    let (mut server, mut client) = established(&fx).await;
     let sent = pattern(50_000, 4);
     client.write_all(&sent).await.expect("client write");
     client.flush().await.expect("client flush");
@@ -230,8 +246,7 @@ async fn a_small_reader_gets_every_byte_in_order() {
 #[tokio::test]
 async fn close_notify_ends_the_stream_both_ways() {
     let fx = Fixture::new(&["localhost"]);
-    let (mut server, mut client) = connect(&fx, fx.client(TLS13, &[])).await;
-    exchange(&mut server, &mut client).await;
+    let (mut server, mut client) = established(&fx).await;
     client.shutdown().await.expect("client shutdown");
     let mut rest = Vec::new();
     server.read_to_end(&mut rest).await.expect("server read");
@@ -254,16 +269,10 @@ async fn close_notify_ends_the_stream_both_ways() {
 #[tokio::test]
 async fn a_forged_record_ends_the_connection_with_bad_record_mac() {
     let fx = Fixture::new(&["localhost"]);
-    let (mut server, mut client) = connect(&fx, fx.client(TLS13, &[])).await;
-    exchange(&mut server, &mut client).await;
+    let (mut server, mut client) = established(&fx).await;
     let mut forged = vec![23, 3, 3, 0, 40];
     forged.extend_from_slice(&pattern(40, 5));
-    client
-        .get_mut()
-        .0
-        .write_all(&forged)
-        .await
-        .expect("raw write");
+    send_raw(&mut client, &forged).await;
     let err = server
         .read(&mut [0u8; 64])
         .await
@@ -282,14 +291,8 @@ async fn a_forged_record_ends_the_connection_with_bad_record_mac() {
 #[tokio::test]
 async fn an_unprotected_record_after_the_handshake_is_refused() {
     let fx = Fixture::new(&["localhost"]);
-    let (mut server, mut client) = connect(&fx, fx.client(TLS13, &[])).await;
-    exchange(&mut server, &mut client).await;
-    client
-        .get_mut()
-        .0
-        .write_all(&[21, 3, 3, 0, 2, 1, 0])
-        .await
-        .expect("raw write");
+    let (mut server, mut client) = established(&fx).await;
+    send_raw(&mut client, &[21, 3, 3, 0, 2, 1, 0]).await;
     let err = server.read(&mut [0u8; 64]).await.expect_err("accepted");
     assert!(err.to_string().contains("unexpected"), "{err}");
 }
@@ -297,14 +300,8 @@ async fn an_unprotected_record_after_the_handshake_is_refused() {
 #[tokio::test]
 async fn the_end_of_tcp_inside_a_record_is_an_error() {
     let fx = Fixture::new(&["localhost"]);
-    let (mut server, mut client) = connect(&fx, fx.client(TLS13, &[])).await;
-    exchange(&mut server, &mut client).await;
-    client
-        .get_mut()
-        .0
-        .write_all(&[23, 3, 3, 0, 100, 1, 2, 3])
-        .await
-        .expect("raw write");
+    let (mut server, mut client) = established(&fx).await;
+    send_raw(&mut client, &[23, 3, 3, 0, 100, 1, 2, 3]).await;
     drop(client);
     let err = server.read(&mut [0u8; 64]).await.expect_err("accepted");
     assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
@@ -346,8 +343,7 @@ fn record_boundaries_are_followed_across_split_reads() {
 #[tokio::test]
 async fn a_stream_of_records_with_nothing_to_read_is_cut_off() {
     let fx = Fixture::new(&["localhost"]);
-    let (mut server, mut client) = connect(&fx, fx.client(TLS13, &[])).await;
-    exchange(&mut server, &mut client).await;
+    let (mut server, mut client) = established(&fx).await;
     // A few KeyUpdates in a row are fine...
     for _ in 0..FRUITLESS_RECORDS_IN_A_ROW {
         client
