@@ -134,6 +134,25 @@ async fn every_tls13_suite_moves_to_the_record_layer_and_carries_data() {
 }
 
 #[tokio::test]
+async fn a_resumed_handshake_moves_to_the_record_layer_too() {
+    let fx = Fixture::new(&["localhost"]);
+    // Clones share the client's ticket store.
+    let config = fx.client(TLS13, &[]);
+    let (mut server, mut client) = connect(&fx, config.clone()).await;
+    exchange(&mut server, &mut client).await;
+    // The ticket arrives after the handshake: let the client read it.
+    server.write_all(b"x").await.expect("server write");
+    server.flush().await.expect("server flush");
+    assert_eq!(read_exactly(&mut client, 1).await, b"x");
+    let (mut server, mut client) = connect(&fx, config).await;
+    assert_eq!(
+        client.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    exchange(&mut server, &mut client).await;
+}
+
+#[tokio::test]
 async fn data_sent_with_the_finished_reaches_the_reader() {
     let fx = Fixture::new(&["localhost"]);
     let (client_io, server_io) = tokio::io::duplex(256 * 1024);
