@@ -542,14 +542,22 @@ async fn deliver_message(
         }
         return;
     }
-    if message_type == "headline" {
-        for session in &available {
+    let targets = if message_type == "headline" {
+        available
+    } else {
+        top_priority(available)
+    };
+    send_to_each(&targets, stanza);
+}
+
+/// Sends `stanza` to every session of `targets`; the last gets the stanza itself, not a
+/// copy (usually there is only one).
+fn send_to_each(targets: &[SessionHandle], stanza: Element) {
+    if let Some((last, others)) = targets.split_last() {
+        for session in others {
             session.send(stanza.clone());
         }
-        return;
-    }
-    for session in top_priority(available) {
-        session.send(stanza.clone());
+        last.send(stanza);
     }
 }
 
@@ -573,13 +581,9 @@ fn deliver_presence(host: &Arc<Host>, stanza: Element, target: Target) {
         }
         Target::Bare(bare) if !subscription && stanza.attr("to").is_some() => {
             let user = bare.node().map(|n| n.to_string()).unwrap_or_default();
-            for session in host
-                .sessions_of(&user)
-                .into_iter()
-                .filter(SessionHandle::is_available)
-            {
-                session.send(stanza.clone());
-            }
+            let mut sessions = host.sessions_of(&user);
+            sessions.retain(SessionHandle::is_available);
+            send_to_each(&sessions, stanza);
         }
         // Broadcasts and subscriptions are the presence module's (RFC 6121); without it
         // there is nobody to tell.

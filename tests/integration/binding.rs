@@ -193,6 +193,29 @@ async fn equal_priority_resources_all_get_bare_jid_messages() -> anyhow::Result<
 }
 
 #[tokio::test]
+async fn headlines_reach_every_available_resource_chats_only_the_highest() -> anyhow::Result<()> {
+    let server = server().await?;
+    let mut low = with_resource(&server, "romeo", "low").await?;
+    let mut high = with_resource(&server, "romeo", "high").await?;
+    available_with_priority(&mut low, 1).await?;
+    available_with_priority(&mut high, 5).await?;
+    let mut juliet = server.client("juliet").await?;
+    // RFC 6121 §8.5.2.1.1: a headline goes to every resource with non-negative priority.
+    juliet
+        .send_str("<message to='romeo@localhost' type='headline'><body>news</body></message>")
+        .await?;
+    for client in [&mut low, &mut high] {
+        let got = client.expect().await?;
+        assert_eq!(body(&got).as_deref(), Some("news"));
+        assert_eq!(got.attr("type"), Some("headline"));
+    }
+    juliet.send_str(&message("romeo@localhost", "chat")).await?;
+    assert_eq!(body(&high.expect().await?).as_deref(), Some("chat"));
+    low.expect_silence(QUIET).await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn negative_priority_resource_gets_no_bare_jid_messages() -> anyhow::Result<()> {
     let server = server().await?;
     let mut negative = with_resource(&server, "romeo", "bot").await?;
