@@ -74,7 +74,13 @@ write_tern_config() {
   echo
   echo '[listen]'
   echo "c2s = [\"127.0.0.1:$c2s\"]"
-  [ -z "$direct_tls" ] || echo "c2s_direct_tls = [\"127.0.0.1:$direct_tls\"]"
+  # Without a port, no direct TLS listener at all: the default (5223) would collide with
+  # any other Tern on the machine.
+  if [ -n "$direct_tls" ]; then
+    echo "c2s_direct_tls = [\"127.0.0.1:$direct_tls\"]"
+  else
+    echo 'c2s_direct_tls = []'
+  fi
   echo
   echo '[tls]'
   echo 'certs_dir = "certs"'

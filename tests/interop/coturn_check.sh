@@ -185,6 +185,8 @@ modules_enabled = ["disco", "external_services"]
 
 [listen]
 c2s = ["127.0.0.1:$C2S_PORT"]
+# Not tested here, and the default port (5223) may belong to another server.
+c2s_direct_tls = []
 
 [tls]
 certs_dir = "certs"
