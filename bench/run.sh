@@ -29,7 +29,8 @@
 # BENCH_EXT_CLIENTS, BENCH_EXT_RATE, BENCH_EXT_DURATION. Also: BENCH_OUT (results folder),
 # BENCH_RUST_LOG (server log filter, default info), BENCH_SERVER_CPU / BENCH_GEN_CPU (0 / 1),
 # TERN_BIN and TERN_LOAD_BIN (use these binaries, no build), BENCH_KEEP=1 (keep the work
-# folder with tern.log and each scenario's raw output).
+# folder with tern.log and each scenario's raw output), TERN_WRAP (a command the server runs
+# under, e.g. valgrind: build/collect-code-layout.sh uses it).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -200,22 +201,24 @@ ADDUSER_S=$(python3 -c "import time; print(round(time.time() - $adduser_start, 2
 RUST_LOG_SERVER="${BENCH_RUST_LOG:-info}"
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 start_tern() {
-  RUST_LOG="$RUST_LOG_SERVER" "${PIN_SERVER[@]}" "$TERN" run --config "$CONFIG" >>"$WORK/tern.log" 2>&1 &
+  # shellcheck disable=SC2086 # TERN_WRAP is a command line, split on purpose
+  RUST_LOG="$RUST_LOG_SERVER" "${PIN_SERVER[@]}" ${TERN_WRAP:-} "$TERN" run --config "$CONFIG" >>"$WORK/tern.log" 2>&1 &
   TERN_PID=$!
-  for _ in $(seq 1 150); do
+  for _ in $(seq 1 "$([ -n "${TERN_WRAP:-}" ] && echo 600 || echo 150)"); do
     kill -0 "$TERN_PID" 2>/dev/null || break
     if port_open "$PORT" && [ -s "$CA" ]; then break; fi
     sleep 0.1
   done
   if ! port_open "$PORT" || ! [ -s "$CA" ]; then
-    echo "tern did not start listening on 127.0.0.1:$PORT within 15 s:" >&2
+    echo "tern did not start listening on 127.0.0.1:$PORT in time:" >&2
     tail -n 20 "$WORK/tern.log" >&2
     exit 1
   fi
 }
 stop_tern() {
   kill "$TERN_PID" 2>/dev/null || true
-  for _ in $(seq 1 100); do
+  # A wrapped server (valgrind) writes its profile as it exits: give it a minute.
+  for _ in $(seq 1 "$([ -n "${TERN_WRAP:-}" ] && echo 600 || echo 100)"); do
     kill -0 "$TERN_PID" 2>/dev/null || break
     sleep 0.1
   done

@@ -150,7 +150,11 @@ else
   fail "setup adduser dave (server not running): $(tail -n 3 "$WORK/adduser-dave.log")"
 fi
 
-RUST_LOG="${RUST_LOG:-tern=debug,info}" "$TERN" run --config "$CONFIG" >"$WORK/tern.log" 2>&1 &
+# On one CPU, as in the benchmarks, so that these clients meet the current-thread
+# scheduler Tern picks there (checked below); coturn_check.sh runs it unpinned.
+PIN=()
+command -v taskset >/dev/null 2>&1 && PIN=(taskset -c 0)
+RUST_LOG="${RUST_LOG:-tern=debug,info}" "${PIN[@]}" "$TERN" run --config "$CONFIG" >"$WORK/tern.log" 2>&1 &
 TERN_PID=$!
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -354,6 +358,13 @@ if kill -0 "$TERN_PID" 2>/dev/null; then
 else
   fail "server exited during the run; last log lines:"
   tail -n 30 "$WORK/tern.log" | sed 's/^/    /'
+fi
+if [ "${#PIN[@]}" = 0 ]; then
+  note "taskset missing: the one-CPU scheduler is not checked"
+elif grep -q 'scheduler="current-thread"' "$WORK/tern.log"; then
+  pass "server on one CPU runs the current-thread scheduler"
+else
+  fail "server on one CPU: no 'scheduler=\"current-thread\"' in its log: $(grep -m1 'async runtime' "$WORK/tern.log" || echo 'no async runtime line')"
 fi
 panics=$(grep -c -i 'panicked' "$WORK/tern.log" || true)
 if [ "$panics" = 0 ]; then
