@@ -33,13 +33,49 @@ struct Subscription {
 
 #[derive(Default)]
 pub(crate) struct Pushes {
-    subscriptions: Mutex<HashMap<Key, Subscription>>,
-    /// Credential refresh deadlines.
-    schedule: Mutex<BTreeSet<(Instant, SessionId, Option<String>)>>,
+    /// By session, then by requested type: a session's close drops its entries without
+    /// visiting anyone else's.
+    subscriptions: Mutex<HashMap<SessionId, HashMap<Option<String>, Subscription>>>,
+    schedule: Mutex<Schedule>,
     wake: Notify,
     /// Serialises recomputations: item events arrive in bursts (a reload replaces every
     /// item), and two concurrent diffs against the same `last` would push twice.
     updating: tokio::sync::Mutex<()>,
+}
+
+/// Credential refresh deadlines, in time order and by subscription, so that replacing or
+/// dropping one costs a lookup rather than a walk over every subscriber.
+#[derive(Default)]
+struct Schedule {
+    in_order: BTreeSet<(Instant, SessionId, Option<String>)>,
+    by_key: HashMap<Key, Instant>,
+}
+
+impl Schedule {
+    /// Replaces `key`'s deadline; true when the new one is now the earliest.
+    fn set(&mut self, key: Key, at: Option<Instant>) -> bool {
+        self.remove(&key);
+        let Some(at) = at else {
+            return false;
+        };
+        let earliest = self
+            .in_order
+            .first()
+            .is_none_or(|(first, _, _)| at < *first);
+        self.in_order.insert((at, key.0, key.1.clone()));
+        self.by_key.insert(key, at);
+        earliest
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(at) = self.by_key.remove(key) {
+            self.in_order.remove(&(at, key.0, key.1.clone()));
+        }
+    }
+
+    fn first(&self) -> Option<(Instant, SessionId, Option<String>)> {
+        self.in_order.first().cloned()
+    }
 }
 
 impl Pushes {
@@ -59,12 +95,14 @@ impl Pushes {
             return;
         };
         let key = (info.id, requested_type.clone());
-        self.schedule_refresh(state, key.clone(), &services);
+        self.schedule_refresh(state, key, &services);
         self.subscriptions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .entry(info.id)
+            .or_default()
             .insert(
-                key.clone(),
+                requested_type.clone(),
                 Subscription {
                     session,
                     requested_type,
@@ -75,43 +113,57 @@ impl Pushes {
     }
 
     fn schedule_refresh(&self, state: &State, key: Key, services: &[ExternalService]) {
-        let mut schedule = self.schedule.lock().unwrap_or_else(|p| p.into_inner());
-        schedule.retain(|(_, id, kind)| !(*id == key.0 && *kind == key.1));
-        if let Some(at) = refresh_deadline(services, state.settings().refresh_at) {
-            schedule.insert((at, key.0, key.1));
+        let at = refresh_deadline(services, state.settings().refresh_at);
+        let earliest = self
+            .schedule
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set(key, at);
+        // The scheduler sleeps until the earliest deadline; a later one needs no wake-up
+        // (had this key held the earliest, the scheduler wakes then, finds the next one
+        // later and sleeps again).
+        if earliest {
+            self.wake.notify_one();
         }
-        drop(schedule);
-        self.wake.notify_one();
     }
 
     fn unsubscribe_session(&self, id: SessionId) {
-        self.subscriptions
+        let Some(kinds) = self
+            .subscriptions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|(session, _), _| *session != id);
-        self.schedule
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(_, session, _)| *session != id);
+            .remove(&id)
+        else {
+            return;
+        };
+        let mut schedule = self.schedule.lock().unwrap_or_else(|p| p.into_inner());
+        for kind in kinds.into_keys() {
+            schedule.remove(&(id, kind));
+        }
     }
 
     fn unsubscribe(&self, key: &Key) {
-        self.subscriptions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        {
+            let mut subscriptions = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(kinds) = subscriptions.get_mut(&key.0) {
+                kinds.remove(&key.1);
+                if kinds.is_empty() {
+                    subscriptions.remove(&key.0);
+                }
+            }
+        }
         self.schedule
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|(_, id, kind)| !(*id == key.0 && *kind == key.1));
+            .remove(key);
     }
 
     fn keys(&self) -> Vec<Key> {
         self.subscriptions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
+            .iter()
+            .flat_map(|(id, kinds)| kinds.keys().map(|kind| (*id, kind.clone())))
             .collect()
     }
 }
@@ -176,7 +228,10 @@ async fn update(state: Arc<State>, key: Key, mode: Mode) {
             .subscriptions
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let Some(sub) = subscriptions.get(&key) else {
+        let Some(sub) = subscriptions
+            .get(&key.0)
+            .and_then(|kinds| kinds.get(&key.1))
+        else {
             return;
         };
         (
@@ -227,7 +282,8 @@ async fn update(state: Arc<State>, key: Key, mode: Mode) {
         .subscriptions
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .get_mut(&key)
+        .get_mut(&key.0)
+        .and_then(|kinds| kinds.get_mut(&key.1))
     {
         sub.last = now_visible.clone();
     }
@@ -324,8 +380,7 @@ pub(crate) fn hook(ctx: &mut ModuleContext, state: Arc<State>) {
                 .schedule
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .first()
-                .cloned();
+                .first();
             let notified = s.pushes.wake.notified();
             match next {
                 None => notified.await,
@@ -335,14 +390,14 @@ pub(crate) fn hook(ctx: &mut ModuleContext, state: Arc<State>) {
                         _ = notified => {}
                     }
                 }
-                Some(entry) => {
+                Some((_, id, kind)) => {
+                    let key = (id, kind);
                     s.pushes
                         .schedule
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .remove(&entry);
-                    let (_, id, kind) = entry;
-                    update(s.clone(), (id, kind), Mode::Refresh).await;
+                        .remove(&key);
+                    update(s.clone(), key, Mode::Refresh).await;
                 }
             }
         }
@@ -358,6 +413,39 @@ mod tests {
         s.port = Some(port);
         s.transport = Some("udp".into());
         s
+    }
+
+    #[test]
+    fn schedule_replaces_a_deadline_and_says_when_it_became_the_earliest() {
+        let now = Instant::now();
+        let at = |secs| Some(now + Duration::from_secs(secs));
+        let mut schedule = Schedule::default();
+        assert!(
+            schedule.set((1, None), at(100)),
+            "the only one is the earliest"
+        );
+        assert!(!schedule.set((2, None), at(200)), "later than the earliest");
+        assert!(schedule.set((3, Some("turn".into())), at(50)));
+        // Replacing a deadline drops the old one: nothing left at 50.
+        assert!(!schedule.set((3, Some("turn".into())), at(300)));
+        assert_eq!(
+            schedule.first(),
+            Some((now + Duration::from_secs(100), 1, None))
+        );
+        assert_eq!(schedule.in_order.len(), 3);
+        // No deadline (nothing with credentials) leaves none behind.
+        assert!(!schedule.set((1, None), None));
+        assert_eq!(
+            schedule.first(),
+            Some((now + Duration::from_secs(200), 2, None))
+        );
+        schedule.remove(&(2, None));
+        schedule.remove(&(2, None));
+        assert_eq!(
+            schedule.first(),
+            Some((now + Duration::from_secs(300), 3, Some("turn".into())))
+        );
+        assert_eq!((schedule.in_order.len(), schedule.by_key.len()), (1, 1));
     }
 
     #[test]
