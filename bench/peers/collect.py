@@ -37,6 +37,19 @@ def version(server):
     return None
 
 
+def code_layout(binary):
+    """How many of build/code-layout.txt's functions the tern binary has: a stale list
+    (after a toolchain or Cargo.lock update) silently gives up the idle-RSS saving."""
+    listed = os.path.join(root, "build", "code-layout.txt")
+    symbols = run("nm", binary) if binary else None
+    if not symbols or not os.path.exists(listed):
+        return None
+    with open(listed) as f:
+        wanted = {line.strip() for line in f if line.strip()}
+    present = {fields[2] for fields in (l.split() for l in symbols.splitlines()) if len(fields) == 3}
+    return {"listed": len(wanted), "found": len(wanted & present)}
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -76,6 +89,7 @@ meta = {
     # Repetitions take the servers in turn (rotated order) rather than one server's
     # repetitions after the other's (runs before 2026-11-26T07).
     "interleaved": True,
+    "tern_code_layout": code_layout(env.get("TERN")) if "tern" in servers else None,
 }
 with open(os.path.join(out, "run.json"), "w") as f:
     json.dump(meta, f, indent=2, sort_keys=True)

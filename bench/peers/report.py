@@ -464,6 +464,11 @@ def main(folder):
     L.append("## Notes")
     L.append("")
     notes = []
+    layout = meta.get("tern_code_layout")
+    if layout and layout["found"] < 0.9 * layout["listed"]:
+        notes.append(f"tern: only {layout['found']} of the {layout['listed']} functions of build/code-layout.txt "
+                     "are in the binary: the list is stale (a toolchain or Cargo.lock update), so its idle RSS "
+                     "is higher than it need be; rerun `bash build/collect-code-layout.sh`")
     for n in names:
         s = servers[n]
         cred = [get(r, "requests", "credentials_answered_as_services") for r in s.named(r"credentials-.*")]
