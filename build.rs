@@ -1,6 +1,7 @@
 //! Link options for the release `tern` binary that shrink what an idle server keeps
-//! resident (docs/benchmarks/README.md, "Code layout"). Nothing here changes what the code
-//! does; other targets, profiles and binaries link as cargo's defaults have them.
+//! resident (docs/benchmarks/README.md, "Idle RSS: code layout, ..."). Nothing here changes
+//! what the code does; other targets, profiles and binaries link as cargo's defaults have
+//! them.
 //!
 //! - `--symbol-ordering-file=build/code-layout.txt`: the functions a running server
 //!   executes, packed at the start of the code (build/collect-code-layout.sh writes the

@@ -6,7 +6,8 @@
 #
 # Why: the kernel maps a binary's code 64 KiB at a time around each page it faults in, so
 # a few hundred functions scattered over 4.7 MB of code made nearly all of it resident.
-# Packed together, they fill about 2 MB (docs/benchmarks/README.md, "Code layout").
+# Packed together, they fill about 2 MB (docs/benchmarks/README.md, "Idle RSS: code
+# layout, ...").
 #
 # How: builds release tern and tern-load, runs the benchmark smoke run (bench/run.sh
 # --smoke: start-up, idle connections, logins, messages, XEP-0215 services and

@@ -124,7 +124,7 @@ fn async_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     } else {
         "multi-thread"
     };
-    tracing::info!(cpus, scheduler, "async runtime");
+    tracing::debug!(cpus, scheduler, "async runtime");
     if cpus == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
