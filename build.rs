@@ -42,6 +42,7 @@ fn main() {
 }
 
 /// The version of the glibc this build script runs on (the target's, as HOST == TARGET).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn host_glibc_at_least(major: u32, minor: u32) -> bool {
     // SAFETY: gnu_get_libc_version returns a pointer to a static NUL-terminated string.
     let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
@@ -52,4 +53,10 @@ fn host_glibc_at_least(major: u32, minor: u32) -> bool {
         .map(|p| p.parse::<u32>().unwrap_or(0));
     let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     found >= (major, minor)
+}
+
+/// Built elsewhere (macOS, musl): main() returned before asking.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn host_glibc_at_least(_major: u32, _minor: u32) -> bool {
+    false
 }

@@ -321,7 +321,7 @@ floor_round() {
   mkdir -p "$WORK/floor"
   "${PIN_SERVER[@]}" "$FLOOR_EXE" tls-server >>"$WORK/floor/server.out" 2>&1 &
   FLOOR_PID=$!
-  for port in 47003 47004 47005; do peer_wait_port "$port" 30 || note "the floor server is not listening on $port"; done
+  for port in 27003 27004 27005; do peer_wait_port "$port" 30 || note "the floor server is not listening on $port"; done
   floor_run "logins-r$rep" tls-logins "$FLOOR_PID" "$LOGIN_RATE" "$((LOGIN_RATE * LOGIN_DURATION))"
   floor_run "messages-r$rep" tls-messages "$FLOOR_PID" "$MSG_RATE" "$((MSG_RATE * MSG_DURATION))" "$PAIRS"
   floor_run "requests-r$rep" tls-requests "$FLOOR_PID" "$EXT_RATE" "$((EXT_RATE * EXT_DURATION))" "$EXT_CLIENTS"

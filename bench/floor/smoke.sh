@@ -7,15 +7,21 @@ cargo build --quiet
 # Wherever cargo puts it (CARGO_TARGET_DIR may point elsewhere).
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 FLOOR="$TARGET_DIR/debug/tern-bench-floor"
-"$FLOOR" tls-server >/dev/null 2>&1 &
+LOG="$(mktemp)"
+"$FLOOR" tls-server >/dev/null 2>"$LOG" &
 SERVER=$!
-trap 'kill "$SERVER" 2>/dev/null || true' EXIT
-for port in 47003 47004 47005; do
+trap 'kill "$SERVER" 2>/dev/null || true; rm -f "$LOG"' EXIT
+for port in 27003 27004 27005; do
   for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.1
   done
 done
+if ! kill -0 "$SERVER" 2>/dev/null; then
+  echo "floor smoke: the floor's tls-server exited at start-up:" >&2
+  cat "$LOG" >&2
+  exit 1
+fi
 check() {
   python3 -c '
 import json, sys

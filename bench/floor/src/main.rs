@@ -78,7 +78,7 @@ fn main() {
         // Connections are paired in accept order: whatever the first of a pair sends is
         // written to the second (a one-to-one message, minus XMPP and TLS).
         rt.block_on(async {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:47002")
+            let l = tokio::net::TcpListener::bind("127.0.0.1:27002")
                 .await
                 .unwrap();
             loop {
@@ -98,10 +98,10 @@ fn main() {
             let mut senders = Vec::new();
             let mut receivers = Vec::new();
             for _ in 0..pairs {
-                let a = tokio::net::TcpStream::connect("127.0.0.1:47002")
+                let a = tokio::net::TcpStream::connect("127.0.0.1:27002")
                     .await
                     .unwrap();
-                let b = tokio::net::TcpStream::connect("127.0.0.1:47002")
+                let b = tokio::net::TcpStream::connect("127.0.0.1:27002")
                     .await
                     .unwrap();
                 a.set_nodelay(true).unwrap();
@@ -142,7 +142,7 @@ fn main() {
         });
     } else if args[1] == "server" {
         rt.block_on(async {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:47001")
+            let l = tokio::net::TcpListener::bind("127.0.0.1:27001")
                 .await
                 .unwrap();
             loop {
@@ -175,7 +175,7 @@ fn main() {
                 let due = start + Duration::from_secs_f64(k as f64 / rate);
                 tokio::time::sleep_until(due.into()).await;
                 tasks.push(tokio::spawn(async move {
-                    let mut s = tokio::net::TcpStream::connect("127.0.0.1:47001")
+                    let mut s = tokio::net::TcpStream::connect("127.0.0.1:27001")
                         .await
                         .unwrap();
                     s.set_nodelay(true).unwrap();
