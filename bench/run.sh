@@ -200,11 +200,18 @@ ADDUSER_S=$(python3 -c "import time; print(round(time.time() - $adduser_start, 2
 
 RUST_LOG_SERVER="${BENCH_RUST_LOG:-info}"
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Tenths of a second to wait for the server to listen and to exit: a wrapped one
+# (valgrind) starts slowly and writes its profile as it exits.
+if [ -n "${TERN_WRAP:-}" ]; then
+  START_TICKS=600 STOP_TICKS=600
+else
+  START_TICKS=150 STOP_TICKS=100
+fi
 start_tern() {
   # shellcheck disable=SC2086 # TERN_WRAP is a command line, split on purpose
   RUST_LOG="$RUST_LOG_SERVER" "${PIN_SERVER[@]}" ${TERN_WRAP:-} "$TERN" run --config "$CONFIG" >>"$WORK/tern.log" 2>&1 &
   TERN_PID=$!
-  for _ in $(seq 1 "$([ -n "${TERN_WRAP:-}" ] && echo 600 || echo 150)"); do
+  for _ in $(seq 1 "$START_TICKS"); do
     kill -0 "$TERN_PID" 2>/dev/null || break
     if port_open "$PORT" && [ -s "$CA" ]; then break; fi
     sleep 0.1
@@ -217,8 +224,7 @@ start_tern() {
 }
 stop_tern() {
   kill "$TERN_PID" 2>/dev/null || true
-  # A wrapped server (valgrind) writes its profile as it exits: give it a minute.
-  for _ in $(seq 1 "$([ -n "${TERN_WRAP:-}" ] && echo 600 || echo 100)"); do
+  for _ in $(seq 1 "$STOP_TICKS"); do
     kill -0 "$TERN_PID" 2>/dev/null || break
     sleep 0.1
   done
