@@ -172,6 +172,24 @@ impl RawClient {
             .map_err(|_| anyhow!("timed out waiting for the server"))?
     }
 
+    /// Every byte the server sends until it closes the connection, unparsed (a TLS alert,
+    /// say); fails if it has not closed it within the client's timeout.
+    pub async fn read_bytes_until_closed(&mut self) -> anyhow::Result<Vec<u8>> {
+        let mut got = Vec::new();
+        let read = async {
+            loop {
+                match self.io.read(&mut self.buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&self.buf[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(TIMEOUT, read)
+            .await
+            .map_err(|_| anyhow!("the server kept the connection open"))?;
+        Ok(got)
+    }
+
     /// The next top-level element; fails on close or stream header.
     pub async fn read_element(&mut self) -> anyhow::Result<Element> {
         match self.read_frame().await? {

@@ -9,6 +9,7 @@ mod certs;
 mod end_point;
 mod record_layer;
 mod secrets;
+mod suite_choice;
 mod transport;
 
 pub use certs::{ensure_certificate, generate_self_signed, HostCert};
@@ -24,7 +25,7 @@ use anyhow::{bail, Context};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig};
 use rustls::sign::CertifiedKey;
 use rustls::{ProtocolVersion, ServerConnection};
-use tokio_rustls::TlsAcceptor;
+use suite_choice::SuiteConfigs;
 
 /// ALPN protocol identifier for client-to-server XMPP over direct TLS (XEP-0368).
 pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
@@ -38,8 +39,8 @@ const EXPORTER_LEN: usize = 32;
 #[derive(Clone)]
 pub struct TlsSetup {
     resolver: Arc<SniResolver>,
-    starttls: TlsAcceptor,
-    direct: TlsAcceptor,
+    starttls: SuiteConfigs,
+    direct: SuiteConfigs,
 }
 
 #[derive(Debug)]
@@ -83,7 +84,7 @@ impl TlsSetup {
     /// what was wrong with it; a key file readable by group or others only
     /// produces a warning.
     pub fn load(certs: &[HostCert]) -> anyhow::Result<TlsSetup> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = rustls::crypto::ring::default_provider();
 
         let mut by_name = HashMap::new();
         let mut fallback = None;
@@ -109,27 +110,43 @@ impl TlsSetup {
         };
         let resolver = Arc::new(SniResolver { by_name, fallback });
 
-        let starttls = server_config(&provider, &resolver, Vec::new())?;
-        let direct = server_config(&provider, &resolver, vec![ALPN_XMPP_CLIENT.to_vec()])?;
+        // One ticket key for every listener and suite order: a ticket resumes whichever
+        // config serves the returning client.
+        let ticketer = rustls::crypto::ring::Ticketer::new()
+            .context("cannot create the TLS session ticket key")?;
+        // STARTTLS: the XMPP stream already identified the protocol, so no ALPN.
+        let starttls = SuiteConfigs::new(&provider, |provider| {
+            server_config(provider, &resolver, &ticketer, Vec::new())
+        })?;
+        // Direct TLS (XEP-0368) offers ALPN "xmpp-client"; rustls refuses a client whose
+        // ALPN list does not include it, which stops cross-protocol attacks from e.g.
+        // HTTPS clients. Clients sending no ALPN at all are accepted, as XEP-0368 allows.
+        let direct = SuiteConfigs::new(&provider, |provider| {
+            server_config(
+                provider,
+                &resolver,
+                &ticketer,
+                vec![ALPN_XMPP_CLIENT.to_vec()],
+            )
+        })?;
         Ok(TlsSetup {
             resolver,
-            starttls: TlsAcceptor::from(Arc::new(starttls)),
-            direct: TlsAcceptor::from(Arc::new(direct)),
+            starttls,
+            direct,
         })
     }
 
-    /// Acceptor for STARTTLS upgrades: the XMPP stream already identified
-    /// the protocol, so no ALPN is required.
-    pub fn starttls_acceptor(&self) -> TlsAcceptor {
-        self.starttls.clone()
+    /// Acceptor for STARTTLS upgrades with the config most clients get (tests hold
+    /// rustls's own stream with it).
+    #[cfg(test)]
+    fn starttls_acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.starttls.aes_first().clone())
     }
 
-    /// Acceptor for direct TLS (XEP-0368). Offers ALPN "xmpp-client"; rustls
-    /// refuses a client whose ALPN list does not include it, which stops
-    /// cross-protocol attacks from e.g. HTTPS clients. Clients sending no
-    /// ALPN at all are accepted, as XEP-0368 allows.
-    pub fn direct_tls_acceptor(&self) -> TlsAcceptor {
-        self.direct.clone()
+    /// [`Self::starttls_acceptor`] for direct TLS.
+    #[cfg(test)]
+    fn direct_tls_acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.direct.aes_first().clone())
     }
 
     /// Runs a STARTTLS handshake over `io`.
@@ -173,11 +190,12 @@ impl fmt::Debug for TlsSetup {
 }
 
 fn server_config(
-    provider: &Arc<rustls::crypto::CryptoProvider>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
     resolver: &Arc<SniResolver>,
+    ticketer: &Arc<dyn rustls::server::ProducesTickets>,
     alpn: Vec<Vec<u8>>,
 ) -> anyhow::Result<ServerConfig> {
-    let mut config = ServerConfig::builder_with_provider(provider.clone())
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("crypto provider does not support TLS 1.2/1.3")?
         .with_no_client_auth()
@@ -186,8 +204,7 @@ fn server_config(
     // One stateless ticket per handshake, so a client that reconnects (a phone changing
     // networks) can resume. The default, two tickets kept in a 256-entry cache, cost a
     // cache insertion and a record each and was useless past 256 clients.
-    config.ticketer = rustls::crypto::ring::Ticketer::new()
-        .context("cannot create the TLS session ticket key")?;
+    config.ticketer = ticketer.clone();
     config.send_tls13_tickets = 1;
     // After the handshake the connection's keys move to Tern's record layer
     // (transport.rs), which needs them and, for KeyUpdates, the secrets they come from.
@@ -259,7 +276,7 @@ pub(crate) mod tests {
     use std::path::Path;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-    use tokio_rustls::{client, server, TlsConnector};
+    use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 
     const TLS13_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
     const TLS12_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];

@@ -24,6 +24,7 @@ use super::record_layer::{
     CONTENT_APPLICATION_DATA, CONTENT_HANDSHAKE, HEADER_LEN, MAX_CIPHERTEXT, MAX_PLAINTEXT,
 };
 use super::secrets::{Capturing, TrafficSecrets};
+use super::suite_choice::SuiteConfigs;
 
 /// Plaintext sealed per write call: large writes (a big roster) go out four records to a
 /// system call.
@@ -46,15 +47,22 @@ thread_local! {
     static SEALING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs a server handshake with `acceptor` over `io`.
-pub(crate) async fn accept<IO>(
-    acceptor: &tokio_rustls::TlsAcceptor,
-    io: IO,
-) -> io::Result<TlsTransport<IO>>
+/// Runs a server handshake over `io` with the config of `configs` that suits the client's
+/// ClientHello.
+pub(crate) async fn accept<IO>(configs: &SuiteConfigs, io: IO) -> io::Result<TlsTransport<IO>>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let (stream, secrets) = Capturing::new(acceptor.accept(RecordBoundary::new(io))).await;
+    let start = tokio_rustls::LazyConfigAcceptor::new(
+        rustls::server::Acceptor::default(),
+        RecordBoundary::new(io),
+    )
+    .await?;
+    let config = configs.for_client(&start.client_hello());
+    // rustls answers the ClientHello, deriving the traffic secrets, inside
+    // `into_stream`: the capture has to be open around that call too.
+    let handshake = std::pin::pin!(async move { start.into_stream(config).await });
+    let (stream, secrets) = Capturing::new(handshake).await;
     Ok(TlsTransport::new(stream?, secrets))
 }
 

@@ -877,3 +877,31 @@ async fn endless_tokens_sent_slowly_end_at_their_limit() -> anyhow::Result<()> {
     witness.expect_silence(QUIET).await?;
     Ok(())
 }
+
+/// Bytes that are not a TLS ClientHello where one must come (after `<proceed/>`, or first
+/// on the direct TLS port) get a TLS alert and the connection closed, and cost the server
+/// nothing more.
+#[tokio::test]
+async fn bytes_that_are_not_a_client_hello_get_an_alert_and_a_hang_up() -> anyhow::Result<()> {
+    let (server, mut witness) = server_with_witness(core_server().tls(true)).await?;
+    let not_tls = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut after_proceed = server.raw().await?;
+    after_proceed.open_stream("localhost").await?;
+    after_proceed
+        .send_raw("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await?;
+    let proceed = after_proceed.read_element().await?;
+    assert!(proceed.is("proceed", ns::TLS), "{proceed:?}");
+    let mut direct = RawClient::connect(server.direct_tls_addr().expect("direct")).await?;
+    for (name, raw) in [
+        ("after proceed", &mut after_proceed),
+        ("direct", &mut direct),
+    ] {
+        raw.send_bytes(not_tls).await?;
+        let answer = raw.read_bytes_until_closed().await?;
+        const ALERT: u8 = 21;
+        assert_eq!(answer.first(), Some(&ALERT), "{name}: {answer:?}");
+    }
+    assert_alive(&server, &mut witness, "romeo").await?;
+    Ok(())
+}

@@ -37,8 +37,13 @@ async fn connect(fx: &Fixture, config: ClientConfig) -> (Server, Client) {
 }
 
 fn client_with_suite(fx: &Fixture, suite: rustls::SupportedCipherSuite) -> ClientConfig {
+    client_with_suites(fx, vec![suite])
+}
+
+/// A client offering `suites`, in that order of preference.
+fn client_with_suites(fx: &Fixture, suites: Vec<rustls::SupportedCipherSuite>) -> ClientConfig {
     let mut provider = rustls::crypto::ring::default_provider();
-    provider.cipher_suites = vec![suite];
+    provider.cipher_suites = suites;
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(fx.leaf("localhost").clone())
@@ -128,6 +133,30 @@ async fn every_tls13_suite_moves_to_the_record_layer_and_carries_data() {
             client.get_ref().1.negotiated_cipher_suite(),
             Some(suite),
             "the client was to insist on {suite:?}"
+        );
+        exchange(&mut server, &mut client).await;
+    }
+}
+
+#[tokio::test]
+async fn aes_128_is_chosen_unless_the_client_puts_chacha_first() {
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256 as AES_128, TLS13_AES_256_GCM_SHA384 as AES_256,
+        TLS13_CHACHA20_POLY1305_SHA256 as CHACHA,
+    };
+    let fx = Fixture::new(&["localhost"]);
+    for (offered, chosen) in [
+        (vec![AES_256, AES_128, CHACHA], AES_128),
+        (vec![AES_256, CHACHA, AES_128], AES_128),
+        (vec![AES_256, CHACHA], AES_256),
+        (vec![CHACHA, AES_256, AES_128], CHACHA),
+    ] {
+        let names: Vec<_> = offered.iter().map(|s| s.suite()).collect();
+        let (mut server, mut client) = connect(&fx, client_with_suites(&fx, offered)).await;
+        assert_eq!(
+            client.get_ref().1.negotiated_cipher_suite(),
+            Some(chosen),
+            "offered {names:?}"
         );
         exchange(&mut server, &mut client).await;
     }
