@@ -116,6 +116,25 @@ impl Target {
     }
 }
 
+/// The cipher suites this process's logins negotiated, by name, with how many each.
+/// Servers that choose different suites do different work per handshake (SHA-384 or
+/// SHA-256 hashing), so reports say which each server chose.
+static SUITES: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn count_suite(suite: Option<rustls::SupportedCipherSuite>) {
+    let name = suite.map_or_else(|| "none".to_string(), |s| format!("{:?}", s.suite()));
+    *SUITES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(name)
+        .or_default() += 1;
+}
+
+pub fn negotiated_suites() -> std::collections::BTreeMap<String, u64> {
+    SUITES.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 /// A login that failed, with the step it failed in.
 #[derive(Debug)]
 pub struct LoginError {
@@ -297,6 +316,7 @@ impl Session {
             .await
             .map_err(anyhow::Error::from)
             .at("tls")?;
+        count_suite(tls.get_ref().1.negotiated_cipher_suite());
 
         // SASL SCRAM-SHA-1
         let features = open_stream(&mut tls, &mut framer, &mut buf, &target.domain)

@@ -319,6 +319,10 @@ pub fn base_report(
     report.insert("generator".into(), generator);
     report.insert("generator_bound".into(), json!(window.generator_bound()));
     report.insert(
+        "tls_suites".into(),
+        json!(crate::client::negotiated_suites()),
+    );
+    report.insert(
         "other_cpu_cores".into(),
         json!(procfs::round(window.other_cores(), 3)),
     );
