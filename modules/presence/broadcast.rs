@@ -54,8 +54,8 @@ async fn broadcast(state: &Arc<State>, session: &SessionHandle, mut stanza: Elem
         }
         (initial, directed)
     };
-    let roster = match state.roster.read(&state.host, &user) {
-        Ok(roster) => roster,
+    let links = match state.roster.presence_links(&state.host, &user) {
+        Ok(links) => links,
         Err(err) => {
             tracing::error!(%err, "cannot read the roster for a presence broadcast");
             return;
@@ -63,20 +63,16 @@ async fn broadcast(state: &Arc<State>, session: &SessionHandle, mut stanza: Elem
     };
     // Subscribers (from/both) get it at their bare JID; the router hands it to their
     // available resources.
-    let mut sent_to: Vec<String> = Vec::new();
-    for (jid, item) in &roster.items {
-        if item.subscription.from() {
-            let mut copy = stanza.clone();
-            copy.set("to", jid.clone());
-            state.host.send(copy).await;
-            sent_to.push(jid.clone());
-        }
+    for jid in &links.subscribers {
+        let mut copy = stanza.clone();
+        copy.set("to", jid.clone());
+        state.host.send(copy).await;
     }
     for jid in directed {
         let bare = Jid::new(&jid)
             .map(|j| j.to_bare().to_string())
             .unwrap_or_default();
-        if !sent_to.contains(&bare) {
+        if !links.subscribers.contains(&bare) {
             let mut copy = stanza.clone();
             copy.set("to", jid);
             state.host.send(copy).await;
@@ -92,14 +88,12 @@ async fn broadcast(state: &Arc<State>, session: &SessionHandle, mut stanza: Elem
     }
     if initial {
         // Probes to the contacts whose presence the user wants (§4.3.1), from the bare JID.
-        for (jid, item) in &roster.items {
-            if item.subscription.to() {
-                let probe = element("presence", ns::CLIENT)
-                    .with("type", "probe")
-                    .with("from", own.to_string())
-                    .with("to", jid.clone());
-                state.host.send(probe).await;
-            }
+        for jid in &links.subscribed_to {
+            let probe = element("presence", ns::CLIENT)
+                .with("type", "probe")
+                .with("from", own.to_string())
+                .with("to", jid.clone());
+            state.host.send(probe).await;
         }
         // The other resources' presence to the new one (§4.4.2).
         for other in state.host.sessions_of(&user) {
@@ -111,7 +105,7 @@ async fn broadcast(state: &Arc<State>, session: &SessionHandle, mut stanza: Elem
             }
         }
         // Subscription requests that arrived while the user was away (§3.1.3).
-        for raw in roster.pending_in.values() {
+        for raw in &links.pending_in {
             if let Ok(request) = raw.parse::<Element>() {
                 session.send(request);
             }
@@ -193,14 +187,10 @@ pub(super) async fn send_unavailable(state: &Arc<State>, user: &str, to: &str) {
 
 /// A probe from `from` for local `user`: answered only for subscribers (§4.3.2).
 pub(super) async fn answer_probe(state: &Arc<State>, user: &str, from: &Jid) {
-    let Ok(roster) = state.roster.read(&state.host, user) else {
+    let Ok(links) = state.roster.presence_links(&state.host, user) else {
         return;
     };
-    let subscribed = roster
-        .items
-        .get(&from.to_bare().to_string())
-        .is_some_and(|item| item.subscription.from());
-    if subscribed {
+    if links.subscribers.contains(&from.to_bare().to_string()) {
         send_current_presence(state, user, from).await;
     }
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::api::*;
 use crate::session::SessionId;
-pub use store::{Roster, RosterItem, Subscription};
+pub use store::{PresenceLinks, Roster, RosterItem, Subscription};
 
 pub const NS_ROSTER: &str = "jabber:iq:roster";
 pub const NS_ROSTER_VER: &str = "urn:xmpp:features:rosterver";
@@ -34,6 +34,11 @@ pub struct RosterService {
 impl RosterService {
     pub fn read(&self, host: &Host, user: &str) -> Result<Roster, StanzaError> {
         Roster::load(host, user).map_err(internal)
+    }
+
+    /// The part of `user`'s roster presence routing needs, without building the roster.
+    pub fn presence_links(&self, host: &Host, user: &str) -> Result<PresenceLinks, StanzaError> {
+        PresenceLinks::load(host, user).map_err(internal)
     }
 
     /// Changes `user`'s roster under its lock. `change` returns its result and the JIDs

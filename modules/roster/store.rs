@@ -124,6 +124,146 @@ impl Roster {
     }
 }
 
+/// What presence needs of a roster: who sees the user, whom the user sees, the requests
+/// waiting. Read straight from the record, every login (twice: available, then
+/// unavailable) and every probe: items without a subscription, the usual state of a
+/// roster being filled in, cost no allocation, and no roster is built.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PresenceLinks {
+    /// Contacts that receive the user's presence (`from`, `both`), in roster order.
+    pub subscribers: Vec<String>,
+    /// Contacts whose presence the user receives (`to`, `both`), in roster order.
+    pub subscribed_to: Vec<String>,
+    /// Subscription requests waiting for the user's answer, as received.
+    pub pending_in: Vec<String>,
+}
+
+impl PresenceLinks {
+    pub fn load(host: &Host, user: &str) -> Result<PresenceLinks, StorageError> {
+        match host.storage().get(&host.name, STORE, user)? {
+            None => Ok(PresenceLinks::default()),
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
+                key: format!("roster of {user}@{}", host.name),
+                detail: e.to_string(),
+            }),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PresenceLinks {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(links::RecordVisitor)
+    }
+}
+
+/// The visitors behind [`PresenceLinks`]: the roster record read field by field.
+mod links {
+    use std::borrow::Cow;
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+    use serde::Deserialize;
+
+    use super::{PresenceLinks, Subscription};
+
+    pub(super) struct RecordVisitor;
+
+    impl<'de> Visitor<'de> for RecordVisitor {
+        type Value = PresenceLinks;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a roster record")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PresenceLinks, A::Error> {
+            let mut links = PresenceLinks::default();
+            while let Some(field) = map.next_key::<Text<'de>>()? {
+                match &*field.0 {
+                    "items" => map.next_value_seed(Items(&mut links))?,
+                    "pending_in" => {
+                        let pending: BTreeMap<String, String> = map.next_value()?;
+                        links.pending_in = pending.into_values().collect();
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(links)
+        }
+    }
+
+    /// The `items` map, whose values are read for their subscription only.
+    struct Items<'a>(&'a mut PresenceLinks);
+
+    impl<'de> DeserializeSeed<'de> for Items<'_> {
+        type Value = ();
+
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Items<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("roster items by JID")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(jid) = map.next_key::<Text<'de>>()? {
+                let item: ItemLinks = map.next_value()?;
+                if item.subscription.from() {
+                    self.0.subscribers.push(jid.0.clone().into_owned());
+                }
+                if item.subscription.to() {
+                    self.0.subscribed_to.push(jid.0.into_owned());
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[derive(Deserialize)]
+    struct ItemLinks {
+        #[serde(default)]
+        subscription: Subscription,
+    }
+
+    /// A string borrowed from the record when it has no escapes.
+    struct Text<'de>(Cow<'de, str>);
+
+    impl<'de> Deserialize<'de> for Text<'de> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_str(TextVisitor)
+        }
+    }
+
+    struct TextVisitor;
+
+    impl<'de> Visitor<'de> for TextVisitor {
+        type Value = Text<'de>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+            Ok(Text(Cow::Borrowed(v)))
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+            Ok(Text(Cow::Owned(v.to_string())))
+        }
+
+        fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+            Ok(Text(Cow::Owned(v)))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +304,61 @@ mod tests {
         assert_eq!(verbose.version, 3);
         assert_eq!(verbose.items["a@b"].subscription, Subscription::Both);
         assert!(verbose.items["a@b"].approved);
+    }
+
+    #[test]
+    fn presence_links_read_the_record_as_the_roster_does() {
+        let mut roster = Roster::default();
+        for (jid, subscription) in [
+            ("a@x", Subscription::Both),
+            ("b@x", Subscription::None),
+            ("c\\\"q@x", Subscription::From),
+            ("d@x", Subscription::To),
+        ] {
+            roster.items.insert(
+                jid.into(),
+                RosterItem {
+                    name: Some("N \"1\"".into()),
+                    groups: vec!["G".into()],
+                    subscription,
+                    ask: true,
+                    approved: true,
+                },
+            );
+        }
+        roster
+            .pending_in
+            .insert("e@x".into(), "<presence type='subscribe'/>".into());
+        let bytes = serde_json::to_vec(&roster).expect("json");
+        let links: PresenceLinks = serde_json::from_slice(&bytes).expect("links");
+        let expected_from: Vec<String> = roster
+            .items
+            .iter()
+            .filter(|(_, item)| item.subscription.from())
+            .map(|(jid, _)| jid.clone())
+            .collect();
+        let expected_to: Vec<String> = roster
+            .items
+            .iter()
+            .filter(|(_, item)| item.subscription.to())
+            .map(|(jid, _)| jid.clone())
+            .collect();
+        assert_eq!(links.subscribers, expected_from);
+        assert_eq!(links.subscribed_to, expected_to);
+        assert_eq!(links.subscribers, ["a@x", "c\\\"q@x"], "escapes read back");
+        assert_eq!(links.pending_in, ["<presence type='subscribe'/>"]);
+
+        let empty: PresenceLinks = serde_json::from_str("{}").expect("links");
+        assert_eq!(empty, PresenceLinks::default());
+        let verbose: PresenceLinks = serde_json::from_str(
+            r#"{"version":3,"items":{"a@b":{"name":null,"groups":[],"subscription":"both","ask":false,"approved":true}},"pending_in":{}}"#,
+        )
+        .expect("links");
+        assert_eq!(verbose.subscribers, ["a@b"]);
+        assert!(serde_json::from_str::<PresenceLinks>(
+            r#"{"items":{"a@b":{"subscription":"sideways"}}}"#
+        )
+        .is_err());
     }
 
     #[test]
