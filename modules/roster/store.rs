@@ -107,13 +107,7 @@ pub struct Roster {
 
 impl Roster {
     pub fn load(host: &Host, user: &str) -> Result<Roster, StorageError> {
-        match host.storage().get(&host.name, STORE, user)? {
-            None => Ok(Roster::default()),
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
-                key: format!("roster of {user}@{}", host.name),
-                detail: e.to_string(),
-            }),
-        }
+        read_record(host, user)
     }
 
     /// Writes the roster durably, bumping its version.
@@ -121,6 +115,20 @@ impl Roster {
         self.version += 1;
         let bytes = serde_json::to_vec(self).map_err(|e| StorageError::Backend(e.to_string()))?;
         host.storage().put(&host.name, STORE, user, &bytes).await
+    }
+}
+
+/// `user`'s roster record read as `T`; no record reads as `T`'s default (an empty roster).
+fn read_record<T>(host: &Host, user: &str) -> Result<T, StorageError>
+where
+    T: Default + for<'de> Deserialize<'de>,
+{
+    match host.storage().get(&host.name, STORE, user)? {
+        None => Ok(T::default()),
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
+            key: format!("roster of {user}@{}", host.name),
+            detail: e.to_string(),
+        }),
     }
 }
 
@@ -140,13 +148,7 @@ pub struct PresenceLinks {
 
 impl PresenceLinks {
     pub fn load(host: &Host, user: &str) -> Result<PresenceLinks, StorageError> {
-        match host.storage().get(&host.name, STORE, user)? {
-            None => Ok(PresenceLinks::default()),
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
-                key: format!("roster of {user}@{}", host.name),
-                detail: e.to_string(),
-            }),
-        }
+        read_record(host, user)
     }
 }
 
