@@ -422,8 +422,8 @@ def main(folder):
     def suites(s):
         # Servers choosing different suites hash their handshakes differently
         # (SHA-384 or SHA-256): part of what a login costs each.
-        names = sorted({k for r in s.named(r"logins-.*") for k in (r.get("tls_suites") or {})})
-        return ", ".join(n.replace("TLS13_", "") for n in names) or "–"
+        found = sorted({k for r in s.named(r"logins-.*") for k in (r.get("tls_suites") or {})})
+        return ", ".join(suite.replace("TLS13_", "") for suite in found) or "–"
     L.append("| cipher suite the logins negotiated | " + " | ".join(suites(servers[n]) for n in names) + " |")
     for op, label in (("logins", "logins/s"), ("messages", "messages/s")):
         def best(s, op=op):

@@ -333,20 +333,16 @@ mod tests {
             .insert("e@x".into(), "<presence type='subscribe'/>".into());
         let bytes = serde_json::to_vec(&roster).expect("json");
         let links: PresenceLinks = serde_json::from_slice(&bytes).expect("links");
-        let expected_from: Vec<String> = roster
-            .items
-            .iter()
-            .filter(|(_, item)| item.subscription.from())
-            .map(|(jid, _)| jid.clone())
-            .collect();
-        let expected_to: Vec<String> = roster
-            .items
-            .iter()
-            .filter(|(_, item)| item.subscription.to())
-            .map(|(jid, _)| jid.clone())
-            .collect();
-        assert_eq!(links.subscribers, expected_from);
-        assert_eq!(links.subscribed_to, expected_to);
+        let jids_where = |wanted: fn(Subscription) -> bool| -> Vec<String> {
+            roster
+                .items
+                .iter()
+                .filter(|(_, item)| wanted(item.subscription))
+                .map(|(jid, _)| jid.clone())
+                .collect()
+        };
+        assert_eq!(links.subscribers, jids_where(Subscription::from));
+        assert_eq!(links.subscribed_to, jids_where(Subscription::to));
         assert_eq!(links.subscribers, ["a@x", "c\\\"q@x"], "escapes read back");
         assert_eq!(links.pending_in, ["<presence type='subscribe'/>"]);
 
