@@ -36,8 +36,7 @@ impl SuiteConfigs {
         aes_first_provider.cipher_suites.sort_by_key(server_rank);
         let mut aes_first = build(Arc::new(aes_first_provider))?;
         aes_first.ignore_client_order = true;
-        let mut client_order = build(Arc::new(provider.clone()))?;
-        client_order.ignore_client_order = false;
+        let client_order = build(Arc::new(provider.clone()))?;
         Ok(SuiteConfigs {
             aes_first: Arc::new(aes_first),
             client_order: Arc::new(client_order),
@@ -45,7 +44,8 @@ impl SuiteConfigs {
     }
 
     pub(super) fn for_client(&self, hello: &ClientHello<'_>) -> Arc<ServerConfig> {
-        if prefers_chacha(hello, &self.client_order.crypto_provider().cipher_suites) {
+        let supported = &self.client_order.crypto_provider().cipher_suites;
+        if client_prefers_chacha(hello.cipher_suites(), supported) {
             self.client_order.clone()
         } else {
             self.aes_first.clone()
@@ -61,7 +61,7 @@ impl SuiteConfigs {
 
 /// Position of a suite in the server's order: AES-128-GCM, then AES-256-GCM, then
 /// ChaCha20-Poly1305, within each protocol version.
-pub(super) fn server_rank(suite: &SupportedCipherSuite) -> u8 {
+fn server_rank(suite: &SupportedCipherSuite) -> u8 {
     let version = match suite {
         SupportedCipherSuite::Tls13(_) => 0,
         SupportedCipherSuite::Tls12(_) => 10,
@@ -80,10 +80,6 @@ pub(super) fn server_rank(suite: &SupportedCipherSuite) -> u8 {
 
 /// Whether the first suite the client offers that `supported` also has is a
 /// ChaCha20-Poly1305 one (GREASE values and signalling suites are skipped that way).
-fn prefers_chacha(hello: &ClientHello<'_>, supported: &[SupportedCipherSuite]) -> bool {
-    client_prefers_chacha(hello.cipher_suites(), supported)
-}
-
 fn client_prefers_chacha(offered: &[CipherSuite], supported: &[SupportedCipherSuite]) -> bool {
     offered
         .iter()
