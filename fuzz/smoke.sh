@@ -23,13 +23,13 @@ export CARGO_TERM_COLOR=never
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-targets=(framer sasl jid extdisco_codec config tls_records)
+targets=(framer framer_fast_path sasl jid extdisco_codec config tls_records)
 # One build for all targets, so the per-target time below is fuzzing time.
 cargo fuzz build
 failed=0
 for target in "${targets[@]}"; do
     extra=()
-    if [ "$target" = framer ]; then
+    if [ "$target" = framer ] || [ "$target" = framer_fast_path ]; then
         extra=(-max_len=16384)
     fi
     mkdir -p "$work/$target"

@@ -90,7 +90,7 @@ pub async fn from_session(
             ));
         }
     }
-    stanza.set("from", own.to_string());
+    stanza.set("from", own.as_str());
 
     let to = match stanza.attr("to") {
         None => None,
@@ -190,7 +190,8 @@ async fn route_to(
     };
     let target = match (to.node(), to.resource()) {
         (None, _) => Target::Host,
-        (Some(_), None) => Target::Bare(to.to_bare()),
+        // (Already bare: a copy of its text, where `to_bare` would format it anew.)
+        (Some(_), None) => Target::Bare(to.clone().into_bare()),
         (Some(_), Some(_)) => match to.clone().try_into_full() {
             Ok(full) => Target::Full(full),
             Err(bare) => Target::Bare(bare),
@@ -437,7 +438,13 @@ async fn deliver_message(
     stanza: Element,
     target: Target,
 ) {
-    let message_type = stanza.attr("type").unwrap_or("normal").to_string();
+    // Only these types are treated apart; the others are delivered as `normal`.
+    let message_type = match stanza.attr("type") {
+        Some("groupchat") => "groupchat",
+        Some("error") => "error",
+        Some("headline") => "headline",
+        _ => "normal",
+    };
     let bare = match target {
         Target::Full(jid) => {
             if let Some(session) = open_session(host, &jid) {
@@ -445,7 +452,7 @@ async fn deliver_message(
                 return;
             }
             // RFC 6121 §8.5.3.2: no such resource.
-            match message_type.as_str() {
+            match message_type {
                 "groupchat" => {
                     bounce(
                         server,
@@ -470,12 +477,12 @@ async fn deliver_message(
             return;
         }
     };
-    let user = bare.node().map(|n| n.to_string()).unwrap_or_default();
+    let user = bare.node().map_or("", |n| n.as_str());
     // A connected account exists: the storage lookup is only for one that is not.
-    let exists = if host.has_sessions(&user) {
+    let exists = if host.has_sessions(user) {
         Ok(true)
     } else {
-        host.storage().account_exists(&host.name, &user)
+        host.storage().account_exists(&host.name, user)
     };
     let exists = match exists {
         Ok(exists) => exists,
@@ -501,8 +508,8 @@ async fn deliver_message(
         .await;
         return;
     }
-    let available = available_resources(host, &user);
-    match message_type.as_str() {
+    let available = available_resources(host, user);
+    match message_type {
         // RFC 6121 §8.5.2.1.1 / §8.5.2.2.1: a groupchat message to a bare JID is never
         // delivered; the sender MUST get an error.
         "groupchat" => {
@@ -520,7 +527,7 @@ async fn deliver_message(
     if available.is_empty() {
         let mut event = UndeliverableMessage {
             host: host.clone(),
-            user,
+            user: user.to_string(),
             stanza,
         };
         match host.events.fire(&mut event).await {
@@ -580,8 +587,8 @@ fn deliver_presence(host: &Arc<Host>, stanza: Element, target: Target) {
             }
         }
         Target::Bare(bare) if !subscription && stanza.attr("to").is_some() => {
-            let user = bare.node().map(|n| n.to_string()).unwrap_or_default();
-            let mut sessions = host.sessions_of(&user);
+            let user = bare.node().map_or("", |n| n.as_str());
+            let mut sessions = host.sessions_of(user);
             sessions.retain(SessionHandle::is_available);
             send_to_each(&sessions, stanza);
         }

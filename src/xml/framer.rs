@@ -111,6 +111,12 @@ pub struct Framer {
     /// limited to `max_stanza_bytes` as well.
     namespace_bytes: usize,
     failed: Option<FrameError>,
+    /// Whether plain stanzas may skip rxml (see [`super::fast_stanza`]); off only to
+    /// compare the two readings.
+    fast_path: bool,
+    /// The default namespace of the stream header, once it is read and plain: stanzas
+    /// without prefixes inherit it. `None` turns the fast path off for the stream.
+    stanza_namespace: Option<Box<str>>,
 }
 
 /// The largest input buffer kept between reads of an active stream.
@@ -132,6 +138,17 @@ impl Framer {
             lexer_pending: 0,
             namespace_bytes: 0,
             failed: None,
+            fast_path: true,
+            stanza_namespace: None,
+        }
+    }
+
+    /// A framer that reads everything with rxml: the reference the fast path is
+    /// compared with (tests and fuzzing).
+    pub fn rxml_only(limits: FramerLimits) -> Self {
+        Framer {
+            fast_path: false,
+            ..Framer::new(limits)
         }
     }
 
@@ -220,10 +237,21 @@ impl Framer {
         if let Some(err) = &self.failed {
             return Err(err.clone());
         }
-        if self.parser.is_none() {
-            if self.input_pos == self.input.len() && !at_eof {
+        if let Some(stanza) = self.next_plain_stanza() {
+            return Ok(Some(Frame::Stanza(stanza)));
+        }
+        let between_stanzas = self.stanza_namespace.is_some() && self.open.is_empty();
+        if between_stanzas && self.input_pos == self.input.len() && self.lexer_pending == 0 {
+            if !at_eof {
+                // rxml has nothing to read, nothing half-read and nothing queued (its
+                // last event ended a stanza or opened the stream): it would only ask
+                // for more.
                 return Ok(None);
             }
+        } else if self.parser.is_none() && self.input_pos == self.input.len() && !at_eof {
+            return Ok(None);
+        }
+        if self.parser.is_none() {
             self.wake()?;
         }
         loop {
@@ -240,16 +268,7 @@ impl Framer {
             // Advancing rather than draining: a read holding many stanzas is not
             // shifted once per stanza.
             self.input_pos += consumed;
-            if self.input_pos == self.input.len() {
-                // A small buffer stays for the next read (an allocation saved per
-                // stanza of a busy client) until the stream goes dormant.
-                if self.input.capacity() <= KEEP_INPUT_CAPACITY {
-                    self.input.clear();
-                } else {
-                    self.input = Vec::new();
-                }
-                self.input_pos = 0;
-            }
+            self.release_consumed_input();
             self.lexer_pending += consumed;
             match result {
                 Ok(Some(event)) => {
@@ -286,6 +305,50 @@ impl Framer {
         }
     }
 
+    /// Empties the input buffer once everything in it was taken.
+    fn release_consumed_input(&mut self) {
+        if self.input_pos == self.input.len() {
+            // A small buffer stays for the next read (an allocation saved per stanza of
+            // a busy client) until the stream goes dormant.
+            if self.input.capacity() <= KEEP_INPUT_CAPACITY {
+                self.input.clear();
+            } else {
+                self.input = Vec::new();
+            }
+            self.input_pos = 0;
+        }
+    }
+
+    /// The next stanza read without rxml, when rxml sits between stanzas with nothing
+    /// of its own pending and the whole stanza is here and plain. Whitespace before it
+    /// is dropped (rxml would report it as text between stanzas, which carries nothing);
+    /// rxml never sees the bytes taken, and its state between stanzas does not depend
+    /// on them.
+    fn next_plain_stanza(&mut self) -> Option<Element> {
+        let namespace = self.stanza_namespace.as_deref()?;
+        if !self.open.is_empty() || self.lexer_pending != 0 {
+            return None;
+        }
+        let rest = &self.input[self.input_pos..];
+        let spaces = rest
+            .iter()
+            .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+            .count();
+        let parsed = match rest.get(spaces) {
+            Some(b'<') => {
+                super::fast_stanza::parse_stanza(&rest[spaces..], namespace, &self.limits)
+            }
+            _ => None,
+        };
+        let (stanza, used) = match parsed {
+            Some((stanza, used)) => (Some(stanza), spaces + used),
+            None => (None, spaces),
+        };
+        self.input_pos += used;
+        self.release_consumed_input();
+        stanza
+    }
+
     fn fail(&mut self, err: FrameError) -> FrameError {
         self.failed = Some(err.clone());
         err
@@ -312,6 +375,11 @@ impl Framer {
                     let capture = std::mem::take(&mut self.header_capture);
                     if let Some(header) = capture.get(..self.header_consumed) {
                         self.header = Some(header.into());
+                        if self.fast_path {
+                            self.stanza_namespace =
+                                super::fast_stanza::header_default_namespace(header)
+                                    .map(String::into_boxed_str);
+                        }
                     }
                     return Ok(Some(Frame::Open(header_from(
                         namespace.as_str(),
@@ -352,7 +420,11 @@ impl Framer {
             Event::EndElement(metrics) => {
                 self.account(metrics.len());
                 match self.open.pop() {
-                    None => Ok(Some(Frame::Close)),
+                    None => {
+                        // Nothing may follow the end of the stream.
+                        self.stanza_namespace = None;
+                        Ok(Some(Frame::Close))
+                    }
                     Some(element) => match self.open.last_mut() {
                         Some(parent) => {
                             parent.append_child(element);

@@ -109,9 +109,18 @@ enum Context {
 /// normalisation would turn those into spaces).
 fn push_escaped(raw: &str, context: Context, out: &mut Vec<u8>) -> Result<(), Unwritable> {
     let attribute = context == Context::Attribute;
+    let special = if attribute {
+        &ATTRIBUTE_SPECIAL
+    } else {
+        &TEXT_SPECIAL
+    };
     let bytes = raw.as_bytes();
     let mut plain_from = 0;
     for (i, &b) in bytes.iter().enumerate() {
+        // Most bytes need nothing: one table lookup instead of the match below.
+        if !special[usize::from(b)] {
+            continue;
+        }
         let escaped: &[u8] = match b {
             b'&' => b"&amp;",
             b'<' => b"&lt;",
@@ -137,6 +146,26 @@ fn push_escaped(raw: &str, context: Context, out: &mut Vec<u8>) -> Result<(), Un
     }
     out.extend_from_slice(&bytes[plain_from..]);
     Ok(())
+}
+
+/// The bytes `push_escaped` must look at: the C0 controls, `&`, `<`, `>` and 0xEF (which
+/// starts U+FFFE and U+FFFF), and in attribute values the quotes as well.
+static TEXT_SPECIAL: [bool; 256] = special_bytes(b"&<>\xEF");
+static ATTRIBUTE_SPECIAL: [bool; 256] = special_bytes(b"&<>\xEF'\"");
+
+const fn special_bytes(also: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = true;
+        byte += 1;
+    }
+    let mut i = 0;
+    while i < also.len() {
+        table[also[i] as usize] = true;
+        i += 1;
+    }
+    table
 }
 
 pub fn to_string(element: &Element) -> String {

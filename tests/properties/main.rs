@@ -2,5 +2,6 @@
 //! `PROPTEST_CASES` raises the number of cases (default 256).
 
 mod extdisco;
+mod fast_path;
 mod jid;
 mod xml;

@@ -1,0 +1,67 @@
+//! The framer's fast path for plain stanzas against rxml alone: arbitrary bytes after a
+//! stream header, fed in fuzzer-chosen chunks to a framer with the fast path and to one
+//! without (`Framer::rxml_only`), must give the same frames and the same error.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tern::xml::framer::{Frame, Framer, FramerLimits};
+
+const HEADERS: [&[u8]; 3] = [
+    b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0' xml:lang='en'>",
+    b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
+    b"<stream xmlns='urn:x' xmlns:x='urn:y'>",
+];
+
+const LIMITS: FramerLimits = FramerLimits {
+    max_stanza_bytes: 4096,
+    max_depth: 8,
+    max_attributes: 8,
+    max_attribute_bytes: 64,
+};
+
+/// Everything one framer makes of the input, as comparable text.
+fn frames(mut framer: Framer, header: &[u8], body: &[u8], seed: u8) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut input = header.to_vec();
+    input.extend_from_slice(body);
+    // Chunk sizes from the seed: 0 feeds everything at once.
+    let mut state = u32::from(seed) | 0x100;
+    let mut rest = &input[..];
+    loop {
+        let n = if seed < 4 {
+            rest.len()
+        } else {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (((state >> 16) as usize) % usize::from(seed) + 1).min(rest.len())
+        };
+        framer.feed(&rest[..n]);
+        rest = &rest[n..];
+        let at_eof = rest.is_empty();
+        loop {
+            match framer.next_frame(at_eof) {
+                Ok(Some(Frame::Open(_))) => out.push("open".to_string()),
+                Ok(Some(Frame::Stanza(stanza))) => out.push(format!("{stanza:?}")),
+                Ok(Some(Frame::Close)) => out.push("close".to_string()),
+                Ok(None) => break,
+                Err(err) => {
+                    out.push(format!("error {err}"));
+                    return out;
+                }
+            }
+        }
+        if at_eof {
+            return out;
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&seed, body)) = data.split_first() else {
+        return;
+    };
+    let header = HEADERS[usize::from(seed % 3)];
+    let fast = frames(Framer::new(LIMITS), header, body, seed);
+    let reference = frames(Framer::rxml_only(LIMITS), header, body, seed);
+    assert_eq!(fast, reference);
+});
