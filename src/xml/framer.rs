@@ -320,10 +320,11 @@ impl Framer {
     }
 
     /// The next stanza read without rxml, when rxml sits between stanzas with nothing
-    /// of its own pending and the whole stanza is here and plain. Whitespace before it
-    /// is dropped (rxml would report it as text between stanzas, which carries nothing);
-    /// rxml never sees the bytes taken, and its state between stanzas does not depend
-    /// on them.
+    /// of its own pending and the whole stanza is here and plain. rxml never sees the
+    /// bytes taken, and its state between stanzas does not depend on them. Whitespace
+    /// before a tag is dropped as well: rxml would report it as text between stanzas,
+    /// which carries nothing. Other whitespace stays for rxml, since where its text
+    /// tokens start decides which of two faults in later text it reports first.
     fn next_plain_stanza(&mut self) -> Option<Element> {
         let namespace = self.stanza_namespace.as_deref()?;
         if !self.open.is_empty() || self.lexer_pending != 0 {
@@ -334,12 +335,10 @@ impl Framer {
             .iter()
             .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
             .count();
-        let parsed = match rest.get(spaces) {
-            Some(b'<') => {
-                super::fast_stanza::parse_stanza(&rest[spaces..], namespace, &self.limits)
-            }
-            _ => None,
-        };
+        if rest.get(spaces) != Some(&b'<') {
+            return None;
+        }
+        let parsed = super::fast_stanza::parse_stanza(&rest[spaces..], namespace, &self.limits);
         let (stanza, used) = match parsed {
             Some((stanza, used)) => (Some(stanza), spaces + used),
             None => (None, spaces),
