@@ -1,16 +1,18 @@
-//! The framer's fast path for plain stanzas against rxml alone: arbitrary bytes after a
-//! stream header, fed in fuzzer-chosen chunks to a framer with the fast path and to one
+//! The framer's fast path for plain stream headers and stanzas against rxml alone:
+//! arbitrary bytes after one of three stream headers, or with none (the bytes then bring
+//! their own), fed in fuzzer-chosen chunks to a framer with the fast path and to one
 //! without (`Framer::rxml_only`), must give the same frames and the same error.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tern::xml::framer::{Frame, Framer, FramerLimits};
 
-const HEADERS: [&[u8]; 3] = [
+const HEADERS: [&[u8]; 4] = [
     b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
 xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0' xml:lang='en'>",
     b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
     b"<stream xmlns='urn:x' xmlns:x='urn:y'>",
+    b"",
 ];
 
 const LIMITS: FramerLimits = FramerLimits {
@@ -40,7 +42,7 @@ fn frames(mut framer: Framer, header: &[u8], body: &[u8], seed: u8) -> Vec<Strin
         let at_eof = rest.is_empty();
         loop {
             match framer.next_frame(at_eof) {
-                Ok(Some(Frame::Open(_))) => out.push("open".to_string()),
+                Ok(Some(Frame::Open(header))) => out.push(format!("{header:?}")),
                 Ok(Some(Frame::Stanza(stanza))) => out.push(format!("{stanza:?}")),
                 Ok(Some(Frame::Close)) => out.push("close".to_string()),
                 Ok(None) => break,
@@ -60,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&seed, body)) = data.split_first() else {
         return;
     };
-    let header = HEADERS[usize::from(seed % 3)];
+    let header = HEADERS[usize::from(seed % 4)];
     let fast = frames(Framer::new(LIMITS), header, body, seed);
     let reference = frames(Framer::rxml_only(LIMITS), header, body, seed);
     assert_eq!(fast, reference);

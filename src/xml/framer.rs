@@ -83,7 +83,8 @@ impl std::fmt::Display for FrameError {
 const MIN_HEADER_BUDGET: usize = 4096;
 
 pub struct Framer {
-    /// `None` while the stream is dormant (see [`Framer::hibernate`]).
+    /// `None` until rxml is needed (a header the fast path took may never need it), and
+    /// while the stream is dormant (see [`Framer::hibernate`]).
     parser: Option<Box<Parser>>,
     limits: FramerLimits,
     /// The client's stream header as it arrived (with any XML declaration), kept to wake
@@ -111,7 +112,7 @@ pub struct Framer {
     /// limited to `max_stanza_bytes` as well.
     namespace_bytes: usize,
     failed: Option<FrameError>,
-    /// Whether plain stanzas may skip rxml (see [`super::fast_stanza`]); off only to
+    /// Whether plain stanzas may skip rxml (see [`super::fast_path`]); off only to
     /// compare the two readings.
     fast_path: bool,
     /// The default namespace of the stream header, once it is read and plain: stanzas
@@ -125,7 +126,7 @@ const KEEP_INPUT_CAPACITY: usize = 4096;
 impl Framer {
     pub fn new(limits: FramerLimits) -> Self {
         Framer {
-            parser: Some(Box::new(new_parser(limits))),
+            parser: None,
             limits,
             header: None,
             header_capture: Vec::new(),
@@ -237,6 +238,16 @@ impl Framer {
         if let Some(err) = &self.failed {
             return Err(err.clone());
         }
+        if !self.root_open && self.parser.is_none() {
+            // Nothing of the stream was read yet.
+            if let Some(header) = self.plain_header() {
+                return Ok(Some(Frame::Open(header)));
+            }
+            if self.input_pos == self.input.len() && !at_eof {
+                return Ok(None);
+            }
+            self.parser = Some(Box::new(new_parser(self.limits)));
+        }
         if let Some(stanza) = self.next_plain_stanza() {
             return Ok(Some(Frame::Stanza(stanza)));
         }
@@ -319,6 +330,26 @@ impl Framer {
         }
     }
 
+    /// The stream header read without rxml, when it is all here and plain. rxml is then
+    /// not needed until a stanza that is not plain comes; it reads the header again
+    /// first, as a dormant stream's does ([`Framer::wake`]).
+    fn plain_header(&mut self) -> Option<StreamHeader> {
+        if !self.fast_path {
+            return None;
+        }
+        let budget = self.header_budget();
+        let plain =
+            super::fast_path::parse_header(&self.input[self.input_pos..], &self.limits, budget)?;
+        let end = self.input_pos + plain.len;
+        self.header = Some(self.input[self.input_pos..end].into());
+        self.header_capture = Vec::new();
+        self.root_open = true;
+        self.stanza_namespace = Some(plain.stanza_namespace.into_boxed_str());
+        self.input_pos = end;
+        self.release_consumed_input();
+        Some(plain.header)
+    }
+
     /// The next stanza read without rxml, when rxml sits between stanzas with nothing
     /// of its own pending and the whole stanza is here and plain. rxml never sees the
     /// bytes taken, and its state between stanzas does not depend on them. Whitespace
@@ -338,7 +369,7 @@ impl Framer {
         if rest.get(spaces) != Some(&b'<') {
             return None;
         }
-        let parsed = super::fast_stanza::parse_stanza(&rest[spaces..], namespace, &self.limits);
+        let parsed = super::fast_path::parse_stanza(&rest[spaces..], namespace, &self.limits);
         let (stanza, used) = match parsed {
             Some((stanza, used)) => (Some(stanza), spaces + used),
             None => (None, spaces),
@@ -376,7 +407,7 @@ impl Framer {
                         self.header = Some(header.into());
                         if self.fast_path {
                             self.stanza_namespace =
-                                super::fast_stanza::header_default_namespace(header)
+                                super::fast_path::header_default_namespace(header)
                                     .map(String::into_boxed_str);
                         }
                     }

@@ -1,4 +1,4 @@
-//! The common stanza, read without rxml.
+//! The framer's fast path: the common stanza and stream header, read without rxml.
 //!
 //! Nearly every stanza a client sends is plain: unprefixed ASCII names, a few attributes,
 //! text with the predefined entities. rxml reads such a stanza one byte at a time through
@@ -13,11 +13,16 @@
 //! character references, CDATA sections, comments, carriage returns, tabs and newlines in
 //! attribute values, a reserved `xmlns`, names longer than [`MAX_NAME`], anything over a
 //! limit (rxml then reports the limit), and a stanza that is not complete yet.
+//!
+//! A stream header (each login reads three) is taken when it is one start tag, after at
+//! most an XML declaration of version 1.0 in UTF-8, whose own prefix and the default
+//! namespace are declared in it; rxml reads it again only if a stanza that is not plain
+//! comes (see `Framer::wake`).
 
 use memchr::memchr;
 use minidom::rxml::{AttrMap, Namespace, NcName};
 
-use super::framer::FramerLimits;
+use super::framer::{FramerLimits, StreamHeader};
 use super::Element;
 
 /// Longest element or attribute name taken here; rxml's own limit is at least 128.
@@ -167,6 +172,41 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(&self.bytes[start..self.pos]).ok()
     }
 
+    /// `= 'value'` after an attribute's name (spaces allowed around `=`), decoded.
+    fn attribute_value(&mut self) -> Option<String> {
+        self.skip_space()?;
+        self.expect(b'=')?;
+        self.skip_space()?;
+        let quote = self.peek_at(0)?;
+        if quote != b'\'' && quote != b'"' {
+            return None;
+        }
+        self.pos += 1;
+        let end = self.pos + memchr(quote, &self.bytes[self.pos..])?;
+        let value = decode(&self.bytes[self.pos..end], Context::Attribute)?;
+        self.pos = end + 1;
+        Some(value)
+    }
+
+    /// The rest of an XML declaration after `<?xml`: version 1.0, at most an encoding
+    /// of UTF-8, nothing else.
+    fn xml_declaration(&mut self) -> Option<()> {
+        if !self.skip_space()? || self.name()? != "version" || self.attribute_value()? != "1.0" {
+            return None;
+        }
+        let spaced = self.skip_space()?;
+        if spaced && self.peek_at(0)? != b'?' {
+            if self.name()? != "encoding"
+                || !matches!(self.attribute_value()?.as_str(), "UTF-8" | "utf-8")
+            {
+                return None;
+            }
+            self.skip_space()?;
+        }
+        self.expect(b'?')?;
+        self.expect(b'>')
+    }
+
     /// A start tag after its `<`: its name, attributes, `xmlns` value and whether it was
     /// empty (`/>`).
     fn start_tag(&mut self, limits: &FramerLimits) -> Option<StartTag<'a>> {
@@ -195,17 +235,7 @@ impl<'a> Reader<'a> {
             } else {
                 self.name()?
             };
-            self.skip_space()?;
-            self.expect(b'=')?;
-            self.skip_space()?;
-            let quote = self.peek_at(0)?;
-            if quote != b'\'' && quote != b'"' {
-                return None;
-            }
-            self.pos += 1;
-            let end = self.pos + memchr(quote, &self.bytes[self.pos..])?;
-            let value = decode(&self.bytes[self.pos..end], Context::Attribute)?;
-            self.pos = end + 1;
+            let value = self.attribute_value()?;
             if value.len() > limits.max_attribute_bytes {
                 return None;
             }
@@ -318,27 +348,145 @@ fn entity(raw: &[u8]) -> Option<(char, usize)> {
         .map(|(name, replacement)| (*replacement, name.len()))
 }
 
+/// A stream header read here: what rxml would have reported, the default namespace it
+/// declares for the stanzas, and its length.
+pub(super) struct PlainHeader {
+    pub header: StreamHeader,
+    pub stanza_namespace: String,
+    pub len: usize,
+}
+
+/// The stream header at the start of `input`, or `None` when rxml must read it.
+/// `budget` is what the framer allows an unfinished header.
+pub(super) fn parse_header(
+    input: &[u8],
+    limits: &FramerLimits,
+    budget: usize,
+) -> Option<PlainHeader> {
+    let bytes = &input[..input.len().min(budget)];
+    let mut reader = Reader { bytes, pos: 0 };
+    if bytes.starts_with(b"<?xml") {
+        reader.pos = b"<?xml".len();
+        reader.xml_declaration()?;
+        // (rxml takes whitespace before the start tag only after a declaration.)
+        while matches!(reader.peek_at(0)?, b' ' | b'\t' | b'\n' | b'\r') {
+            reader.pos += 1;
+        }
+    }
+    reader.expect(b'<')?;
+    let first = reader.name()?;
+    let (prefix, local) = if reader.peek_at(0)? == b':' {
+        reader.pos += 1;
+        (Some(first), reader.name()?)
+    } else {
+        (None, first)
+    };
+    // rxml's longest token, as the framer sets it: values longer than the smaller limit
+    // are left to rxml, whatever they are.
+    let longest_value = limits.max_attribute_bytes.min(limits.max_stanza_bytes);
+    let mut attrs: Vec<(&str, String)> = Vec::new();
+    let mut lang: Option<String> = None;
+    let mut default_ns: Option<String> = None;
+    let mut prefixes: Vec<(&str, String)> = Vec::new();
+    loop {
+        let spaced = reader.skip_space()?;
+        match reader.peek_at(0)? {
+            b'>' => {
+                reader.pos += 1;
+                break;
+            }
+            _ if !spaced => return None,
+            _ => {}
+        }
+        let name = reader.name()?;
+        let declared = if reader.peek_at(0)? == b':' {
+            reader.pos += 1;
+            Some(reader.name()?)
+        } else {
+            None
+        };
+        let value = reader.attribute_value()?;
+        if value.len() > longest_value {
+            return None;
+        }
+        let reserved = value == XML_NAMESPACE || value == XMLNS_NAMESPACE;
+        match (name, declared) {
+            ("xmlns", None) if default_ns.is_none() && !reserved => default_ns = Some(value),
+            ("xmlns", Some(p))
+                if p != "xml"
+                    && p != "xmlns"
+                    && !value.is_empty()
+                    && !reserved
+                    && prefixes.iter().all(|(q, _)| *q != p) =>
+            {
+                prefixes.push((p, value));
+            }
+            ("xml", Some("lang")) if lang.is_none() => lang = Some(value),
+            (name, None) if name != "xmlns" && attrs.iter().all(|(n, _)| *n != name) => {
+                attrs.push((name, value));
+            }
+            _ => return None,
+        }
+    }
+    let count = attrs.len() + usize::from(lang.is_some());
+    if count > limits.max_attributes {
+        return None;
+    }
+    let stanza_namespace = default_ns.unwrap_or_default();
+    let namespace = match prefix {
+        None => stanza_namespace.clone(),
+        Some(prefix) => prefixes.iter().find(|(p, _)| *p == prefix)?.1.clone(),
+    };
+    let plain = |key: &str| {
+        attrs
+            .iter()
+            .find(|(name, _)| *name == key)
+            .map(|(_, value)| value.clone())
+    };
+    Some(PlainHeader {
+        header: StreamHeader {
+            namespace,
+            name: local.to_string(),
+            to: plain("to"),
+            from: plain("from"),
+            id: plain("id"),
+            version: plain("version"),
+            lang,
+        },
+        stanza_namespace,
+        len: reader.pos,
+    })
+}
+
 /// The default namespace a well-formed stream header declares: the value of `xmlns` on
 /// its start tag, empty when there is none. `None` when the value is not plain (an entity
 /// or whitespace rxml would normalise), and the fast path then stays off for the stream.
 pub(super) fn header_default_namespace(header: &[u8]) -> Option<String> {
-    // The start tag is the last tag of the header (an XML declaration may come first),
-    // and attribute values cannot hold `<`.
     // A stream that ended in its own header (`<stream:stream/>`) has no stanzas.
     if header.trim_ascii_end().ends_with(b"/>") {
         return None;
     }
+    // The start tag is the last tag of the header (an XML declaration may come first),
+    // and attribute values cannot hold `<`.
     let start = header.iter().rposition(|&b| b == b'<')?;
     let tag = &header[start + 1..];
     let mut pos = tag
         .iter()
         .position(|&b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'>' | b'/'))?;
+    let mut default_ns: Option<&[u8]> = None;
     loop {
         while matches!(tag.get(pos)?, b' ' | b'\t' | b'\n' | b'\r') {
             pos += 1;
         }
         if matches!(tag.get(pos)?, b'>' | b'/') {
-            return Some(String::new());
+            let value = default_ns.unwrap_or_default();
+            if value
+                .iter()
+                .any(|b| matches!(b, b'&' | b'\t' | b'\n' | b'\r'))
+            {
+                return None;
+            }
+            return std::str::from_utf8(value).ok().map(str::to_string);
         }
         let name_end = pos + tag[pos..].iter().position(|&b| b == b'=')?;
         let name = tag[pos..name_end].trim_ascii_end();
@@ -349,15 +497,12 @@ pub(super) fn header_default_namespace(header: &[u8]) -> Option<String> {
                 .position(|&b| b == b'\'' || b == b'"')?;
         let quote = tag[quote_at];
         let value_end = quote_at + 1 + memchr(quote, &tag[quote_at + 1..])?;
-        let value = &tag[quote_at + 1..value_end];
         if name == b"xmlns" {
-            if value
-                .iter()
-                .any(|b| matches!(b, b'&' | b'\t' | b'\n' | b'\r'))
-            {
+            // rxml lets a second declaration replace the first; not worth following.
+            if default_ns.is_some() {
                 return None;
             }
-            return std::str::from_utf8(value).ok().map(str::to_string);
+            default_ns = Some(&tag[quote_at + 1..value_end]);
         }
         pos = value_end + 1;
     }
@@ -494,5 +639,6 @@ xmlns:stream='http://etherx.jabber.org/streams'>";
         );
         assert_eq!(read("<stream:stream xmlns='urn:a&amp;b'>"), None);
         assert_eq!(read("<stream:stream xmlns='jabber:client'/>"), None);
+        assert_eq!(read("<stream:stream xmlns='a' xmlns='b'>"), None);
     }
 }
