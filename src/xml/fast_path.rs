@@ -353,6 +353,8 @@ fn entity(raw: &[u8]) -> Option<(char, usize)> {
 pub(super) struct PlainHeader {
     pub header: StreamHeader,
     pub stanza_namespace: String,
+    /// The stream element's name as written (`stream:stream`).
+    pub root_name: String,
     pub len: usize,
 }
 
@@ -374,6 +376,7 @@ pub(super) fn parse_header(
         }
     }
     reader.expect(b'<')?;
+    let name_start = reader.pos;
     let first = reader.name()?;
     let (prefix, local) = if reader.peek_at(0)? == b':' {
         reader.pos += 1;
@@ -381,6 +384,7 @@ pub(super) fn parse_header(
     } else {
         (None, first)
     };
+    let root_name = std::str::from_utf8(&bytes[name_start..reader.pos]).ok()?;
     // rxml's longest token, as the framer sets it: values longer than the smaller limit
     // are left to rxml, whatever they are.
     let longest_value = limits.max_attribute_bytes.min(limits.max_stanza_bytes);
@@ -454,8 +458,20 @@ pub(super) fn parse_header(
             lang,
         },
         stanza_namespace,
+        root_name: root_name.to_string(),
         len: reader.pos,
     })
+}
+
+/// The length of `</NAME>` at the start of `input` (whitespace allowed before `>`), where
+/// NAME is the stream element's name as its header wrote it.
+pub(super) fn end_tag_len(input: &[u8], name: &str) -> Option<usize> {
+    let after_name = input.strip_prefix(b"</")?.strip_prefix(name.as_bytes())?;
+    let spaces = after_name
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .count();
+    (after_name.get(spaces) == Some(&b'>')).then(|| input.len() - after_name.len() + spaces + 1)
 }
 
 /// The default namespace a well-formed stream header declares: the value of `xmlns` on

@@ -118,6 +118,12 @@ pub struct Framer {
     /// The default namespace of the stream header, once it is read and plain: stanzas
     /// without prefixes inherit it. `None` turns the fast path off for the stream.
     stanza_namespace: Option<Box<str>>,
+    /// The stream element's name as the header wrote it (`stream:stream`), when the fast
+    /// path read the header: its end tag is then read without rxml too.
+    root_name: Option<Box<str>>,
+    /// That end tag, once read so: rxml, if it is needed after all (more bytes come, or
+    /// the end of input), reads it after the header to know the stream is over.
+    root_end: Option<Box<[u8]>>,
 }
 
 /// The largest input buffer kept between reads of an active stream.
@@ -141,6 +147,8 @@ impl Framer {
             failed: None,
             fast_path: true,
             stanza_namespace: None,
+            root_name: None,
+            root_end: None,
         }
     }
 
@@ -192,19 +200,34 @@ impl Framer {
         let header = self.header.as_deref().unwrap_or_default();
         let mut parser = Box::new(new_parser(self.limits));
         let mut rest = header;
-        loop {
+        let replayed = loop {
             match parser.parse(&mut rest, false) {
-                Ok(Some(Event::StartElement(..))) if rest.is_empty() => break,
+                Ok(Some(Event::StartElement(..))) if rest.is_empty() => break true,
                 Ok(Some(Event::XmlDeclaration(..))) => {}
-                // The header parsed once already; failing now would be our bug.
                 other => {
                     tracing::error!(?other, "replaying the stream header failed");
-                    return Err(self.fail(FrameError::new(
-                        StreamErrorCondition::InternalServerError,
-                        "cannot resume reading the stream",
-                    )));
+                    break false;
                 }
             }
+        };
+        // The stream's end, if the fast path read it: rxml ends the document too.
+        let ended = match self.root_end.take() {
+            None => true,
+            Some(end) => {
+                let mut rest = &end[..];
+                let ended = matches!(
+                    parser.parse(&mut rest, false),
+                    Ok(Some(Event::EndElement(..)))
+                );
+                ended && rest.is_empty()
+            }
+        };
+        if !replayed || !ended {
+            // Both were read once already; failing now would be our bug.
+            return Err(self.fail(FrameError::new(
+                StreamErrorCondition::InternalServerError,
+                "cannot resume reading the stream",
+            )));
         }
         self.parser = Some(parser);
         Ok(())
@@ -248,8 +271,8 @@ impl Framer {
             }
             self.parser = Some(Box::new(new_parser(self.limits)));
         }
-        if let Some(stanza) = self.next_plain_stanza() {
-            return Ok(Some(Frame::Stanza(stanza)));
+        if let Some(frame) = self.next_plain_frame() {
+            return Ok(Some(frame));
         }
         let between_stanzas = self.stanza_namespace.is_some() && self.open.is_empty();
         if between_stanzas && self.input_pos == self.input.len() && self.lexer_pending == 0 {
@@ -345,6 +368,7 @@ impl Framer {
         self.header_capture = Vec::new();
         self.root_open = true;
         self.stanza_namespace = Some(plain.stanza_namespace.into_boxed_str());
+        self.root_name = Some(plain.root_name.into_boxed_str());
         self.input_pos = end;
         self.release_consumed_input();
         Some(plain.header)
@@ -356,7 +380,7 @@ impl Framer {
     /// before a tag is dropped as well: rxml would report it as text between stanzas,
     /// which carries nothing. Other whitespace stays for rxml, since where its text
     /// tokens start decides which of two faults in later text it reports first.
-    fn next_plain_stanza(&mut self) -> Option<Element> {
+    fn next_plain_frame(&mut self) -> Option<Frame> {
         let namespace = self.stanza_namespace.as_deref()?;
         if !self.open.is_empty() || self.lexer_pending != 0 {
             return None;
@@ -369,14 +393,29 @@ impl Framer {
         if rest.get(spaces) != Some(&b'<') {
             return None;
         }
-        let parsed = super::fast_path::parse_stanza(&rest[spaces..], namespace, &self.limits);
-        let (stanza, used) = match parsed {
-            Some((stanza, used)) => (Some(stanza), spaces + used),
+        let tag = &rest[spaces..];
+        if let Some(end_len) = self
+            .root_name
+            .as_deref()
+            .and_then(|name| super::fast_path::end_tag_len(tag, name))
+        {
+            self.root_end = Some(tag[..end_len].into());
+            self.stanza_namespace = None;
+            // A parser that read stanzas before has not seen the end: it is rebuilt
+            // from the header and the end tag if needed.
+            self.parser = None;
+            self.input_pos += spaces + end_len;
+            self.release_consumed_input();
+            return Some(Frame::Close);
+        }
+        let parsed = super::fast_path::parse_stanza(tag, namespace, &self.limits);
+        let (frame, used) = match parsed {
+            Some((stanza, used)) => (Some(Frame::Stanza(stanza)), spaces + used),
             None => (None, spaces),
         };
         self.input_pos += used;
         self.release_consumed_input();
-        stanza
+        frame
     }
 
     fn fail(&mut self, err: FrameError) -> FrameError {

@@ -196,7 +196,19 @@ fn element() -> impl Strategy<Value = String> {
 fn body() -> impl Strategy<Value = Vec<u8>> {
     (
         proptest::collection::vec((space(), element()), 1..5),
-        prop::sample::select(vec!["", "</stream:stream>", "</stream>", " ", "<message>"]),
+        prop::sample::select(vec![
+            "",
+            "</stream:stream>",
+            "</stream>",
+            " ",
+            "<message>",
+            "</stream:stream >",
+            "</stream:stream> ",
+            "</stream:stream><message/>",
+            "</stream:stream>x",
+            "</stream:streamx>",
+            "</x:stream>",
+        ]),
         prop::option::weighted(0.1, any::<(prop::sample::Index, u8)>()),
         prop::option::weighted(0.1, any::<prop::sample::Index>()),
     )
