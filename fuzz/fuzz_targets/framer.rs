@@ -10,6 +10,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/chunks.rs"]
+mod chunks;
+use chunks::Chunks;
 use tern::xml::framer::{Frame, Framer, FramerLimits};
 
 struct Counting;
@@ -92,16 +96,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(matches!(framer.next_frame(false), Ok(Some(Frame::Open(_)))));
         // Chunk sizes come from the first byte: 0 feeds everything at once, otherwise a
         // small generator picks lengths in 1..=seed.
-        let mut state = u32::from(seed) | 0x100;
+        let mut chunks = Chunks::new(seed);
         let mut rest = body;
         let mut done = false;
         while !rest.is_empty() && !done {
-            let n = if seed == 0 {
-                rest.len()
-            } else {
-                state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                (((state >> 16) as usize) % usize::from(seed) + 1).min(rest.len())
-            };
+            let n = chunks.next_len(rest.len());
             framer.feed(&rest[..n]);
             rest = &rest[n..];
             done = drain(&mut framer, false);

@@ -5,6 +5,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/chunks.rs"]
+mod chunks;
+use chunks::Chunks;
 use tern::xml::framer::{Frame, Framer, FramerLimits};
 
 const HEADERS: [&[u8]; 4] = [
@@ -27,16 +31,11 @@ fn frames(mut framer: Framer, header: &[u8], body: &[u8], seed: u8) -> Vec<Strin
     let mut out = Vec::new();
     let mut input = header.to_vec();
     input.extend_from_slice(body);
-    // Chunk sizes from the seed: 0 feeds everything at once.
-    let mut state = u32::from(seed) | 0x100;
+    // Chunk sizes from the seed (which also picks the header): below 4, all at once.
+    let mut chunks = Chunks::new(if seed < 4 { 0 } else { seed });
     let mut rest = &input[..];
     loop {
-        let n = if seed < 4 {
-            rest.len()
-        } else {
-            state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            (((state >> 16) as usize) % usize::from(seed) + 1).min(rest.len())
-        };
+        let n = chunks.next_len(rest.len());
         framer.feed(&rest[..n]);
         rest = &rest[n..];
         let at_eof = rest.is_empty();

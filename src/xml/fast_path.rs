@@ -313,25 +313,10 @@ fn decode(raw: &[u8], context: Context) -> Option<String> {
 
 /// Bytes `decode` must look at in text: `&`, `<`, `]` (of `]]>`), 0xEF (of U+FFFE and
 /// U+FFFF) and the C0 controls other than tab and newline.
-static TEXT_STOPS: [bool; 256] = stops(b"&<]\xEF", true);
+static TEXT_STOPS: [bool; 256] = super::stop_table(b"&<]\xEF", true);
 /// In attribute values: `&`, `<`, 0xEF and every C0 control (rxml turns tabs and
 /// newlines into spaces).
-static ATTRIBUTE_STOPS: [bool; 256] = stops(b"&<\xEF", false);
-
-const fn stops(bytes: &[u8], tab_and_newline_pass: bool) -> [bool; 256] {
-    let mut table = [false; 256];
-    let mut byte = 0;
-    while byte < 0x20 {
-        table[byte] = !(tab_and_newline_pass && (byte == 0x09 || byte == 0x0A));
-        byte += 1;
-    }
-    let mut i = 0;
-    while i < bytes.len() {
-        table[bytes[i] as usize] = true;
-        i += 1;
-    }
-    table
-}
+static ATTRIBUTE_STOPS: [bool; 256] = super::stop_table(b"&<\xEF", false);
 
 /// The predefined entity at the start of `raw` (which starts with `&`) and its length.
 fn entity(raw: &[u8]) -> Option<(char, usize)> {

@@ -74,6 +74,24 @@ impl ElementExt for Element {
     }
 }
 
+/// A table of the bytes a byte-at-a-time scan of text must stop at: the C0 controls (all
+/// of them, or all but tab and line feed) and the bytes of `also`. One lookup per byte
+/// instead of a `match` on each.
+pub(crate) const fn stop_table(also: &[u8], tab_and_newline_pass: bool) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = !(tab_and_newline_pass && (byte == 0x09 || byte == 0x0A));
+        byte += 1;
+    }
+    let mut i = 0;
+    while i < also.len() {
+        table[also[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
 /// Shorthand for an empty element in a namespace.
 pub fn element(name: &str, namespace: &str) -> Element {
     Element::bare(name, namespace)

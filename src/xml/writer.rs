@@ -150,23 +150,8 @@ fn push_escaped(raw: &str, context: Context, out: &mut Vec<u8>) -> Result<(), Un
 
 /// The bytes `push_escaped` must look at: the C0 controls, `&`, `<`, `>` and 0xEF (which
 /// starts U+FFFE and U+FFFF), and in attribute values the quotes as well.
-static TEXT_SPECIAL: [bool; 256] = special_bytes(b"&<>\xEF");
-static ATTRIBUTE_SPECIAL: [bool; 256] = special_bytes(b"&<>\xEF'\"");
-
-const fn special_bytes(also: &[u8]) -> [bool; 256] {
-    let mut table = [false; 256];
-    let mut byte = 0;
-    while byte < 0x20 {
-        table[byte] = true;
-        byte += 1;
-    }
-    let mut i = 0;
-    while i < also.len() {
-        table[also[i] as usize] = true;
-        i += 1;
-    }
-    table
-}
+static TEXT_SPECIAL: [bool; 256] = super::stop_table(b"&<>\xEF", false);
+static ATTRIBUTE_SPECIAL: [bool; 256] = super::stop_table(b"&<>\xEF'\"", false);
 
 pub fn to_string(element: &Element) -> String {
     String::from_utf8_lossy(&to_bytes(element)).into_owned()
