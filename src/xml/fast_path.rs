@@ -459,56 +459,6 @@ pub(super) fn end_tag_len(input: &[u8], name: &str) -> Option<usize> {
     (after_name.get(spaces) == Some(&b'>')).then(|| input.len() - after_name.len() + spaces + 1)
 }
 
-/// The default namespace a well-formed stream header declares: the value of `xmlns` on
-/// its start tag, empty when there is none. `None` when the value is not plain (an entity
-/// or whitespace rxml would normalise), and the fast path then stays off for the stream.
-pub(super) fn header_default_namespace(header: &[u8]) -> Option<String> {
-    // A stream that ended in its own header (`<stream:stream/>`) has no stanzas.
-    if header.trim_ascii_end().ends_with(b"/>") {
-        return None;
-    }
-    // The start tag is the last tag of the header (an XML declaration may come first),
-    // and attribute values cannot hold `<`.
-    let start = header.iter().rposition(|&b| b == b'<')?;
-    let tag = &header[start + 1..];
-    let mut pos = tag
-        .iter()
-        .position(|&b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'>' | b'/'))?;
-    let mut default_ns: Option<&[u8]> = None;
-    loop {
-        while matches!(tag.get(pos)?, b' ' | b'\t' | b'\n' | b'\r') {
-            pos += 1;
-        }
-        if matches!(tag.get(pos)?, b'>' | b'/') {
-            let value = default_ns.unwrap_or_default();
-            if value
-                .iter()
-                .any(|b| matches!(b, b'&' | b'\t' | b'\n' | b'\r'))
-            {
-                return None;
-            }
-            return std::str::from_utf8(value).ok().map(str::to_string);
-        }
-        let name_end = pos + tag[pos..].iter().position(|&b| b == b'=')?;
-        let name = tag[pos..name_end].trim_ascii_end();
-        let quote_at = name_end
-            + 1
-            + tag[name_end + 1..]
-                .iter()
-                .position(|&b| b == b'\'' || b == b'"')?;
-        let quote = tag[quote_at];
-        let value_end = quote_at + 1 + memchr(quote, &tag[quote_at + 1..])?;
-        if name == b"xmlns" {
-            // rxml lets a second declaration replace the first; not worth following.
-            if default_ns.is_some() {
-                return None;
-            }
-            default_ns = Some(&tag[quote_at + 1..value_end]);
-        }
-        pos = value_end + 1;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,26 +570,41 @@ xmlns:stream='http://etherx.jabber.org/streams'>";
     }
 
     #[test]
-    fn the_header_gives_the_default_namespace_when_it_is_plain() {
-        let read = |header: &str| header_default_namespace(header.as_bytes());
+    fn a_plain_header_gives_the_stanzas_namespace_and_the_stream_name() {
+        let read = |header: &str| {
+            parse_header(header.as_bytes(), &FramerLimits::default(), 4096).map(|plain| {
+                (
+                    plain.stanza_namespace,
+                    plain.root_name,
+                    plain.len == header.len(),
+                )
+            })
+        };
+        let full = |ns: &str, root: &str| Some((ns.to_string(), root.to_string(), true));
         assert_eq!(
-            read(std::str::from_utf8(HEADER).unwrap_or_default()).as_deref(),
-            Some("jabber:client")
+            read(std::str::from_utf8(HEADER).unwrap_or_default()),
+            full("jabber:client", "stream:stream")
         );
         assert_eq!(
-            read("<stream:stream\n xmlns = \"urn:a\" version='1.0'>").as_deref(),
-            Some("urn:a")
+            read("<stream:stream\n xmlns = \"urn:a\" xmlns:stream='s' version='1.0'>"),
+            full("urn:a", "stream:stream")
         );
         assert_eq!(
-            read("<stream:stream xmlns:stream='s' version='1.0'>").as_deref(),
-            Some("")
+            read("<stream:stream xmlns:stream='s' version='1.0'>"),
+            full("", "stream:stream")
         );
         assert_eq!(
-            read("<stream:stream xmlnsx='a' xmlns='b'>").as_deref(),
-            Some("b")
+            read("<stream xmlns='urn:a&amp;b'>"),
+            full("urn:a&b", "stream")
         );
-        assert_eq!(read("<stream:stream xmlns='urn:a&amp;b'>"), None);
-        assert_eq!(read("<stream:stream xmlns='jabber:client'/>"), None);
-        assert_eq!(read("<stream:stream xmlns='a' xmlns='b'>"), None);
+        // Undeclared prefix, two default namespaces, self-closing, unfinished: rxml's.
+        for header in [
+            "<stream:stream xmlns='a'>",
+            "<stream:stream xmlns:stream='s' xmlns='a' xmlns='b'>",
+            "<stream:stream xmlns:stream='s'/>",
+            "<stream:stream xmlns:stream='s'",
+        ] {
+            assert_eq!(read(header), None, "{header}");
+        }
     }
 }

@@ -444,10 +444,19 @@ impl Framer {
                     let capture = std::mem::take(&mut self.header_capture);
                     if let Some(header) = capture.get(..self.header_consumed) {
                         self.header = Some(header.into());
-                        if self.fast_path {
-                            self.stanza_namespace =
-                                super::fast_path::header_default_namespace(header)
-                                    .map(String::into_boxed_str);
+                        // rxml read it (it came in pieces, or is not plain): when the
+                        // fast path can read it whole, its stanzas and end may still
+                        // take the fast path.
+                        let plain = self
+                            .fast_path
+                            .then(|| {
+                                super::fast_path::parse_header(header, &self.limits, usize::MAX)
+                            })
+                            .flatten()
+                            .filter(|plain| plain.len == header.len());
+                        if let Some(plain) = plain {
+                            self.stanza_namespace = Some(plain.stanza_namespace.into_boxed_str());
+                            self.root_name = Some(plain.root_name.into_boxed_str());
                         }
                     }
                     return Ok(Some(Frame::Open(header_from(
