@@ -12,7 +12,9 @@
 # the cheap scenarios, default 3; the report takes medians); --out DIR; --scale; --smoke.
 # Environment: TERN_BIN / TERN_LOAD_BIN (no build), BENCH_QUIET_WAIT (seconds to wait for
 # other rustc processes, default 600), BENCH_SERVER_CPU / BENCH_GEN_CPU (0 / 1),
-# BENCH_KEEP=1 (keep the work folder with every server's log).
+# BENCH_KEEP=1 (keep the work folder with every server's log), EJABBERD_ERL_FLAGS (extra
+# Erlang VM flags for ejabberd; default "+sbwt none +sbwtdcpu none +sbwtdio none", the
+# schedulers' busy wait off: see bench/peers/ejabberd.sh; "" keeps the VM's default).
 #
 # Set-up, per server: `bench/peers/<server>.sh prepare` writes its config (bench/peers/*.in;
 # Tern's from bench/lib/tern-config.sh) in a throwaway folder and creates the accounts; a

@@ -66,6 +66,15 @@ class Server:
         self.reports = doc.get("reports", {})
         self.levels = levels
 
+    def erlang_busy_wait(self):
+        """None for a server without an Erlang VM config; else whether its schedulers
+        spun when out of work (the VM's default)."""
+        cfg = self.doc.get("configs", {}).get("ejabberdctl.cfg")
+        if cfg is None:
+            return None
+        flags = re.search(r'^ERL_OPTIONS="([^"]*)"', cfg, re.M)
+        return not (flags and "+sbwt none" in flags.group(1))
+
     def named(self, pattern):
         rx = re.compile(pattern)
         return [r for n, r in sorted(self.reports.items()) if rx.fullmatch(n) and "error" not in r]
@@ -493,6 +502,14 @@ def main(folder):
             notes.append(f"{n}: runs without a report: " + ", ".join(failed))
         for c in s.checks():
             notes.append(f"{n}: {c}")
+        busy_wait = s.erlang_busy_wait()
+        if busy_wait is not None:
+            notes.append(f"{n}: the Erlang schedulers' busy wait was "
+                         + ("off (`+sbwt none +sbwtdcpu none +sbwtdio none`): like the other servers, it "
+                            "sleeps when it has nothing to do" if not busy_wait else
+                            "on (the VM's default): an idle scheduler spins before it sleeps, and at these "
+                            "fixed rates that spin counts in its CPU per operation")
+                         + " (docs/benchmarks/README.md, \"ejabberd's busy wait\").")
     notes.append("Memory per connection is the server's RSS (and PSS) growth from before the first login to "
                  "when all connections are up, divided by the connections; RSS and PSS include every process "
                  "of the server (ejabberd: the ejabberdctl shell script, beam.smp, erl_child_setup and its "
