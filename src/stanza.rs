@@ -345,7 +345,7 @@ pub enum StanzaKind {
 
 impl StanzaKind {
     pub fn of(stanza: &Element) -> Option<StanzaKind> {
-        if stanza.ns() != ns::CLIENT {
+        if !stanza.has_ns(ns::CLIENT) {
             return None;
         }
         match stanza.name() {

@@ -98,7 +98,7 @@ pub(super) fn parse_stanza(
                 if namespace_bytes > limits.max_stanza_bytes {
                     return None;
                 }
-                let mut element = Element::bare(name, namespace);
+                let mut element = super::client_elements::bare(name, namespace);
                 *element.attrs_mut() = attrs;
                 if empty {
                     match open.last_mut() {

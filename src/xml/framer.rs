@@ -479,7 +479,7 @@ impl Framer {
                 if self.namespace_bytes > self.limits.max_stanza_bytes {
                     return Err(too_big(self.limits.max_stanza_bytes));
                 }
-                let mut element = Element::bare(name.as_str(), namespace.as_str());
+                let mut element = super::client_elements::bare(name.as_str(), namespace.as_str());
                 *element.attrs_mut() = attrs;
                 self.open.push(element);
                 self.account(metrics.len());

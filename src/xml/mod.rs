@@ -1,6 +1,7 @@
 //! XML for XMPP: the stream framer (bytes to stanzas), serialisation, namespaces and the
 //! small helpers every module needs to read and build stanzas.
 
+mod client_elements;
 mod fast_path;
 pub mod framer;
 pub mod ns;

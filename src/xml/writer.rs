@@ -59,6 +59,11 @@ fn write_fast(
     let own_ns;
     let ns = match parent_ns {
         Some(parent) if element.has_ns(parent) => parent,
+        // A stanza: its namespace without a copy (`ns()` allocates one).
+        None if element.has_ns(ns::CLIENT) => {
+            out.extend_from_slice(b" xmlns='jabber:client'");
+            ns::CLIENT
+        }
         _ => {
             own_ns = element.ns();
             out.extend_from_slice(b" xmlns='");
