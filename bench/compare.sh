@@ -112,6 +112,17 @@ export PEER_TURN_HOST=turn.example.org PEER_TURN_SECRET=bench-secret-not-for-pro
 
 note() { echo "---- $(date -u +%H:%M:%S) $*" >&2; }
 
+# One run at a time on this machine: two at once load each other's measurements (and,
+# started in the same minute, write into one folder). A run at 2026-11-27T04:29 was lost
+# that way. The lock is held until this script and what it started have exited.
+if [ "$SMOKE" = 0 ]; then
+  exec 9>"${TMPDIR:-/tmp}/tern-bench-compare.lock"
+  if ! flock -n 9; then
+    echo "another bench/compare.sh is running on this machine (lock ${TMPDIR:-/tmp}/tern-bench-compare.lock): not starting a second" >&2
+    exit 1
+  fi
+fi
+
 # ---------------------------------------------------------------- build and install
 if [ -n "${TERN_BIN:-}" ] && [ -n "${TERN_LOAD_BIN:-}" ]; then
   TERN="$TERN_BIN"; LOAD="$TERN_LOAD_BIN"
