@@ -50,10 +50,11 @@ case "${1:-}" in
     EJ_COOKIE="bench$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
     export EJ_COOKIE
     # By default an Erlang scheduler that runs out of work spins for a while before it
-    # sleeps (as do the dirty CPU and I/O schedulers). At the benchmark's fixed rates the
-    # spin is most of ejabberd's CPU per message (docs/benchmarks/README.md, "ejabberd's
-    # busy wait"): CPU that a loaded server would not spend. Off, ejabberd sleeps when it
-    # has nothing to do, like Tern and Prosody. EJABBERD_ERL_FLAGS="" measures the default.
+    # sleeps (as do the dirty CPU and I/O schedulers), and the spin counts in ejabberd's
+    # CPU per operation: measured here, a quarter of a login at 100-200 logins/s, nothing
+    # beyond the noise at the fixed rates (docs/benchmarks/README.md, "ejabberd's busy
+    # wait"). Off, ejabberd sleeps when it has nothing to do, like Tern and Prosody, and
+    # what it spends is work. EJABBERD_ERL_FLAGS="" measures the default.
     export EJ_ERL_FLAGS="${EJABBERD_ERL_FLAGS-+sbwt none +sbwtdcpu none +sbwtdio none}"
     peer_render "$HERE/ejabberd.yml.in" "$PEER_DIR/ejabberd.yml"
     peer_render "$HERE/ejabberdctl.cfg.in" "$PEER_DIR/ejabberdctl.cfg"

@@ -507,8 +507,8 @@ def main(folder):
             notes.append(f"{n}: the Erlang schedulers' busy wait was "
                          + ("off (`+sbwt none +sbwtdcpu none +sbwtdio none`): like the other servers, it "
                             "sleeps when it has nothing to do" if not busy_wait else
-                            "on (the VM's default): an idle scheduler spins before it sleeps, and at these "
-                            "fixed rates that spin counts in its CPU per operation")
+                            "on (the VM's default): an idle scheduler spins before it sleeps, and the spin "
+                            "counts in its CPU per operation")
                          + " (docs/benchmarks/README.md, \"ejabberd's busy wait\").")
     notes.append("Memory per connection is the server's RSS (and PSS) growth from before the first login to "
                  "when all connections are up, divided by the connections; RSS and PSS include every process "

@@ -1,5 +1,7 @@
 //! Element and stream-header serialisation.
 
+use std::borrow::Cow;
+
 use super::{ns, Element};
 
 /// Serialises a stanza. Stanzas are written as standalone documents, so each carries its
@@ -59,17 +61,17 @@ fn write_fast(
     let own_ns;
     let ns = match parent_ns {
         Some(parent) if element.has_ns(parent) => parent,
-        // A stanza: its namespace without a copy (`ns()` allocates one).
-        None if element.has_ns(ns::CLIENT) => {
-            out.extend_from_slice(b" xmlns='jabber:client'");
-            ns::CLIENT
-        }
         _ => {
-            own_ns = element.ns();
+            // `ns()` copies the namespace: not for a stanza's, which is nearly always this.
+            own_ns = if element.has_ns(ns::CLIENT) {
+                Cow::Borrowed(ns::CLIENT)
+            } else {
+                Cow::Owned(element.ns())
+            };
             out.extend_from_slice(b" xmlns='");
             push_escaped(&own_ns, Context::Attribute, out)?;
             out.push(b'\'');
-            own_ns.as_str()
+            &own_ns
         }
     };
     for ((attr_ns, key), value) in element.attrs().iter() {
