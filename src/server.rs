@@ -4,7 +4,7 @@
 //! The caller binds the listeners and passes a shutdown future (mini-redis style):
 //! `Server::build(config)?.serve(Listeners::bind(&config).await?, ctrl_c()).await`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,7 +25,9 @@ use crate::tls::{HostCert, TlsSetup};
 /// State shared by every task of one server.
 pub struct ServerInner {
     config: RwLock<Arc<Config>>,
-    hosts: RwLock<HashMap<String, Arc<Host>>>,
+    /// Ordered, not hashed: a few names set by the operator, looked up for every stanza,
+    /// where comparing them costs less than hashing the name.
+    hosts: RwLock<BTreeMap<String, Arc<Host>>>,
     storage: SharedStorage,
     tls: RwLock<Option<TlsSetup>>,
     modules: Vec<ModuleDescriptor>,
@@ -313,7 +315,7 @@ impl ServerBuilder {
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(ServerInner {
             config: RwLock::new(Arc::new(config.clone())),
-            hosts: RwLock::new(HashMap::new()),
+            hosts: RwLock::new(BTreeMap::new()),
             storage: storage.clone(),
             tls: RwLock::new(tls),
             modules: self.modules,
