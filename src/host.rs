@@ -47,7 +47,9 @@ pub struct IqRequest {
     pub host: Arc<Host>,
     /// The requesting session, when the request came from a local client.
     pub session: Option<Arc<SessionInfo>>,
-    pub stanza: Element,
+    /// Shared with the router, which answers from it once the handler is done: a handler
+    /// that only reads its request costs no copy of it.
+    pub stanza: Arc<Element>,
     /// The stamped sender.
     pub from: Jid,
     /// The addressee (the domain, or a bare JID).

@@ -386,6 +386,7 @@ async fn deliver_iq(
         Some(from) => from,
         None => return,
     };
+    let stanza = Arc::new(stanza);
     let request = IqRequest {
         host: host.clone(),
         session: origin,

@@ -110,51 +110,82 @@ pub fn user_part(rule: &UserPart, secret: &str, requester: &BareJid) -> Option<S
     }
 }
 
+/// Credentials minted for one request (or one push). Every service signed with the same
+/// TURN REST settings gets the same username and password, as Prosody and ejabberd hand
+/// them out, so they are computed once per request and not once per service: the hashes
+/// are most of what an answer costs to compute.
+pub struct MintBatch {
+    now: SystemTime,
+    turn_rest: Vec<(TurnRest, Credentials)>,
+}
+
+impl MintBatch {
+    pub fn new(now: SystemTime) -> Self {
+        MintBatch {
+            now,
+            turn_rest: Vec::new(),
+        }
+    }
+
+    fn turn_rest(
+        &mut self,
+        rest: &TurnRest,
+        requester: &BareJid,
+    ) -> Result<Credentials, ProviderError> {
+        if let Some((_, minted)) = self.turn_rest.iter().find(|(seen, _)| seen == rest) {
+            return Ok(minted.clone());
+        }
+        let Some(secret) = rest.secrets.first() else {
+            return Err(ProviderError::Internal(
+                "TURN REST service without a secret".into(),
+            ));
+        };
+        let expiry_unix = (self.now + rest.ttl)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let part = user_part(&rest.user_part, secret, requester);
+        let (username, password) = turn_rest(secret, expiry_unix, part.as_deref());
+        let minted = Credentials {
+            username,
+            password,
+            // Always stated: clients (and pushes) need to know when to ask again.
+            expires: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(expiry_unix)),
+        };
+        self.turn_rest.push((rest.clone(), minted.clone()));
+        Ok(minted)
+    }
+}
+
+/// Whether minting `service`'s credentials may wait on something outside this process
+/// (a provider); TURN REST and static credentials are computed on the spot.
+pub fn may_wait(service: &ExternalService) -> bool {
+    matches!(service.source, CredentialSource::Provider(_))
+}
+
 /// Fills `service`'s credentials for `requester`. Static services are left as they are.
 pub async fn resolve(
     service: &mut ExternalService,
     requester: &Requester,
     providers: &[Arc<CredentialProviderItem>],
-    now: SystemTime,
+    batch: &mut MintBatch,
 ) -> Result<(), ProviderError> {
-    match service.source.clone() {
-        CredentialSource::Static => Ok(()),
-        CredentialSource::TurnRest(TurnRest {
-            secrets,
-            ttl,
-            user_part: rule,
-        }) => {
-            let Some(secret) = secrets.first() else {
-                return Err(ProviderError::Internal(
-                    "TURN REST service without a secret".into(),
-                ));
-            };
-            let expires = now + ttl;
-            let expiry_unix = expires
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let part = user_part(&rule, secret, &requester.jid);
-            let (username, password) = turn_rest(secret, expiry_unix, part.as_deref());
-            service.username = Some(username);
-            service.password = Some(password);
-            // Always stated: clients (and pushes) need to know when to ask again.
-            service.expires = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(expiry_unix));
-            Ok(())
-        }
+    let credentials = match &service.source {
+        CredentialSource::Static => return Ok(()),
+        CredentialSource::TurnRest(rest) => batch.turn_rest(rest, &requester.jid)?,
         CredentialSource::Provider(name) => {
-            let Some(item) = providers.iter().find(|p| p.name == name) else {
+            let Some(item) = providers.iter().find(|p| p.name == *name) else {
                 return Err(ProviderError::Internal(format!(
                     "no credential provider named {name:?} is loaded"
                 )));
             };
-            let credentials = item.provider.credentials(requester, service).await?;
-            service.username = Some(credentials.username);
-            service.password = Some(credentials.password);
-            service.expires = credentials.expires;
-            Ok(())
+            item.provider.credentials(requester, service).await?
         }
-    }
+    };
+    service.username = Some(credentials.username);
+    service.password = Some(credentials.password);
+    service.expires = credentials.expires;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -204,5 +235,63 @@ mod tests {
             Some(hashed.clone())
         );
         assert_ne!(user_part(&UserPart::Hash, "t", &jid), Some(hashed));
+    }
+
+    fn turn_rest_service(secret: &str, ttl_s: u64) -> ExternalService {
+        let mut service = ExternalService::new("turn", "turn.example.org");
+        service.source = CredentialSource::TurnRest(TurnRest {
+            secrets: Arc::new(vec![secret.to_string()]),
+            ttl: Duration::from_secs(ttl_s),
+            user_part: UserPart::Hash,
+        });
+        service
+    }
+
+    /// One request mints once per TURN REST setting: services that share it get the same
+    /// credentials, the ones that coturn computes for them; another secret or lifetime
+    /// gets its own.
+    #[tokio::test]
+    async fn a_batch_mints_once_per_setting() {
+        let requester = Requester {
+            jid: BareJid::new("romeo@montague.lit").expect("jid"),
+            session: None,
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut batch = MintBatch::new(now);
+        let mut services = [
+            turn_rest_service("north", 600),
+            turn_rest_service("north", 600),
+            turn_rest_service("south", 600),
+            turn_rest_service("north", 60),
+            ExternalService::new("stun", "stun.example.org"),
+        ];
+        for service in services.iter_mut() {
+            resolve(service, &requester, &[], &mut batch)
+                .await
+                .expect("minted");
+        }
+        assert_eq!(batch.turn_rest.len(), 3, "three settings, three mints");
+        let part = user_part(&UserPart::Hash, "north", &requester.jid).expect("hash");
+        let username = format!("1700000600:{part}");
+        assert_eq!(services[0].username.as_deref(), Some(username.as_str()));
+        assert_eq!(
+            services[0].password,
+            Some(turn_password("north", &username))
+        );
+        assert_eq!(
+            services[0].expires,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_600))
+        );
+        assert_eq!(services[1].username, services[0].username);
+        assert_eq!(services[1].password, services[0].password);
+        assert_ne!(services[2].password, services[0].password);
+        assert_eq!(
+            services[3].username.as_deref(),
+            Some(format!("1700000060:{part}").as_str())
+        );
+        assert_eq!(
+            services[4].username, None,
+            "static services stay as they are"
+        );
     }
 }

@@ -402,17 +402,22 @@ async fn mint(
     providers: &[Arc<CredentialProviderItem>],
     service: &mut ExternalService,
     requester: &Requester,
+    batch: &mut credentials::MintBatch,
 ) -> Result<(), StanzaError> {
-    match tokio::time::timeout(
-        settings.provider_timeout,
-        credentials::resolve(service, requester, providers, SystemTime::now()),
-    )
-    .await
-    {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(err.to_stanza_error()),
-        Err(_) => Err(ProviderError::Timeout.to_stanza_error()),
-    }
+    let minted = if credentials::may_wait(service) {
+        match tokio::time::timeout(
+            settings.provider_timeout,
+            credentials::resolve(service, requester, providers, batch),
+        )
+        .await
+        {
+            Ok(minted) => minted,
+            Err(_) => Err(ProviderError::Timeout),
+        }
+    } else {
+        credentials::resolve(service, requester, providers, batch).await
+    };
+    minted.map_err(|err| err.to_stanza_error())
 }
 
 /// The registered credential providers, fetched only when a service needs one.
@@ -448,11 +453,12 @@ pub(crate) async fn visible_services(
         requested_type.is_none_or(|t| t == s.kind)
     });
     let providers = providers_for(state, &services);
+    let mut batch = credentials::MintBatch::new(SystemTime::now());
     for service in services
         .iter_mut()
         .filter(|s| s.mints_credentials() && s.delivery == Delivery::Inline)
     {
-        mint(&settings, &providers, service, &who).await?;
+        mint(&settings, &providers, service, &who, &mut batch).await?;
     }
     let mut event = ServicesRequest {
         host: state.host.clone(),
@@ -487,7 +493,7 @@ pub(crate) async fn visible_services(
         } else if service.mints_credentials() && service.username.is_none() {
             // Added by a handler without credentials: mint them now.
             let providers = providers_for(state, std::slice::from_ref(&service));
-            mint(&settings, &providers, &mut service, &who).await?;
+            mint(&settings, &providers, &mut service, &who, &mut batch).await?;
         }
         out.push(service);
     }
@@ -526,29 +532,19 @@ async fn handle_services(state: &Arc<State>, request: IqRequest, version: Versio
         .session
         .as_ref()
         .filter(|_| version == Version::V2 && settings.push);
-    let reply = match subscriber {
+    let reply = xml::render(
+        "services",
+        version,
+        requested_type.as_deref(),
+        services.iter().map(|s| (None, s)),
+        lang.as_deref(),
+    );
+    if let Some(session) = subscriber {
         // The subscription keeps what the client was told (pushes are diffs from it).
-        Some(session) => {
-            let reply = xml::answer(
-                "services",
-                version,
-                requested_type.as_deref(),
-                services.clone(),
-                lang.as_deref(),
-            );
-            state
-                .pushes
-                .subscribe(state, session, requested_type.clone(), lang, services);
-            reply
-        }
-        None => xml::answer(
-            "services",
-            version,
-            requested_type.as_deref(),
-            services,
-            lang.as_deref(),
-        ),
-    };
+        state
+            .pushes
+            .subscribe(state, session, requested_type, lang, services);
+    }
     Ok(Some(reply))
 }
 
@@ -571,8 +567,9 @@ async fn handle_credentials(state: &Arc<State>, request: IqRequest, version: Ver
         session: request.session.clone(),
     };
     let providers = providers_for(state, &matching);
+    let mut batch = credentials::MintBatch::new(SystemTime::now());
     for service in matching.iter_mut() {
-        mint(&settings, &providers, service, &who).await?;
+        mint(&settings, &providers, service, &who, &mut batch).await?;
     }
     let mut event = CredentialsRequest {
         host: state.host.clone(),
@@ -599,11 +596,11 @@ async fn handle_credentials(state: &Arc<State>, request: IqRequest, version: Ver
         return Err(StanzaError::new(Condition::ItemNotFound).into());
     }
     let lang = request.lang();
-    Ok(Some(xml::answer(
+    Ok(Some(xml::render(
         "credentials",
         version,
         None,
-        services,
+        services.iter().map(|s| (None, s)),
         lang.as_deref(),
     )))
 }
@@ -632,11 +629,12 @@ pub async fn preview(
         session: None,
     };
     let providers = providers_for(&state, &services);
+    let mut batch = credentials::MintBatch::new(SystemTime::now());
     for service in services
         .iter_mut()
         .filter(|s| s.mints_credentials() && s.username.is_none())
     {
-        mint(&settings, &providers, service, &who)
+        mint(&settings, &providers, service, &who, &mut batch)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }

@@ -293,18 +293,15 @@ async fn update(state: Arc<State>, key: Key, mode: Mode) {
     if changes.is_empty() {
         return;
     }
-    let mut payload = Element::bare("services", xml::NS_V2);
-    if let Some(kind) = &requested_type {
-        payload.set("type", kind.clone());
-    }
-    for (action, service) in changes {
-        payload.append_child(xml::service_element(
-            service,
-            Version::V2,
-            lang.as_deref(),
-            Some(action),
-        ));
-    }
+    let payload = xml::render(
+        "services",
+        Version::V2,
+        requested_type.as_deref(),
+        changes
+            .iter()
+            .map(|(action, service)| (Some(*action), service)),
+        lang.as_deref(),
+    );
     let iq = Element::bare("iq", ns::CLIENT)
         .with("type", "set")
         .with_child(payload);

@@ -6,7 +6,8 @@
 use super::prepare::format_timestamp;
 use super::service::ExternalService;
 use crate::stanza::StanzaError;
-use crate::xml::{ns, Element, ElementExt};
+use crate::xml::prerendered::{Unrenderable, Xml};
+use crate::xml::{ns, Element};
 
 pub const NS_V2: &str = "urn:xmpp:extdisco:2";
 pub const NS_V1: &str = "urn:xmpp:extdisco:1";
@@ -135,82 +136,144 @@ pub fn parse_credentials_request(
     Ok(queries)
 }
 
-/// Renders one service. `lang` picks the name; `action` is for pushes (`:2` only).
-pub fn service_element(
-    service: ExternalService,
-    version: Version,
-    lang: Option<&str>,
-    action: Option<Action>,
-) -> Element {
-    // Takes the service by value: its strings move into the element, so a reply costs
-    // no copies beyond the element itself.
-    let namespace = version.namespace();
-    let mut el = Element::bare("service", namespace);
-    if let Some(name) = service.name_for(lang) {
-        el.set("name", name);
-    }
-    if !service.extended.is_empty() {
-        el.append_child(extended_form(&service));
-    }
-    el.set("type", service.kind);
-    el.set("host", service.host);
-    if let Some(port) = service.port {
-        el.set("port", port.to_string());
-    }
-    if let Some(transport) = service.transport {
-        el.set("transport", transport);
-    }
-    if let Some(username) = service.username {
-        el.set("username", username);
-    }
-    if let Some(password) = service.password {
-        el.set("password", password);
-    }
-    if version == Version::V2 {
-        // `true`/`false`, never 1/0: Dino's parser reads "1" as false.
-        el.set(
-            "restricted",
-            if service.restricted { "true" } else { "false" },
-        );
-        if let Some(expires) = service.expires {
-            el.set("expires", format_timestamp(expires));
-        }
-        if let Some(action) = action {
-            el.set("action", action.name());
-        }
-    }
-    el
-}
-
-/// Extended information as a `jabber:x:data` result form (XEP-0128).
-fn extended_form(service: &ExternalService) -> Element {
-    let mut form = Element::bare("x", ns::DATA_FORMS).with("type", "result");
-    for (var, values) in &service.extended {
-        let mut field = Element::bare("field", ns::DATA_FORMS).with("var", var.clone());
-        for value in values {
-            field.append_child(Element::bare("value", ns::DATA_FORMS).with_text(value.clone()));
-        }
-        form.append_child(field);
-    }
-    form
-}
-
-/// The `<services/>` or `<credentials/>` answer.
-pub fn answer(
+/// Renders the `<services/>` or `<credentials/>` element: an answer (no actions) or a
+/// push (an action per service). Written straight to text ([`Xml`]): with four services
+/// and their credentials, building the same as a tree and writing it cost more than all
+/// the rest of a request. A service holding a character XML cannot carry is left out,
+/// with a log line; the rest are still answered.
+pub fn render<'a>(
     name: &str,
     version: Version,
     requested_type: Option<&str>,
-    services: Vec<ExternalService>,
+    services: impl IntoIterator<Item = (Option<Action>, &'a ExternalService)>,
     lang: Option<&str>,
 ) -> Element {
-    let mut el = Element::bare(name, version.namespace());
+    let mut xml = Xml::with_capacity(1024);
+    xml.open(name, Some(version.namespace()));
     if let Some(kind) = requested_type {
-        el.set("type", kind);
+        // Read from the request, so it has only characters XML carries.
+        let before = xml.len();
+        if xml.attr("type", kind).is_err() {
+            xml.truncate(before);
+        }
     }
-    for service in services {
-        el.append_child(service_element(service, version, lang, None));
+    let start_tag = xml.len();
+    xml.content();
+    let mut written = 0;
+    for (action, service) in services {
+        let before = xml.len();
+        match write_service(&mut xml, service, None, version, lang, action) {
+            Ok(()) => written += 1,
+            Err(err) => {
+                xml.truncate(before);
+                tracing::error!(
+                    origin = %service.origin,
+                    kind = %service.kind,
+                    host = %service.host,
+                    "service left out of the answer: {err}"
+                );
+            }
+        }
     }
-    el
+    if written == 0 {
+        xml.truncate(start_tag);
+        xml.close_empty();
+    } else {
+        xml.close(name);
+    }
+    xml.into_element()
+}
+
+/// One service as a tree (tests, and code that wants to look at it); `None` when a value
+/// holds a character XML cannot carry.
+pub fn service_element(
+    service: &ExternalService,
+    version: Version,
+    lang: Option<&str>,
+    action: Option<Action>,
+) -> Option<Element> {
+    let mut xml = Xml::with_capacity(256);
+    write_service(
+        &mut xml,
+        service,
+        Some(version.namespace()),
+        version,
+        lang,
+        action,
+    )
+    .ok()?;
+    xml.into_tree()
+}
+
+/// Writes one `<service/>`; `namespace` is declared when given (a service on its own).
+fn write_service(
+    xml: &mut Xml,
+    service: &ExternalService,
+    namespace: Option<&str>,
+    version: Version,
+    lang: Option<&str>,
+    action: Option<Action>,
+) -> Result<(), Unrenderable> {
+    xml.open("service", namespace);
+    xml.attr("type", &service.kind)?;
+    xml.attr("host", &service.host)?;
+    if let Some(port) = service.port {
+        xml.attr_u64("port", u64::from(port));
+    }
+    if let Some(transport) = &service.transport {
+        xml.attr("transport", transport)?;
+    }
+    if let Some(username) = &service.username {
+        xml.attr("username", username)?;
+    }
+    if let Some(password) = &service.password {
+        xml.attr("password", password)?;
+    }
+    if version == Version::V2 {
+        // `true`/`false`, never 1/0: Dino's parser reads "1" as false.
+        xml.attr(
+            "restricted",
+            if service.restricted { "true" } else { "false" },
+        )?;
+        if let Some(expires) = service.expires {
+            xml.attr("expires", &format_timestamp(expires))?;
+        }
+        if let Some(action) = action {
+            xml.attr("action", action.name())?;
+        }
+    }
+    if let Some(name) = service.name_for(lang) {
+        xml.attr("name", name)?;
+    }
+    if service.extended.is_empty() {
+        xml.close_empty();
+        return Ok(());
+    }
+    xml.content();
+    write_extended_form(xml, service)?;
+    xml.close("service");
+    Ok(())
+}
+
+/// Extended information as a `jabber:x:data` result form (XEP-0128).
+fn write_extended_form(xml: &mut Xml, service: &ExternalService) -> Result<(), Unrenderable> {
+    xml.open("x", Some(ns::DATA_FORMS));
+    xml.attr("type", "result")?;
+    xml.content();
+    for (var, values) in &service.extended {
+        xml.open("field", None);
+        xml.attr("var", var)?;
+        xml.content();
+        for value in values {
+            xml.open("value", None);
+            xml.content();
+            xml.text(value)?;
+            xml.close("value");
+        }
+        xml.close("field");
+    }
+    xml.close("x");
+    Ok(())
 }
 
 /// Reads a `<service/>` back (tests, and clients built on Tern).
@@ -233,6 +296,7 @@ pub fn parse_service(el: &Element) -> Option<(ExternalService, Option<Action>)> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::xml::{prerendered, writer, ElementExt};
     use std::time::{Duration, SystemTime};
 
     fn sample() -> ExternalService {
@@ -251,7 +315,8 @@ mod tests {
 
     #[test]
     fn v2_round_trip() {
-        let el = service_element(sample(), Version::V2, Some("de"), Some(Action::Modify));
+        let el = service_element(&sample(), Version::V2, Some("de"), Some(Action::Modify))
+            .expect("renders");
         assert_eq!(el.attr("restricted"), Some("true"));
         assert_eq!(el.attr("expires"), Some("2023-11-14T22:13:20Z"));
         assert_eq!(el.attr("name"), Some("Relais"));
@@ -268,7 +333,7 @@ mod tests {
 
     #[test]
     fn v1_has_no_v2_attributes() {
-        let el = service_element(sample(), Version::V1, None, Some(Action::Add));
+        let el = service_element(&sample(), Version::V1, None, Some(Action::Add)).expect("renders");
         assert_eq!(el.ns(), NS_V1);
         for attr in ["restricted", "expires", "action"] {
             assert_eq!(el.attr(attr), None, "{attr}");
@@ -310,5 +375,68 @@ mod tests {
                 .expect("xml");
         let q = parse_credentials_request(&v1, Version::V1).expect("host only is fine in :1");
         assert_eq!(q[0].kind, None);
+    }
+
+    /// What goes on the wire: the answer element, its services in order, each in the
+    /// answer's namespace, and nothing of the marker that carried it.
+    #[test]
+    fn answers_are_written_as_rendered() {
+        let mut plain = ExternalService::new("stun", "stun.example.org");
+        plain.port = Some(3478);
+        let answer = render(
+            "services",
+            Version::V2,
+            Some("turn"),
+            [(None, &sample()), (None, &plain)],
+            Some("de"),
+        );
+        let written = writer::to_string(&answer);
+        assert!(!written.contains("prerendered"), "{written}");
+        let parsed: Element = written.parse().expect("well formed");
+        assert!(parsed.is("services", NS_V2));
+        assert_eq!(parsed.attr("type"), Some("turn"));
+        let services: Vec<_> = parsed.children().collect();
+        assert_eq!(services.len(), 2);
+        assert!(services.iter().all(|s| s.is("service", NS_V2)));
+        assert_eq!(services[0].attr("name"), Some("Relais"));
+        assert_eq!(services[0].attr("password"), Some("p"));
+        assert_eq!(services[1].attr("host"), Some("stun.example.org"));
+        assert_eq!(services[1].attr("restricted"), Some("false"));
+        assert_eq!(services[1].attr("username"), None);
+        assert_eq!(
+            Some(services[0].clone()),
+            service_element(&sample(), Version::V2, Some("de"), None),
+            "one renderer for answers and single services"
+        );
+        assert_eq!(prerendered::expand(&answer), parsed);
+    }
+
+    #[test]
+    fn an_unwritable_service_is_left_out_and_the_rest_answered() {
+        let mut broken = sample();
+        broken.password = Some("bell\u{7}".into());
+        let answer = render(
+            "credentials",
+            Version::V2,
+            None,
+            [(None, &broken), (None, &ExternalService::new("stun", "h"))],
+            None,
+        );
+        let parsed = prerendered::expand(&answer);
+        assert_eq!(parsed.children().count(), 1);
+        assert_eq!(
+            parsed.children().next().and_then(|s| s.attr("host")),
+            Some("h")
+        );
+        let none = prerendered::expand(&render(
+            "services",
+            Version::V1,
+            None,
+            [(None, &broken)],
+            None,
+        ));
+        assert!(none.is("services", NS_V1));
+        assert_eq!(none.children().count(), 0);
+        assert_eq!(service_element(&broken, Version::V2, None, None), None);
     }
 }

@@ -5,6 +5,7 @@ mod client_elements;
 mod fast_path;
 pub mod framer;
 pub mod ns;
+pub mod prerendered;
 pub mod writer;
 
 use minidom::rxml::{Namespace, NcName};

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use super::{ns, Element};
+use super::{ns, prerendered, Element};
 
 /// Serialises a stanza. Stanzas are written as standalone documents, so each carries its
 /// own `xmlns`; that is what the stream's default namespace already says, and every client
@@ -21,6 +21,10 @@ pub fn to_bytes(element: &Element) -> Vec<u8> {
 /// other than `xml:`) goes to minidom's writer instead. A stanza holding a character XML
 /// cannot carry is not written at all (minidom's writer would panic on it).
 pub fn append_to(element: &Element, out: &mut Vec<u8>) {
+    if let Some(xml) = prerendered::content_of(element) {
+        out.extend_from_slice(xml.as_bytes());
+        return;
+    }
     let start = out.len();
     match write_fast(element, None, out) {
         Ok(()) => return,
@@ -34,6 +38,14 @@ pub fn append_to(element: &Element, out: &mut Vec<u8>) {
         }
         Err(Unwritable::NamespacedAttribute) => out.truncate(start),
     }
+    // minidom's writer knows nothing of prerendered payloads: it gets their trees.
+    let expanded;
+    let element = if prerendered::contains_marker(element) {
+        expanded = prerendered::expand(element);
+        &expanded
+    } else {
+        element
+    };
     // minidom only fails on names it could not have parsed or built; stanzas come from
     // our framer or our builders, so such a failure is a bug worth a log line, not a panic.
     if let Err(err) = element.write_to(out) {
@@ -42,7 +54,7 @@ pub fn append_to(element: &Element, out: &mut Vec<u8>) {
     }
 }
 
-enum Unwritable {
+pub(super) enum Unwritable {
     /// Needs a prefix declaration: minidom's writer does that.
     NamespacedAttribute,
     /// Control characters, U+FFFE, U+FFFF.
@@ -94,7 +106,10 @@ fn write_fast(
     out.push(b'>');
     for child in children {
         match child {
-            minidom::Node::Element(child) => write_fast(child, Some(ns), out)?,
+            minidom::Node::Element(child) => match prerendered::content_of(child) {
+                Some(xml) => out.extend_from_slice(xml.as_bytes()),
+                None => write_fast(child, Some(ns), out)?,
+            },
             minidom::Node::Text(text) => push_escaped(text, Context::Text, out)?,
         }
     }
@@ -105,7 +120,7 @@ fn write_fast(
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Context {
+pub(super) enum Context {
     Text,
     /// A value in single quotes.
     Attribute,
@@ -114,7 +129,11 @@ enum Context {
 /// Escapes `raw` for `context`: `&`, `<`, `>` and carriage returns always (a parser turns
 /// a raw CR into a LF); in attribute values also quotes, tabs and line feeds (attribute
 /// normalisation would turn those into spaces).
-fn push_escaped(raw: &str, context: Context, out: &mut Vec<u8>) -> Result<(), Unwritable> {
+pub(super) fn push_escaped(
+    raw: &str,
+    context: Context,
+    out: &mut Vec<u8>,
+) -> Result<(), Unwritable> {
     let attribute = context == Context::Attribute;
     let special = if attribute {
         &ATTRIBUTE_SPECIAL
