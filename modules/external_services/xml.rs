@@ -142,7 +142,7 @@ pub fn parse_credentials_request(
 /// the rest of a request. A service holding a character XML cannot carry is left out,
 /// with a log line; the rest are still answered.
 pub fn render<'a>(
-    name: &str,
+    name: &'static str,
     version: Version,
     requested_type: Option<&str>,
     services: impl IntoIterator<Item = (Option<Action>, &'a ExternalService)>,
@@ -209,7 +209,7 @@ pub fn service_element(
 fn write_service(
     xml: &mut Xml,
     service: &ExternalService,
-    namespace: Option<&str>,
+    namespace: Option<&'static str>,
     version: Version,
     lang: Option<&str>,
     action: Option<Action>,

@@ -138,7 +138,7 @@ fn write_item(
     xml: &mut Xml,
     jid: &str,
     item: &RosterItem,
-    namespace: Option<&str>,
+    namespace: Option<&'static str>,
 ) -> Result<(), Unrenderable> {
     xml.open("item", namespace);
     xml.attr("jid", jid)?;

@@ -37,7 +37,8 @@ impl From<Unwritable> for Unrenderable {
 }
 
 /// Writes one element (with its children) as text. The caller opens and closes elements
-/// in order; names are constants of the caller, values are escaped here.
+/// in order. Names are `'static`, so they are the caller's constants and never data;
+/// values and namespaces are escaped here.
 #[derive(Default)]
 pub struct Xml {
     out: Vec<u8>,
@@ -51,7 +52,7 @@ impl Xml {
     }
 
     /// `<name xmlns='namespace'`: the start tag stays open for attributes.
-    pub fn open(&mut self, name: &str, namespace: Option<&str>) {
+    pub fn open(&mut self, name: &'static str, namespace: Option<&'static str>) {
         self.out.push(b'<');
         self.out.extend_from_slice(name.as_bytes());
         if let Some(namespace) = namespace {
@@ -61,7 +62,7 @@ impl Xml {
         }
     }
 
-    pub fn attr(&mut self, name: &str, value: &str) -> Result<(), Unrenderable> {
+    pub fn attr(&mut self, name: &'static str, value: &str) -> Result<(), Unrenderable> {
         self.out.push(b' ');
         self.out.extend_from_slice(name.as_bytes());
         self.out.extend_from_slice(b"='");
@@ -71,7 +72,7 @@ impl Xml {
     }
 
     /// An attribute whose value needs no escaping (a number).
-    pub fn attr_u64(&mut self, name: &str, value: u64) {
+    pub fn attr_u64(&mut self, name: &'static str, value: u64) {
         self.out.push(b' ');
         self.out.extend_from_slice(name.as_bytes());
         self.out.extend_from_slice(b"='");
@@ -105,7 +106,7 @@ impl Xml {
         Ok(())
     }
 
-    pub fn close(&mut self, name: &str) {
+    pub fn close(&mut self, name: &'static str) {
         self.out.extend_from_slice(b"</");
         self.out.extend_from_slice(name.as_bytes());
         self.out.push(b'>');
@@ -134,6 +135,11 @@ impl Xml {
         // Every byte came from a `&str` or from ASCII escapes, so this never fails.
         let text = String::from_utf8(self.out)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        // Every test that renders checks that what the writer will copy is well formed.
+        debug_assert!(
+            text.parse::<Element>().is_ok(),
+            "prerendered XML does not parse: {text}"
+        );
         let mut marker = Element::bare(NAME, NS);
         marker.append_text(text);
         marker
