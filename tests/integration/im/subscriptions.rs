@@ -254,6 +254,7 @@ async fn a_replaced_session_ending_late_does_not_mark_its_successor_unavailable(
     let server = TestServer::builder()
         .user("romeo", "pw")
         .user("juliet", "pw")
+        .user("nurse", "pw")
         .config_toml(&format!("{IM}\n[limits]\noutbound_queue = 16\nrate = 0"))
         .start()
         .await?;
@@ -275,22 +276,39 @@ async fn a_replaced_session_ending_late_does_not_mark_its_successor_unavailable(
         .expect_where(|s| is_presence("")(s) && s.attr("from") == Some(romeo_jid.as_str()))
         .await?;
     // The old connection stops reading (a phone whose network went away): its session
-    // is stuck writing and cannot end yet.
+    // is stuck writing and cannot end yet. The flood comes from a third account, which
+    // reads nothing meanwhile (the server may close it too, once); juliet must stay to
+    // watch the presence.
     let host = server.host("localhost").expect("host");
+    let mut nurse = server.client("nurse").await?;
     let body = "x".repeat(100 * 1024);
     let mut stuck = false;
     for _ in 0..2000 {
-        juliet
+        let sent = nurse
             .send_str(&format!(
                 "<message to='{romeo_jid}' type='chat'><body>{body}</body></message>"
             ))
-            .await?;
+            .await;
+        if sent.is_err() {
+            stuck = host.sessions_of("romeo").iter().any(|s| s.is_closing());
+            break;
+        }
         if host.sessions_of("romeo").iter().any(|s| s.is_closing()) {
             stuck = true;
             break;
         }
     }
     assert!(stuck);
+    // What the server has yet to read of the flood would go to the new session, which
+    // reads nothing until the old one is gone and would rightly be closed as a reader
+    // that does not keep up: the flood ends before it binds.
+    drop(nurse);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !host.sessions_of("nurse").is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await?;
     // The phone reconnects with the same resource and comes online.
     let mut romeo2 = server.client_with(options).await?;
     assert_eq!(romeo2.jid().to_string(), romeo_jid);
@@ -299,18 +317,37 @@ async fn a_replaced_session_ending_late_does_not_mark_its_successor_unavailable(
     juliet
         .expect_where(|s| is_presence("")(s) && s.attr("from") == Some(romeo_jid.as_str()))
         .await?;
-    // Now the old connection goes for good, and its session ends.
+    // Now the old connection goes for good, and its session ends. The messages it never
+    // wrote (its full queue) go to the new session, which reads them as a phone would.
     drop(romeo);
-    let stale = tokio::time::timeout(
+    let mut handed_over = 0;
+    let drain = async {
+        while let Ok(Ok(stanza)) =
+            tokio::time::timeout(Duration::from_secs(2), romeo2.expect()).await
+        {
+            if stanza.name() == "message" {
+                handed_over += 1;
+            }
+        }
+    };
+    let watch = tokio::time::timeout(
         Duration::from_secs(2),
         juliet.expect_where(|s| {
             is_presence("unavailable")(s) && s.attr("from") == Some(romeo_jid.as_str())
         }),
-    )
-    .await;
+    );
+    let ((), stale) = tokio::join!(drain, watch);
     assert!(
         stale.is_err(),
         "juliet was told romeo/phone is unavailable while it is online"
+    );
+    assert!(
+        host.sessions_of("romeo").iter().any(|s| s.is_available()),
+        "the successor is still online"
+    );
+    assert!(
+        handed_over >= 16,
+        "the old session's queue went to the successor ({handed_over} messages)"
     );
     Ok(())
 }
