@@ -151,21 +151,17 @@ pub fn render<'a>(
     let mut xml = Xml::with_capacity(1024);
     xml.open(name, Some(version.namespace()));
     if let Some(kind) = requested_type {
-        // Read from the request, so it has only characters XML carries.
-        let before = xml.len();
-        if xml.attr("type", kind).is_err() {
-            xml.truncate(before);
-        }
+        // Read from the request, so it has only characters XML carries; were it not, the
+        // answer goes without it rather than not at all.
+        let _ = xml.whole(|xml| xml.attr("type", kind));
     }
     let start_tag = xml.len();
     xml.content();
     let mut written = 0;
     for (action, service) in services {
-        let before = xml.len();
-        match write_service(&mut xml, service, None, version, lang, action) {
+        match xml.whole(|xml| write_service(xml, service, None, version, lang, action)) {
             Ok(()) => written += 1,
             Err(err) => {
-                xml.truncate(before);
                 tracing::error!(
                     origin = %service.origin,
                     kind = %service.kind,

@@ -124,9 +124,7 @@ fn roster_result(roster: &Roster) -> Element {
     xml.attr_u64("ver", roster.version);
     xml.content();
     for (jid, item) in &roster.items {
-        let before = xml.len();
-        if let Err(err) = write_item(&mut xml, jid, item, None) {
-            xml.truncate(before);
+        if let Err(err) = xml.whole(|xml| write_item(xml, jid, item, None)) {
             tracing::error!(contact = %jid, "roster item left out of the result: {err}");
         }
     }

@@ -130,6 +130,20 @@ impl Xml {
         self.out.truncate(len);
     }
 
+    /// Writes a whole element with `write`, or nothing when a value cannot be written:
+    /// one bad entry of a list is left out instead of leaving half an element.
+    pub fn whole(
+        &mut self,
+        write: impl FnOnce(&mut Xml) -> Result<(), Unrenderable>,
+    ) -> Result<(), Unrenderable> {
+        let before = self.out.len();
+        let written = write(self);
+        if written.is_err() {
+            self.out.truncate(before);
+        }
+        written
+    }
+
     /// The marker element that carries what was written.
     pub fn into_element(self) -> Element {
         // Every byte came from a `&str` or from ASCII escapes, so this never fails.
