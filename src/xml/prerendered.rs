@@ -8,10 +8,11 @@
 //!
 //! Such a payload travels inside its stanza as a marker element, `<prerendered/>` in a
 //! namespace of Tern's own holding the XML as text, which the writer copies verbatim.
-//! Nothing else looks inside an IQ result on its way to the client; code that must (the
-//! fallback writer, tests) gets the tree back from [`expand`]. Only [`Xml`] makes a
-//! marker, and it escapes everything it is given, so what the writer copies is well
-//! formed.
+//! Nothing on the way to the client looks inside these payloads (IQ results, XEP-0215
+//! pushes); code that must (the fallback writer, tests) gets the tree back from
+//! [`expand`]. Only [`Xml`] makes a marker: it escapes every value, and its names and
+//! namespaces are the caller's constants, so what the writer copies is well formed
+//! (debug builds check it).
 
 use super::writer::{push_escaped, Context, Unwritable};
 use super::Element;
@@ -37,8 +38,8 @@ impl From<Unwritable> for Unrenderable {
 }
 
 /// Writes one element (with its children) as text. The caller opens and closes elements
-/// in order. Names are `'static`, so they are the caller's constants and never data;
-/// values and namespaces are escaped here.
+/// in order. Names and namespaces are `'static`, so they are the caller's constants and
+/// never data; values are escaped here.
 #[derive(Default)]
 pub struct Xml {
     out: Vec<u8>,
