@@ -14,6 +14,8 @@
 //! namespaces are the caller's constants, so what the writer copies is well formed
 //! (debug builds check it).
 
+use std::io::Write;
+
 use super::writer::{push_escaped, Context, Unwritable};
 use super::Element;
 
@@ -76,20 +78,8 @@ impl Xml {
     pub fn attr_u64(&mut self, name: &'static str, value: u64) {
         self.out.push(b' ');
         self.out.extend_from_slice(name.as_bytes());
-        self.out.extend_from_slice(b"='");
-        let mut digits = [0u8; 20];
-        let mut start = digits.len();
-        let mut rest = value;
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        self.out.extend_from_slice(&digits[start..]);
-        self.out.push(b'\'');
+        // Writing into a Vec cannot fail.
+        let _ = write!(self.out, "='{value}'");
     }
 
     /// Ends the start tag of an element that will have content.
@@ -111,11 +101,6 @@ impl Xml {
         self.out.extend_from_slice(b"</");
         self.out.extend_from_slice(name.as_bytes());
         self.out.push(b'>');
-    }
-
-    /// Appends `other` (an element written by another `Xml`).
-    pub fn append(&mut self, other: &Xml) {
-        self.out.extend_from_slice(&other.out);
     }
 
     pub fn len(&self) -> usize {
