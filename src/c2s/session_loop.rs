@@ -210,6 +210,7 @@ async fn read_loop(
     let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
     let sleep = tokio::time::sleep_until(timer.next_wake().unwrap_or_else(far));
     tokio::pin!(sleep);
+    let mut last_to = crate::router::LastAddress::default();
     loop {
         let frame = tokio::select! {
             frame = conn.read_frame() => frame,
@@ -280,7 +281,13 @@ async fn read_loop(
                 }
                 // Boxed (as the other handler calls here): routing's future is large, and
                 // held inline it would be part of every idle session's memory.
-                let routed = Box::pin(crate::router::from_session(server, host, handle, stanza));
+                let routed = Box::pin(crate::router::from_session(
+                    server,
+                    host,
+                    handle,
+                    stanza,
+                    &mut last_to,
+                ));
                 if let Err(error) = routed.await {
                     tracing::debug!(jid = %handle.jid(), %error, "closing the session");
                     handle.close(Some(error));
