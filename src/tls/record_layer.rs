@@ -165,19 +165,31 @@ impl Direction {
         })
     }
 
+    /// The keys rustls reported for one direction, used as they are, with `secret`, the
+    /// traffic secret they were derived from ([`secret_derives_iv`]), kept for KeyUpdate;
+    /// `seq` is the next record's sequence number. Deriving the keys again from the secret
+    /// would cost two more HKDF expansions per direction for keys already at hand.
+    pub(crate) fn from_keys(
+        suite: Suite,
+        secret: Secret,
+        key: &[u8],
+        iv: &[u8],
+        seq: u64,
+    ) -> Result<Direction, RecordError> {
+        let unbound = UnboundKey::new(suite.aead(), key).map_err(|_| RecordError::InternalError)?;
+        let iv = <[u8; aead::NONCE_LEN]>::try_from(iv).map_err(|_| RecordError::InternalError)?;
+        Ok(Direction {
+            suite,
+            secret,
+            key: LessSafeKey::new(unbound),
+            iv,
+            seq,
+        })
+    }
+
     /// The next generation of keys (RFC 8446 §7.2), sequence numbers from 0.
     pub(crate) fn update(&mut self) -> Result<(), RecordError> {
-        let mut next = [0u8; 48];
-        let len = self.secret.len;
-        expand_label(
-            self.suite.hkdf(),
-            self.secret.as_bytes(),
-            b"traffic upd",
-            &mut next[..len],
-        )?;
-        let secret = Secret::new(&next[..len]).ok_or(RecordError::InternalError);
-        next.zeroize();
-        let secret = secret?;
+        let secret = next_secret(self.suite, &self.secret)?;
         let (key, iv) = traffic_key_and_iv(self.suite, &secret)?;
         *self = Direction {
             suite: self.suite,
@@ -189,24 +201,7 @@ impl Direction {
         Ok(())
     }
 
-    /// Whether these are the keys rustls reported for the connection. Both sides are
-    /// our own secrets, so the comparison need not be constant-time.
-    pub(crate) fn derives(&self, key: &[u8], iv: &[u8]) -> bool {
-        let mut own_key = [0u8; 32];
-        let len = self.suite.aead().key_len();
-        let same = expand_label(
-            self.suite.hkdf(),
-            self.secret.as_bytes(),
-            b"key",
-            &mut own_key[..len],
-        )
-        .is_ok()
-            && own_key[..len] == *key
-            && self.iv == *iv;
-        own_key.zeroize();
-        same
-    }
-
+    #[cfg(test)]
     pub(crate) fn set_sequence(&mut self, seq: u64) {
         self.seq = seq;
     }
@@ -320,6 +315,29 @@ pub(crate) fn key_update_request(message: &[u8]) -> Result<bool, RecordError> {
 
 /// Our KeyUpdate, not asking the peer to update in turn.
 pub(crate) const KEY_UPDATE_NOT_REQUESTED: [u8; 5] = [HANDSHAKE_KEY_UPDATE, 0, 0, 1, 0];
+
+/// The traffic secret of the next generation (RFC 8446 §7.2).
+pub(crate) fn next_secret(suite: Suite, secret: &Secret) -> Result<Secret, RecordError> {
+    let mut next = [0u8; 48];
+    let len = secret.len;
+    expand_label(
+        suite.hkdf(),
+        secret.as_bytes(),
+        b"traffic upd",
+        next.get_mut(..len).ok_or(RecordError::InternalError)?,
+    )?;
+    let secret = Secret::new(&next[..len]).ok_or(RecordError::InternalError);
+    next.zeroize();
+    secret
+}
+
+/// Whether `secret` derives `iv`: which generation of keys a connection uses, told by one
+/// HKDF expansion (the IV is 96 bits of the same expansion's output the key comes from).
+/// Both sides are our own secrets, so the comparison need not be constant-time.
+pub(crate) fn secret_derives_iv(suite: Suite, secret: &Secret, iv: &[u8]) -> bool {
+    let mut own = [0u8; aead::NONCE_LEN];
+    expand_label(suite.hkdf(), secret.as_bytes(), b"iv", &mut own).is_ok() && own[..] == *iv
+}
 
 fn traffic_key_and_iv(
     suite: Suite,

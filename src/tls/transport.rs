@@ -20,8 +20,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::server::TlsStream;
 
 use super::record_layer::{
-    self as records, Direction, RecordError, Secret, Suite, CONTENT_ALERT,
-    CONTENT_APPLICATION_DATA, CONTENT_HANDSHAKE, HEADER_LEN, MAX_CIPHERTEXT, MAX_PLAINTEXT,
+    self as records, next_secret, secret_derives_iv, Direction, RecordError, Secret, Suite,
+    CONTENT_ALERT, CONTENT_APPLICATION_DATA, CONTENT_HANDSHAKE, HEADER_LEN, MAX_CIPHERTEXT,
+    MAX_PLAINTEXT,
 };
 use super::secrets::{Capturing, TrafficSecrets};
 use super::suite_choice::SuiteConfigs;
@@ -232,15 +233,13 @@ fn direction_matching(
         | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key.as_ref(), iv.as_ref()),
         _ => return Err(io::Error::other("TLS keys of an unknown cipher")),
     };
-    let secret =
+    let mut secret =
         first_secret.ok_or_else(|| io::Error::other("no TLS traffic secret was caught"))?;
-    let mut direction = Direction::new(suite, secret).map_err(io::Error::other)?;
     for _ in 0..=UPDATES_BEFORE_TAKEOVER {
-        if direction.derives(key, iv) {
-            direction.set_sequence(seq);
-            return Ok(direction);
+        if secret_derives_iv(suite, &secret, iv) {
+            return Direction::from_keys(suite, secret, key, iv, seq).map_err(io::Error::other);
         }
-        direction.update().map_err(io::Error::other)?;
+        secret = next_secret(suite, &secret).map_err(io::Error::other)?;
     }
     Err(io::Error::other(
         "the TLS keys rustls used do not derive from the handshake's secrets",

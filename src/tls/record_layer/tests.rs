@@ -229,3 +229,51 @@ fn an_aes_key_is_worn_out_after_its_record_limit() {
         "the last sequence number may not be used"
     );
 }
+
+/// A generation's key and IV as rustls reports them at the takeover.
+fn raw_keys(suite: Suite, secret: &Secret) -> (Vec<u8>, Vec<u8>) {
+    let mut key = vec![0u8; suite.aead().key_len()];
+    let mut iv = vec![0u8; aead::NONCE_LEN];
+    expand_label(suite.hkdf(), secret.as_bytes(), b"key", &mut key).expect("key");
+    expand_label(suite.hkdf(), secret.as_bytes(), b"iv", &mut iv).expect("iv");
+    (key, iv)
+}
+
+#[test]
+fn keys_taken_over_work_with_the_secret_of_their_generation() {
+    for suite in SUITES {
+        let first = secret_for(suite, 7);
+        let second = next_secret(suite, &first).expect("next secret");
+        let (key, iv) = raw_keys(suite, &second);
+        assert!(
+            !secret_derives_iv(suite, &first, &iv),
+            "{suite:?}: the first generation is not the one in use"
+        );
+        assert!(secret_derives_iv(suite, &second, &iv), "{suite:?}");
+        assert!(
+            Direction::from_keys(suite, secret_for(suite, 7), &key[1..], &iv, 0).is_err(),
+            "{suite:?}: a key of the wrong length is refused"
+        );
+        // Taken over after one record of the second generation.
+        let mut taken = Direction::from_keys(suite, second, &key, &iv, 1).expect("from keys");
+        let mut peer = Direction::new(suite, secret_for(suite, 7)).expect("peer");
+        peer.update().expect("peer update");
+        peer.seal(CONTENT_APPLICATION_DATA, b"before", &mut Vec::new())
+            .expect("seal");
+        for round in 0..2 {
+            let mut record = Vec::new();
+            peer.seal(CONTENT_APPLICATION_DATA, b"<message/>", &mut record)
+                .expect("seal");
+            let (content_type, body) =
+                open_one(&mut taken, &mut record).expect("opened with the keys taken over");
+            assert_eq!(
+                (content_type, body.as_slice()),
+                (CONTENT_APPLICATION_DATA, &b"<message/>"[..]),
+                "{suite:?} round {round}"
+            );
+            // The kept secret is the right one: after a KeyUpdate both ends still agree.
+            peer.update().expect("peer update");
+            taken.update().expect("update");
+        }
+    }
+}
