@@ -20,7 +20,7 @@
 //! comes (see `Framer::wake`).
 
 use memchr::memchr;
-use minidom::rxml::{AttrMap, Namespace, NcName};
+use minidom::rxml::{AttrMap, Namespace};
 
 use super::framer::{FramerLimits, StreamHeader};
 use super::Element;
@@ -251,7 +251,7 @@ impl<'a> Reader<'a> {
             } else {
                 Namespace::NONE
             };
-            let key = NcName::try_from(attr_name).ok()?;
+            let key = super::attribute_name(attr_name)?;
             if attrs.contains_key(&namespace, &key) {
                 return None;
             }

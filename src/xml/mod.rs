@@ -11,6 +11,22 @@ pub mod writer;
 use minidom::rxml::{Namespace, NcName};
 pub use minidom::Element;
 
+/// An attribute name as minidom keys it. The names nearly every stanza carries are made
+/// once: `NcName::try_from` checks its argument each time, about 130 instructions, four
+/// times per relayed message.
+pub(crate) fn attribute_name(name: &str) -> Option<NcName> {
+    static COMMON: std::sync::LazyLock<Vec<NcName>> = std::sync::LazyLock::new(|| {
+        ["to", "from", "id", "type", "lang"]
+            .into_iter()
+            .filter_map(|name| NcName::try_from(name).ok())
+            .collect()
+    });
+    match COMMON.iter().find(|common| common.as_str() == name) {
+        Some(common) => Some(common.clone()),
+        None => NcName::try_from(name).ok(),
+    }
+}
+
 /// Convenience accessors on [`Element`] that minidom leaves verbose.
 pub trait ElementExt {
     /// Sets (or replaces) an attribute without a namespace. Invalid names are ignored:
@@ -34,13 +50,13 @@ pub trait ElementExt {
 
 impl ElementExt for Element {
     fn set(&mut self, name: &str, value: impl Into<String>) {
-        if let Ok(name) = NcName::try_from(name) {
+        if let Some(name) = attribute_name(name) {
             self.attrs_mut().insert(Namespace::NONE, name, value.into());
         }
     }
 
     fn remove_attr(&mut self, name: &str) {
-        if let Ok(name) = NcName::try_from(name) {
+        if let Some(name) = attribute_name(name) {
             self.attrs_mut().remove(&Namespace::NONE, &name);
         }
     }
@@ -65,7 +81,7 @@ impl ElementExt for Element {
     }
 
     fn set_lang(&mut self, lang: &str) {
-        if let Ok(name) = NcName::try_from("lang") {
+        if let Some(name) = attribute_name("lang") {
             self.attrs_mut()
                 .insert(Namespace::XML, name, lang.to_string());
         }
@@ -97,4 +113,27 @@ pub(crate) const fn stop_table(also: &[u8], tab_and_newline_pass: bool) -> [bool
 /// Shorthand for an empty element in a namespace.
 pub fn element(name: &str, namespace: &str) -> Element {
     Element::bare(name, namespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribute_names_common_or_not_come_out_as_written_and_bad_ones_do_not() {
+        for name in ["to", "from", "id", "type", "lang", "node", "xmlns2", "t"] {
+            assert_eq!(
+                attribute_name(name).map(|n| n.as_str().to_string()),
+                Some(name.to_string())
+            );
+        }
+        for bad in ["", "1to", "a b", "to:x", "tö\u{0}"] {
+            assert!(attribute_name(bad).is_none(), "{bad:?}");
+        }
+        let mut message = element("message", ns::CLIENT).with("to", "a@b").with("id", "1");
+        message.set("to", "c@d");
+        message.remove_attr("id");
+        assert_eq!(message.attr("to"), Some("c@d"));
+        assert_eq!(message.attr("id"), None);
+    }
 }
