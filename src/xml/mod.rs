@@ -130,7 +130,9 @@ mod tests {
         for bad in ["", "1to", "a b", "to:x", "tö\u{0}"] {
             assert!(attribute_name(bad).is_none(), "{bad:?}");
         }
-        let mut message = element("message", ns::CLIENT).with("to", "a@b").with("id", "1");
+        let mut message = element("message", ns::CLIENT)
+            .with("to", "a@b")
+            .with("id", "1");
         message.set("to", "c@d");
         message.remove_attr("id");
         assert_eq!(message.attr("to"), Some("c@d"));
