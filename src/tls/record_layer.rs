@@ -332,8 +332,9 @@ pub(crate) fn next_secret(suite: Suite, secret: &Secret) -> Result<Secret, Recor
 }
 
 /// Whether `secret` derives `iv`: which generation of keys a connection uses, told by one
-/// HKDF expansion (the IV is 96 bits of the same expansion's output the key comes from).
-/// Both sides are our own secrets, so the comparison need not be constant-time.
+/// HKDF expansion instead of two (the key and the IV are both expanded from the secret,
+/// so an IV that matches names the secret). Both sides are our own secrets, so the
+/// comparison need not be constant-time.
 pub(crate) fn secret_derives_iv(suite: Suite, secret: &Secret, iv: &[u8]) -> bool {
     let mut own = [0u8; aead::NONCE_LEN];
     expand_label(suite.hkdf(), secret.as_bytes(), b"iv", &mut own).is_ok() && own[..] == *iv

@@ -219,9 +219,9 @@ fn drain_plaintext(conn: &mut rustls::ServerConnection) -> (Vec<u8>, bool) {
     }
 }
 
-/// The record layer's keys for one direction: those of the handshake's first traffic
-/// secret, or of a later generation if the client already sent KeyUpdates, checked
-/// against the keys rustls used.
+/// The record layer's keys for one direction: the key and IV rustls used, with the
+/// generation of the caught traffic secret they come from (the handshake's first, or a
+/// later one if the client already sent KeyUpdates), which later KeyUpdates derive from.
 fn direction_matching(
     suite: Suite,
     first_secret: Option<Secret>,
