@@ -90,15 +90,7 @@ impl<E> Clone for Entry<E> {
 /// and a login about twenty, and SipHash over a `TypeId` cost about 160 instructions per
 /// look-up; keys chosen by the compiler need no protection from collisions an attacker
 /// picks.
-#[derive(Clone, Copy, Default)]
-struct TypeIdHash;
-
-impl std::hash::BuildHasher for TypeIdHash {
-    type Hasher = TypeIdHasher;
-    fn build_hasher(&self) -> TypeIdHasher {
-        TypeIdHasher(0)
-    }
-}
+type TypeIdHash = std::hash::BuildHasherDefault<TypeIdHasher>;
 
 #[derive(Default)]
 struct TypeIdHasher(u64);
@@ -300,12 +292,8 @@ mod tests {
             !bus.has_handlers::<String>(),
             "no handler for a type never hooked"
         );
-        let mut hasher = std::hash::BuildHasher::build_hasher(&TypeIdHash);
-        std::hash::Hash::hash(&TypeId::of::<Ping>(), &mut hasher);
-        let ping_hash = std::hash::Hasher::finish(&hasher);
-        let mut hasher = std::hash::BuildHasher::build_hasher(&TypeIdHash);
-        std::hash::Hash::hash(&TypeId::of::<Pong>(), &mut hasher);
-        assert_ne!(ping_hash, std::hash::Hasher::finish(&hasher));
+        let hash_of = |id: TypeId| std::hash::BuildHasher::hash_one(&TypeIdHash::default(), id);
+        assert_ne!(hash_of(TypeId::of::<Ping>()), hash_of(TypeId::of::<Pong>()));
     }
 
     #[tokio::test]
