@@ -89,7 +89,7 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
     // Received: before the router delivers, copy to enabled resources that will not get it.
     let e = enabled.clone();
     ctx.hook::<StanzaEvent, _>(50, move |event| {
-        if event.kind != StanzaKind::Message || !eligible(&event.stanza) {
+        if event.kind != StanzaKind::Message {
             return pass();
         }
         let user = match &event.target {
@@ -100,8 +100,9 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
         let Some(user) = user else {
             return pass();
         };
+        // Who wants copies first: nobody, usually, and then the message is not read.
         let enabled = e.of(user.as_str());
-        if enabled.is_empty() {
+        if enabled.is_empty() || !eligible(&event.stanza) {
             return pass();
         }
         let user = user.to_string();
@@ -128,11 +129,12 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
             if delivered.is_empty() {
                 return Ok(Flow::Continue);
             }
+            let message = event.stanza.element();
             for session in sessions
                 .iter()
                 .filter(|s| enabled.contains(&s.id()) && !delivered.contains(&s.id()))
             {
-                session.send(wrap("received", session, &event.stanza));
+                session.send(wrap("received", session, message));
             }
             Ok(Flow::Continue)
         })
@@ -155,14 +157,15 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
         Box::pin(async move {
             if private {
                 // XEP-0280 §7: the marker is for the sender's server only.
-                event.stanza.remove_child("private", NS_CARBONS);
+                event.stanza.tree().remove_child("private", NS_CARBONS);
             }
             if private || !eligible(&event.stanza) {
                 return Ok(Flow::Continue);
             }
+            let message = event.stanza.element();
             for session in event.host.sessions_of(&user) {
                 if session.id() != event.origin.id && enabled.contains(&session.id()) {
-                    session.send(wrap("sent", &session, &event.stanza));
+                    session.send(wrap("sent", &session, message));
                 }
             }
             Ok(Flow::Continue)
@@ -173,7 +176,7 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
 
 /// XEP-0280 §6: chats (and normal messages with a body), not groupchat, not marked
 /// private or no-copy, not carbons themselves, not MUC private messages.
-fn eligible(message: &Element) -> bool {
+fn eligible(message: &LazyStanza) -> bool {
     let kind = message.attr("type").unwrap_or("normal");
     let copyable = match kind {
         "chat" => true,

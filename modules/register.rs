@@ -186,15 +186,18 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
     // Account removal answers first, then ends the user's streams, in that order: the
     // result goes through the same queue as the close.
     ctx.hook::<OutgoingStanza, _>(10, |event| {
+        // Every stanza a client sends comes here: the others pass without a future.
+        if event.kind != StanzaKind::Iq || event.stanza.attr("type") != Some("set") {
+            return pass();
+        }
         Box::pin(async move {
-            let removal = event.kind == StanzaKind::Iq
-                && event.stanza.attr("type") == Some("set")
+            let removal = event
+                .stanza
+                .attr("to")
+                .is_none_or(|to| to == event.host.name)
                 && event
                     .stanza
-                    .attr("to")
-                    .is_none_or(|to| to == event.host.name)
-                && event
-                    .stanza
+                    .element()
                     .get_child("query", NS_REGISTER)
                     .is_some_and(|q| q.has_child("remove", NS_REGISTER));
             if !removal {
@@ -211,7 +214,7 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
             tracing::info!(user = %user, host = %host.name, "account removed in-band");
             let sessions = host.sessions_of(&user);
             if let Some(own) = sessions.iter().find(|s| s.id() == event.origin.id) {
-                let mut result = iq_result(&event.stanza, None);
+                let mut result = iq_result(event.stanza.element(), None);
                 result.set("to", jid.to_string());
                 result.remove_attr("from");
                 own.send(result);

@@ -83,7 +83,7 @@ pub mod api {
     pub use crate::stanza::{
         error_reply, iq_result, Condition, ErrorType, StanzaError, StanzaKind,
     };
-    pub use crate::xml::{element, ns, Element, ElementExt};
+    pub use crate::xml::{element, ns, Element, ElementExt, LazyStanza};
     pub use futures::future::BoxFuture;
     pub use futures::FutureExt;
     pub use jid::{BareJid, FullJid, Jid};

@@ -18,7 +18,7 @@ use crate::stanza::{
     error_reply, iq_result, may_bounce, Condition, StanzaError, StanzaKind, StreamError,
     StreamErrorCondition,
 };
-use crate::xml::{ns, Element, ElementExt};
+use crate::xml::{ns, Element, ElementExt, LazyStanza};
 
 /// Where a routed stanza is going on its host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,22 +34,26 @@ pub enum Target {
 
 /// Fired on the addressed host for every stanza routed to it, before default delivery.
 /// Handlers may change the stanza; `Handled` means they delivered or consumed it.
+/// A plain message may still be text here: reading its attributes and asking for a
+/// child costs little, and a handler that needs more asks for the tree
+/// ([`LazyStanza::element`], or [`LazyStanza::tree`] to change it).
 pub struct StanzaEvent {
     pub host: Arc<Host>,
     /// The sending session, when a local client sent it.
     pub origin: Option<Arc<SessionInfo>>,
     pub kind: StanzaKind,
     pub target: Target,
-    pub stanza: Element,
+    pub stanza: LazyStanza,
 }
 
 /// Fired on the sender's host for every stanza a local client sends, after validation and
 /// `from` stamping, before routing. Interceptors (rate limits, privacy lists) live here.
+/// The stanza may be text, as in [`StanzaEvent`].
 pub struct OutgoingStanza {
     pub host: Arc<Host>,
     pub origin: Arc<SessionInfo>,
     pub kind: StanzaKind,
-    pub stanza: Element,
+    pub stanza: LazyStanza,
 }
 
 /// Fired when a message to an existing account finds no available resource. Offline
@@ -86,10 +90,17 @@ pub(crate) async fn from_session(
     server: &Arc<ServerInner>,
     host: &Arc<Host>,
     session: &SessionHandle,
-    mut stanza: Element,
+    mut stanza: LazyStanza,
     last_to: &mut LastAddress,
 ) -> Result<(), StreamError> {
-    let Some(kind) = StanzaKind::of(&stanza) else {
+    let kind = if stanza.is_text() {
+        // The framer keeps only messages in the client namespace as text.
+        Some(StanzaKind::Message)
+    } else {
+        StanzaKind::of(stanza.element())
+    };
+    let Some(kind) = kind else {
+        let stanza = stanza.element();
         let condition =
             if stanza.ns().is_empty() || (matches!(stanza.name(), "message" | "presence" | "iq")) {
                 StreamErrorCondition::InvalidNamespace
@@ -112,30 +123,28 @@ pub(crate) async fn from_session(
             ));
         }
     }
-    stanza.set("from", own.as_str());
+    stanza.set_from(own.as_str());
 
-    let to = match stanza.attr("to") {
+    let to = match stanza.attr("to").map(|raw| last_to.parse(raw)) {
         None => None,
-        Some(raw) => match last_to.parse(raw) {
-            Ok(jid) => Some(jid),
-            Err(err) => {
-                reply_error(
-                    session,
-                    &stanza,
-                    StanzaError::new(Condition::JidMalformed).text(format!("invalid 'to': {err}")),
-                );
-                return Ok(());
-            }
-        },
+        Some(Ok(jid)) => Some(jid),
+        Some(Err(err)) => {
+            reply_error(
+                session,
+                stanza.element(),
+                StanzaError::new(Condition::JidMalformed).text(format!("invalid 'to': {err}")),
+            );
+            return Ok(());
+        }
     };
     if kind == StanzaKind::Iq {
-        if let Err(error) = validate_iq(&stanza) {
-            reply_error(session, &stanza, error);
+        if let Err(error) = validate_iq(stanza.element()) {
+            reply_error(session, stanza.element(), error);
             return Ok(());
         }
     }
     if kind == StanzaKind::Presence && to.is_none() {
-        track_availability(session, &stanza);
+        track_availability(session, stanza.element());
     }
 
     if host.events.has_handlers::<OutgoingStanza>() {
@@ -150,7 +159,7 @@ pub(crate) async fn from_session(
             Ok(Flow::Continue) => stanza = event.stanza,
             Err(err) => {
                 let error = handler_error_to_stanza(&err, host);
-                reply_error(session, &event.stanza, error);
+                reply_error(session, event.stanza.element(), error);
                 return Ok(());
             }
         }
@@ -190,12 +199,12 @@ pub async fn route(server: &Arc<ServerInner>, stanza: Element, origin: Option<Ar
         );
         return;
     };
-    route_to(server, stanza, kind, &to, origin).await;
+    route_to(server, stanza.into(), kind, &to, origin).await;
 }
 
 async fn route_to(
     server: &Arc<ServerInner>,
-    stanza: Element,
+    mut stanza: LazyStanza,
     kind: StanzaKind,
     to: &Jid,
     origin: Option<Arc<SessionInfo>>,
@@ -204,7 +213,7 @@ async fn route_to(
         // No server-to-server yet: every other domain is unreachable.
         bounce(
             server,
-            &stanza,
+            stanza.element(),
             StanzaError::new(Condition::RemoteServerNotFound).text("this server does not federate"),
         )
         .await;
@@ -289,7 +298,7 @@ pub(crate) fn handler_error_to_stanza(err: &HandlerError, host: &Host) -> Stanza
 async fn deliver_local(
     server: &Arc<ServerInner>,
     host: &Arc<Host>,
-    stanza: Element,
+    mut stanza: LazyStanza,
     kind: StanzaKind,
     target: Target,
     origin: Option<Arc<SessionInfo>>,
@@ -299,7 +308,7 @@ async fn deliver_local(
     // Replies to the server's own requests come back addressed to the host or account.
     if is_iq_reply && !matches!(target, Target::Full(_)) {
         if let Some(from) = stanza.attr("from").and_then(|f| Jid::new(f).ok()) {
-            if host.take_iq_reply(&stanza, &from).is_some() {
+            if host.take_iq_reply(stanza.element(), &from).is_some() {
                 return;
             }
         }
@@ -317,7 +326,7 @@ async fn deliver_local(
         Ok(Flow::Continue) => {}
         Err(err) => {
             let error = handler_error_to_stanza(&err, host);
-            bounce(server, &event.stanza, error).await;
+            bounce(server, event.stanza.element(), error).await;
             return;
         }
     }
@@ -328,9 +337,9 @@ async fn deliver_local(
         ..
     } = event;
     match kind {
-        StanzaKind::Iq => deliver_iq(server, host, stanza, target, origin).await,
+        StanzaKind::Iq => deliver_iq(server, host, stanza.into_element(), target, origin).await,
         StanzaKind::Message => deliver_message(server, host, stanza, target).await,
-        StanzaKind::Presence => deliver_presence(host, stanza, target),
+        StanzaKind::Presence => deliver_presence(host, stanza.into_element(), target),
     }
 }
 
@@ -460,7 +469,7 @@ pub fn top_priority(available: Vec<SessionHandle>) -> Vec<SessionHandle> {
 async fn deliver_message(
     server: &Arc<ServerInner>,
     host: &Arc<Host>,
-    stanza: Element,
+    mut stanza: LazyStanza,
     target: Target,
 ) {
     // Only these types are treated apart; the others are delivered as `normal`.
@@ -481,7 +490,7 @@ async fn deliver_message(
                 "groupchat" => {
                     bounce(
                         server,
-                        &stanza,
+                        stanza.element(),
                         StanzaError::new(Condition::ServiceUnavailable),
                     )
                     .await;
@@ -495,7 +504,7 @@ async fn deliver_message(
         Target::Host => {
             bounce(
                 server,
-                &stanza,
+                stanza.element(),
                 StanzaError::new(Condition::ServiceUnavailable),
             )
             .await;
@@ -517,7 +526,7 @@ async fn deliver_message(
             tracing::error!(%err, "account lookup failed");
             bounce(
                 server,
-                &stanza,
+                stanza.element(),
                 StanzaError::new(Condition::InternalServerError),
             )
             .await;
@@ -529,7 +538,7 @@ async fn deliver_message(
         // the RFC asks for service-unavailable here.
         bounce(
             server,
-            &stanza,
+            stanza.element(),
             StanzaError::new(Condition::ServiceUnavailable),
         )
         .await;
@@ -542,7 +551,7 @@ async fn deliver_message(
         "groupchat" => {
             bounce(
                 server,
-                &stanza,
+                stanza.element(),
                 StanzaError::new(Condition::ServiceUnavailable),
             )
             .await;
@@ -555,7 +564,7 @@ async fn deliver_message(
         let mut event = UndeliverableMessage {
             host: host.clone(),
             user: user.to_string(),
-            stanza,
+            stanza: stanza.into_element(),
         };
         match host.events.fire(&mut event).await {
             Ok(Flow::Handled) => {}
@@ -586,7 +595,7 @@ async fn deliver_message(
 
 /// Sends `stanza` to every session of `targets`; the last gets the stanza itself, not a
 /// copy (usually there is only one).
-fn send_to_each(targets: &[SessionHandle], stanza: Element) {
+fn send_to_each(targets: &[SessionHandle], stanza: impl Into<LazyStanza> + Clone) {
     if let Some((last, others)) = targets.split_last() {
         for session in others {
             session.send(stanza.clone());

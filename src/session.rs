@@ -13,7 +13,7 @@ use jid::{BareJid, FullJid};
 
 use crate::session_queue::{SessionQueue, TrySendError};
 use crate::stanza::{StreamError, StreamErrorCondition};
-use crate::xml::Element;
+use crate::xml::{Element, LazyStanza};
 
 pub type SessionId = u64;
 
@@ -70,7 +70,7 @@ fn hold(held: &mut Vec<Element>, presence: Element) {
 /// queue allocates its slots 32 at a time, so a large variant would cost each session
 /// kilobytes before its first stanza.
 pub(crate) enum Outbound {
-    Stanza(Box<Element>),
+    Stanza(Box<LazyStanza>),
     /// Send the stream error (if any) and `</stream:stream>`, then end the session.
     Close(Option<Box<StreamError>>),
     /// XEP-0198 stream management.
@@ -151,11 +151,13 @@ impl SessionHandle {
 
     /// Queues a stanza for the client. A client that does not read and lets its queue
     /// fill up is disconnected rather than allowed to grow the server's memory.
-    pub fn send(&self, stanza: Element) -> bool {
+    pub fn send(&self, stanza: impl Into<LazyStanza>) -> bool {
         if self.shared.closing.load(Ordering::Relaxed) {
             return false;
         }
+        let stanza = stanza.into();
         if stanza.name() == "presence" {
+            let stanza = stanza.into_element();
             // Decided and queued under the lock `set_inactive` flushes under, so a
             // presence can neither overtake an older held one nor be stranded in `held`.
             let mut held = self.shared.held.lock().unwrap_or_else(|p| p.into_inner());
@@ -163,12 +165,12 @@ impl SessionHandle {
                 hold(&mut held, stanza);
                 return true;
             }
-            return self.enqueue(stanza);
+            return self.enqueue(stanza.into());
         }
         self.enqueue(stanza)
     }
 
-    fn enqueue(&self, stanza: Element) -> bool {
+    fn enqueue(&self, stanza: LazyStanza) -> bool {
         match self
             .shared
             .queue
@@ -193,7 +195,7 @@ impl SessionHandle {
         self.shared.inactive.store(inactive, Ordering::Release);
         if !inactive {
             for stanza in std::mem::take(&mut *held) {
-                self.enqueue(stanza);
+                self.enqueue(stanza.into());
             }
         }
     }

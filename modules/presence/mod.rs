@@ -142,11 +142,11 @@ async fn outbound(state: &Arc<State>, event: &mut OutgoingStanza) -> HandlerResu
     }
     match (event.stanza.attr("to").is_some(), presence_type.as_str()) {
         (false, "" | "unavailable") => {
-            broadcast::from_session(state, &session, event.stanza.clone()).await;
+            broadcast::from_session(state, &session, event.stanza.element().clone()).await;
             Ok(Flow::Handled)
         }
         (true, "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed") => {
-            subscription::outbound(state, &session, &mut event.stanza, &presence_type).await
+            subscription::outbound(state, &session, event.stanza.tree(), &presence_type).await
         }
         (true, "" | "unavailable") => {
             // Directed presence: remember who must hear when this session goes away.
@@ -183,8 +183,14 @@ async fn inbound(state: &Arc<State>, event: &mut StanzaEvent) -> HandlerResult {
     };
     match presence_type.as_str() {
         "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed" => {
-            subscription::inbound(state, &user, &from.to_bare(), &event.stanza, &presence_type)
-                .await?;
+            subscription::inbound(
+                state,
+                &user,
+                &from.to_bare(),
+                event.stanza.element(),
+                &presence_type,
+            )
+            .await?;
             Ok(Flow::Handled)
         }
         "probe" => {

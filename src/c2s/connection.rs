@@ -159,7 +159,7 @@ impl Conn {
     /// Charges a top-level element to the pre-authentication budget and the stanza
     /// throttle. Past the throttle's burst, the next read waits (see `resume_at`).
     fn count_frame(&mut self, frame: &Frame) -> Result<(), ReadError> {
-        if !matches!(frame, Frame::Stanza(_)) {
+        if !matches!(frame, Frame::Stanza(_) | Frame::Message(_)) {
             return Ok(());
         }
         if let Some(budget) = &mut self.pre_auth {

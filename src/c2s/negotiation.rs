@@ -337,6 +337,8 @@ impl Negotiation<'_> {
             };
             let element = match frame {
                 Frame::Stanza(element) => element,
+                // (Not asked for before binding.)
+                Frame::Message(message) => message.to_element(),
                 Frame::Close => {
                     let lead =
                         String::from_utf8_lossy(&std::mem::take(&mut self.unsent)).into_owned();

@@ -16,7 +16,7 @@ use crate::host::Host;
 use crate::server::ServerInner;
 use crate::session::{Outbound, SessionClosed, SessionHandle};
 use crate::stanza::{StanzaError, StreamError, StreamErrorCondition};
-use crate::xml::{writer, Element};
+use crate::xml::{writer, LazyStanza};
 
 const NS_SM: &str = "urn:xmpp:sm:3";
 
@@ -48,9 +48,9 @@ struct Sm {
     /// Stanzas sent to the client since enabling (mod 2^32).
     sent: u32,
     /// Sent but not acknowledged, oldest first.
-    unacked: VecDeque<Element>,
+    unacked: VecDeque<LazyStanza>,
     /// Queued while detached: not yet sent, not counted.
-    pending: Vec<Element>,
+    pending: Vec<LazyStanza>,
     /// `sent` when we last asked for an ack.
     requested_at: u32,
 }
@@ -155,7 +155,7 @@ impl SessionTask {
                 Outbound::Stanza(stanza) => match (&mut *sm, self.writer.is_some()) {
                     (Some(state), attached) => {
                         if attached {
-                            writer::append_to(&stanza, buf);
+                            stanza.append_to(buf);
                             state.sent = state.sent.wrapping_add(1);
                             state.unacked.push_back(*stanza);
                         } else {
@@ -169,7 +169,7 @@ impl SessionTask {
                             break;
                         }
                     }
-                    (None, _) => writer::append_to(&stanza, buf),
+                    (None, _) => stanza.append_to(buf),
                 },
                 Outbound::Nonza(element) => {
                     if self.writer.is_some() {
@@ -306,10 +306,10 @@ impl SessionTask {
                 );
                 // What the client missed, then what queued up while it was away.
                 for stanza in &state.unacked {
-                    writer::append_to(stanza, buf);
+                    stanza.append_to(buf);
                 }
                 for stanza in std::mem::take(&mut state.pending) {
-                    writer::append_to(&stanza, buf);
+                    stanza.append_to(buf);
                     state.sent = state.sent.wrapping_add(1);
                     state.unacked.push_back(stanza);
                 }
@@ -401,7 +401,7 @@ impl SessionTask {
             tracing::warn!(%err, "session-closed handler failed");
         }
         if let Some(state) = sm {
-            let undelivered: Vec<Element> =
+            let undelivered: Vec<LazyStanza> =
                 state.unacked.into_iter().chain(state.pending).collect();
             for stanza in undelivered {
                 redeliver(&self.server, stanza).await;
@@ -421,16 +421,16 @@ impl SessionTask {
 /// Messages go back through the router (now without this resource: another resource or
 /// offline storage takes them); requests are answered with an error; the rest (presence,
 /// results) is dropped.
-async fn redeliver(server: &Arc<ServerInner>, stanza: Element) {
+async fn redeliver(server: &Arc<ServerInner>, stanza: LazyStanza) {
     match stanza.name() {
         "message"
             if stanza.attr("type") != Some("error") && stanza.attr("type") != Some("groupchat") =>
         {
-            crate::router::route(server, stanza, None).await;
+            crate::router::route(server, stanza.into_element(), None).await;
         }
         "iq" if matches!(stanza.attr("type"), Some("get") | Some("set")) => {
             let error = StanzaError::new(crate::stanza::Condition::RecipientUnavailable);
-            crate::router::bounce(server, &stanza, error).await;
+            crate::router::bounce(server, &stanza.into_element(), error).await;
         }
         _ => {}
     }
@@ -472,7 +472,7 @@ mod tests {
             id: None,
             sent,
             unacked: (0..unacked)
-                .map(|i| Element::bare(format!("m{i}"), "jabber:client"))
+                .map(|i| crate::xml::Element::bare(format!("m{i}"), "jabber:client").into())
                 .collect(),
             pending: Vec::new(),
             requested_at: 0,

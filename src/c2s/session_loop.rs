@@ -211,6 +211,8 @@ async fn read_loop(
     let sleep = tokio::time::sleep_until(timer.next_wake().unwrap_or_else(far));
     tokio::pin!(sleep);
     let mut last_to = crate::router::LastAddress::default();
+    // Bound: plain messages may now travel as the text the client wrote.
+    conn.inner.framer.keep_messages_as_text();
     loop {
         let frame = tokio::select! {
             frame = conn.read_frame() => frame,
@@ -279,18 +281,13 @@ async fn read_loop(
                     handle.send(reply);
                     continue;
                 }
-                // Boxed (as the other handler calls here): routing's future is large, and
-                // held inline it would be part of every idle session's memory.
-                let routed = Box::pin(crate::router::from_session(
-                    server,
-                    host,
-                    handle,
-                    stanza,
-                    &mut last_to,
-                ));
-                if let Err(error) = routed.await {
-                    tracing::debug!(jid = %handle.jid(), %error, "closing the session");
-                    handle.close(Some(error));
+                if !route(server, host, handle, stanza.into(), &mut last_to).await {
+                    return;
+                }
+            }
+            Ok(Frame::Message(message)) => {
+                handle.sm_count_inbound();
+                if !route(server, host, handle, message.into(), &mut last_to).await {
                     return;
                 }
             }
@@ -322,6 +319,29 @@ async fn read_loop(
                 }
                 return;
             }
+        }
+    }
+}
+
+/// Routes one stanza from the client; `false` when that ended the session.
+async fn route(
+    server: &Arc<ServerInner>,
+    host: &Arc<Host>,
+    handle: &SessionHandle,
+    stanza: crate::xml::LazyStanza,
+    last_to: &mut crate::router::LastAddress,
+) -> bool {
+    // Boxed (as the other handler calls here): routing's future is large, and held
+    // inline it would be part of every idle session's memory.
+    let routed = Box::pin(crate::router::from_session(
+        server, host, handle, stanza, last_to,
+    ));
+    match routed.await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::debug!(jid = %handle.jid(), %error, "closing the session");
+            handle.close(Some(error));
+            false
         }
     }
 }

@@ -243,7 +243,7 @@ impl RawClient {
         let mut condition = None;
         loop {
             match self.read_frame().await? {
-                Some(Frame::Open(_)) => {}
+                Some(Frame::Open(_) | Frame::Message(_)) => {}
                 Some(Frame::Stanza(element)) => {
                     if element.is("error", ns::STREAM) {
                         condition = element
@@ -506,6 +506,7 @@ impl TestClient {
         }
         match self.raw.read_frame().await? {
             Some(Frame::Stanza(stanza)) => Ok(stanza),
+            Some(Frame::Message(message)) => Ok(message.to_element()),
             Some(Frame::Close) => bail!("the server closed the stream"),
             Some(Frame::Open(_)) => bail!("unexpected stream header"),
             None => bail!("connection closed"),

@@ -42,8 +42,8 @@ static NAME_CHARS: [bool; 256] = {
     table
 };
 
-const XML_NAMESPACE: &str = "http://www.w3.org/XML/1998/namespace";
-const XMLNS_NAMESPACE: &str = "http://www.w3.org/2000/xmlns/";
+pub(super) const XML_NAMESPACE: &str = "http://www.w3.org/XML/1998/namespace";
+pub(super) const XMLNS_NAMESPACE: &str = "http://www.w3.org/2000/xmlns/";
 
 /// The stanza at the start of `input` (which starts with `<`) and the bytes it took, or
 /// `None` when rxml must read it. `default_ns` is the default namespace the stream header
@@ -131,23 +131,23 @@ pub(super) fn parse_stanza(
 /// Name, attributes, `xmlns` value, empty (`/>`).
 type StartTag<'a> = (&'a str, AttrMap, Option<String>, bool);
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+pub(super) struct Reader<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn peek_at(&self, offset: usize) -> Option<u8> {
+    pub(super) fn peek_at(&self, offset: usize) -> Option<u8> {
         self.bytes.get(self.pos + offset).copied()
     }
 
-    fn expect(&mut self, byte: u8) -> Option<()> {
+    pub(super) fn expect(&mut self, byte: u8) -> Option<()> {
         (self.peek_at(0)? == byte).then(|| self.pos += 1)
     }
 
     /// Skips XML whitespace other than carriage returns (rxml normalises those); says
     /// whether there was any.
-    fn skip_space(&mut self) -> Option<bool> {
+    pub(super) fn skip_space(&mut self) -> Option<bool> {
         let start = self.pos;
         while matches!(self.peek_at(0)?, b' ' | b'\t' | b'\n') {
             self.pos += 1;
@@ -156,7 +156,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An unprefixed ASCII name: a letter or `_`, then letters, digits, `_`, `-`, `.`.
-    fn name(&mut self) -> Option<&'a str> {
+    pub(super) fn name(&mut self) -> Option<&'a str> {
         let start = self.pos;
         if !self.peek_at(0)?.is_ascii_alphabetic() && self.peek_at(0)? != b'_' {
             return None;
@@ -174,6 +174,12 @@ impl<'a> Reader<'a> {
 
     /// `= 'value'` after an attribute's name (spaces allowed around `=`), decoded.
     fn attribute_value(&mut self) -> Option<String> {
+        let span = self.attribute_span()?;
+        decode(&self.bytes[span], Context::Attribute)
+    }
+
+    /// Where the value of `= 'value'` lies, as written (not decoded, not checked).
+    pub(super) fn attribute_span(&mut self) -> Option<std::ops::Range<usize>> {
         self.skip_space()?;
         self.expect(b'=')?;
         self.skip_space()?;
@@ -182,10 +188,10 @@ impl<'a> Reader<'a> {
             return None;
         }
         self.pos += 1;
-        let end = self.pos + memchr(quote, &self.bytes[self.pos..])?;
-        let value = decode(&self.bytes[self.pos..end], Context::Attribute)?;
+        let start = self.pos;
+        let end = start + memchr(quote, &self.bytes[start..])?;
         self.pos = end + 1;
-        Some(value)
+        Some(start..end)
     }
 
     /// The rest of an XML declaration after `<?xml`: version 1.0, at most an encoding
@@ -265,7 +271,7 @@ impl<'a> Reader<'a> {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Context {
+pub(super) enum Context {
     Text,
     Attribute,
 }
@@ -273,12 +279,29 @@ enum Context {
 /// Text or an attribute value with its predefined entities replaced; `None` for anything
 /// rxml would reject or change otherwise (normalised whitespace, character references).
 fn decode(raw: &[u8], context: Context) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    walk(raw, context, Some(&mut out))?;
+    Some(out)
+}
+
+/// An attribute value decoded, when `decode` takes it.
+pub(super) fn decode_value(raw: &[u8]) -> Option<String> {
+    decode(raw, Context::Attribute)
+}
+
+/// Whether `decode` would take `raw`, without decoding it.
+pub(super) fn check(raw: &[u8], context: Context) -> Option<()> {
+    walk(raw, context, None)
+}
+
+/// `decode`'s reading, shared with `check` so that the two cannot disagree on what they
+/// take. The decoded value goes to `out`, when given.
+fn walk(raw: &[u8], context: Context, mut out: Option<&mut String>) -> Option<()> {
     let text = std::str::from_utf8(raw).ok()?;
     let stops = match context {
         Context::Text => &TEXT_STOPS,
         Context::Attribute => &ATTRIBUTE_STOPS,
     };
-    let mut out = String::with_capacity(raw.len());
     let mut plain_from = 0;
     let mut i = 0;
     while i < raw.len() {
@@ -289,9 +312,12 @@ fn decode(raw: &[u8], context: Context) -> Option<String> {
         }
         match byte {
             b'&' => {
-                out.push_str(text.get(plain_from..i)?);
+                let plain = text.get(plain_from..i)?;
                 let (replacement, len) = entity(&raw[i..])?;
-                out.push(replacement);
+                if let Some(out) = out.as_deref_mut() {
+                    out.push_str(plain);
+                    out.push(replacement);
+                }
                 i += len;
                 plain_from = i;
                 continue;
@@ -307,8 +333,11 @@ fn decode(raw: &[u8], context: Context) -> Option<String> {
         }
         i += 1;
     }
-    out.push_str(text.get(plain_from..)?);
-    Some(out)
+    let plain = text.get(plain_from..)?;
+    if let Some(out) = out {
+        out.push_str(plain);
+    }
+    Some(())
 }
 
 /// Bytes `decode` must look at in text: `&`, `<`, `]` (of `]]>`), 0xEF (of U+FFFE and
@@ -316,7 +345,7 @@ fn decode(raw: &[u8], context: Context) -> Option<String> {
 static TEXT_STOPS: [bool; 256] = super::stop_table(b"&<]\xEF", true);
 /// In attribute values: `&`, `<`, 0xEF and every C0 control (rxml turns tabs and
 /// newlines into spaces).
-static ATTRIBUTE_STOPS: [bool; 256] = super::stop_table(b"&<\xEF", false);
+pub(super) static ATTRIBUTE_STOPS: [bool; 256] = super::stop_table(b"&<\xEF", false);
 
 /// The predefined entity at the start of `raw` (which starts with `&`) and its length.
 fn entity(raw: &[u8]) -> Option<(char, usize)> {

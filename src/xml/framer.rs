@@ -54,6 +54,8 @@ pub struct StreamHeader {
 pub enum Frame {
     Open(StreamHeader),
     Stanza(Element),
+    /// A plain message kept as text, once [`Framer::keep_messages_as_text`] asked for it.
+    Message(Box<super::raw_message::RawMessage>),
     Close,
 }
 
@@ -124,6 +126,8 @@ pub struct Framer {
     /// That end tag, once read so: rxml, if it is needed after all (more bytes come, or
     /// the end of input), reads it after the header to know the stream is over.
     root_end: Option<Box<[u8]>>,
+    /// Plain messages come as [`Frame::Message`] (a bound session's stream).
+    messages_as_text: bool,
 }
 
 /// The largest input buffer kept between reads of an active stream.
@@ -149,6 +153,7 @@ impl Framer {
             stanza_namespace: None,
             root_name: None,
             root_end: None,
+            messages_as_text: false,
         }
     }
 
@@ -159,6 +164,12 @@ impl Framer {
             fast_path: false,
             ..Framer::new(limits)
         }
+    }
+
+    /// From now on, plain messages come as text ([`Frame::Message`]); before binding,
+    /// negotiation reads every stanza as a tree.
+    pub fn keep_messages_as_text(&mut self) {
+        self.messages_as_text = self.fast_path;
     }
 
     /// Hands received bytes to the framer.
@@ -407,6 +418,13 @@ impl Framer {
             self.input_pos += spaces + end_len;
             self.release_consumed_input();
             return Some(Frame::Close);
+        }
+        if self.messages_as_text {
+            if let Some((message, used)) = super::raw_message::scan(tag, namespace, &self.limits) {
+                self.input_pos += spaces + used;
+                self.release_consumed_input();
+                return Some(Frame::Message(Box::new(message)));
+            }
         }
         let parsed = super::fast_path::parse_stanza(tag, namespace, &self.limits);
         let (frame, used) = match parsed {

@@ -4,10 +4,13 @@
 mod client_elements;
 mod fast_path;
 pub mod framer;
+pub mod lazy_stanza;
 pub mod ns;
 pub mod prerendered;
+pub mod raw_message;
 pub mod writer;
 
+pub use lazy_stanza::LazyStanza;
 use minidom::rxml::{Namespace, NcName};
 pub use minidom::Element;
 

@@ -60,6 +60,7 @@ pub async fn drain(raw: &mut RawClient) -> anyhow::Result<(Vec<Element>, bool)> 
         match raw.read_frame().await? {
             Some(Frame::Open(_)) => {}
             Some(Frame::Stanza(element)) => elements.push(element),
+            Some(Frame::Message(message)) => elements.push(message.to_element()),
             Some(Frame::Close) => return Ok((elements, true)),
             None => return Ok((elements, false)),
         }

@@ -53,7 +53,7 @@ fn recording_hook(
             if event.kind != StanzaKind::Message {
                 return Ok(Flow::Continue);
             }
-            let body = body_of(&event.stanza);
+            let body = body_of(event.stanza.element());
             if body.starts_with("order") || body == "swallow" {
                 recorder.order.lock().unwrap().push(label);
             }
@@ -85,7 +85,7 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
             if event.kind != StanzaKind::Message || event.stanza.attr("type") == Some("error") {
                 return Ok(Flow::Continue);
             }
-            match body_of(&event.stanza).as_str() {
+            match body_of(event.stanza.element()).as_str() {
                 body if body.starts_with("order") => {
                     recorder.order.lock().unwrap().push("ten");
                     Ok(Flow::Continue)
@@ -101,7 +101,10 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
                     "secret internal detail"
                 ))),
                 "stamp" => {
-                    event.stanza.append_child(element("stamped", TEST_NS));
+                    event
+                        .stanza
+                        .tree()
+                        .append_child(element("stamped", TEST_NS));
                     Ok(Flow::Continue)
                 }
                 _ => Ok(Flow::Continue),

@@ -1,7 +1,8 @@
 //! The framer's fast path for plain stanzas reads exactly what rxml reads: for any
 //! stream (well-formed or not, plain or not, whole or in chunks), a framer with the fast
 //! path produces the same frames and the same error as one that reads everything with
-//! rxml (`Framer::rxml_only`).
+//! rxml (`Framer::rxml_only`). So does one that keeps plain messages as text, once each
+//! is turned into a tree, and each is written so that it reads back as that tree.
 
 use proptest::prelude::*;
 use tern::xml::framer::{Frame, Framer, FramerLimits};
@@ -45,6 +46,18 @@ fn run(mut framer: Framer, header: &str, body: &[u8], chunk: usize) -> Vec<Out> 
             match framer.next_frame(at_eof) {
                 Ok(Some(Frame::Open(header))) => out.push(Out::Open(format!("{header:?}"))),
                 Ok(Some(Frame::Stanza(stanza))) => out.push(Out::Stanza(stanza)),
+                Ok(Some(Frame::Message(message))) => {
+                    let tree = message.to_element();
+                    let mut written = Vec::new();
+                    message.append_to(&mut written);
+                    if reread(&written).as_ref() != Some(&tree) {
+                        out.push(Out::Error(format!(
+                            "written as {:?}, which does not read back as {tree:?}",
+                            String::from_utf8_lossy(&written)
+                        )));
+                    }
+                    out.push(Out::Stanza(tree));
+                }
                 Ok(Some(Frame::Close)) => out.push(Out::Close),
                 Ok(None) => break,
                 Err(err) => {
@@ -55,6 +68,22 @@ fn run(mut framer: Framer, header: &str, body: &[u8], chunk: usize) -> Vec<Out> 
         }
         if at_eof {
             return out;
+        }
+    }
+}
+
+/// A message as written to a client, read on a client stream by rxml alone.
+fn reread(written: &[u8]) -> Option<Element> {
+    let mut framer = Framer::rxml_only(FramerLimits::default());
+    framer.feed(
+        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+    );
+    framer.feed(written);
+    loop {
+        match framer.next_frame(false) {
+            Ok(Some(Frame::Open(_))) => {}
+            Ok(Some(Frame::Stanza(stanza))) => return Some(stanza),
+            _ => return None,
         }
     }
 }
@@ -342,6 +371,11 @@ proptest! {
     ) {
         let reference = run(Framer::rxml_only(limits), &header, &body, chunk);
         let fast = run(Framer::new(limits), &header, &body, chunk);
-        prop_assert_eq!(fast, reference, "header {:?} body {:?}", header, String::from_utf8_lossy(&body));
+        prop_assert_eq!(&fast, &reference, "header {:?} body {:?}", header, String::from_utf8_lossy(&body));
+        // Plain messages kept as text: the same trees, and written so as to read back.
+        let mut framer = Framer::new(limits);
+        framer.keep_messages_as_text();
+        let text = run(framer, &header, &body, chunk);
+        prop_assert_eq!(text, reference, "as text: header {:?} body {:?}", header, String::from_utf8_lossy(&body));
     }
 }

@@ -198,6 +198,8 @@ async fn read_element<R: AsyncRead + Unpin>(
             }
             Ok(element)
         }
+        // (The generator never asks its framer for text.)
+        Some(Frame::Message(message)) => Ok(message.to_element()),
         Some(Frame::Close) => bail!("the server closed the stream"),
         Some(Frame::Open(_)) => bail!("unexpected stream header"),
         None => bail!("connection closed"),

@@ -219,7 +219,7 @@ impl Conn {
                         }
                         on_stanza(stanza, arrived);
                     }
-                    Ok(Some(Frame::Open(_))) => {}
+                    Ok(Some(Frame::Open(_) | Frame::Message(_))) => {}
                     Ok(Some(Frame::Close)) | Ok(None) | Err(_) => break,
                 }
             }

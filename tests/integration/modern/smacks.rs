@@ -279,7 +279,7 @@ async fn unacknowledged_stanzas_are_bounded() -> anyhow::Result<()> {
                 Some(Frame::Stanza(s)) if body(&s).as_deref() == Some(format!("m{i}").as_str()) => {
                     break
                 }
-                Some(Frame::Stanza(_)) | Some(Frame::Open(_)) => {}
+                Some(Frame::Stanza(_) | Frame::Open(_) | Frame::Message(_)) => {}
                 Some(Frame::Close) | None => break 'outer,
             }
         }
