@@ -289,15 +289,19 @@ pub(super) fn decode_value(raw: &[u8]) -> Option<String> {
     decode(raw, Context::Attribute)
 }
 
-/// Whether `decode` would take `raw`, without decoding it.
-pub(super) fn check(raw: &[u8], context: Context) -> Option<()> {
+/// Whether `decode` would take `raw`, not counting its UTF-8, which is not checked here:
+/// the caller checks the whole stanza's at once.
+pub(super) fn check_markup(raw: &[u8], context: Context) -> Option<()> {
     walk(raw, context, None)
 }
 
-/// `decode`'s reading, shared with `check` so that the two cannot disagree on what they
-/// take. The decoded value goes to `out`, when given.
+/// `decode`'s reading, shared with `check_markup` so that the two cannot disagree on what
+/// they take. With `out`, `raw` must be UTF-8 and is decoded into `out`.
 fn walk(raw: &[u8], context: Context, mut out: Option<&mut String>) -> Option<()> {
-    let text = std::str::from_utf8(raw).ok()?;
+    let text = match out {
+        Some(_) => std::str::from_utf8(raw).ok()?,
+        None => "",
+    };
     let stops = match context {
         Context::Text => &TEXT_STOPS,
         Context::Attribute => &ATTRIBUTE_STOPS,
@@ -312,10 +316,9 @@ fn walk(raw: &[u8], context: Context, mut out: Option<&mut String>) -> Option<()
         }
         match byte {
             b'&' => {
-                let plain = text.get(plain_from..i)?;
                 let (replacement, len) = entity(&raw[i..])?;
                 if let Some(out) = out.as_deref_mut() {
-                    out.push_str(plain);
+                    out.push_str(text.get(plain_from..i)?);
                     out.push(replacement);
                 }
                 i += len;
@@ -333,9 +336,8 @@ fn walk(raw: &[u8], context: Context, mut out: Option<&mut String>) -> Option<()
         }
         i += 1;
     }
-    let plain = text.get(plain_from..)?;
     if let Some(out) = out {
-        out.push_str(plain);
+        out.push_str(text.get(plain_from..)?);
     }
     Some(())
 }

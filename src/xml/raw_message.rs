@@ -17,7 +17,7 @@
 use memchr::memchr;
 
 use super::fast_path::{
-    self, check, Context, Reader, ATTRIBUTE_STOPS, XMLNS_NAMESPACE, XML_NAMESPACE,
+    self, check_markup, Context, Reader, ATTRIBUTE_STOPS, XMLNS_NAMESPACE, XML_NAMESPACE,
 };
 use super::framer::{Frame, Framer, FramerLimits};
 use super::{ns, writer, Element, ElementExt};
@@ -282,7 +282,7 @@ pub(super) fn scan(
             if lang || span.len() > limits.max_attribute_bytes {
                 return None;
             }
-            check(&bytes[span], Context::Attribute)?;
+            check_markup(&bytes[span], Context::Attribute)?;
             lang = true;
             count += 1;
             continue;
@@ -324,6 +324,7 @@ pub(super) fn scan(
         scan_content(&mut reader, limits)?
     };
     let used = reader.pos;
+    // Once for the whole message: its values and text were checked for everything else.
     let text = std::str::from_utf8(&bytes[..used]).ok()?;
     let message = RawMessage {
         text: text.into(),
@@ -353,7 +354,7 @@ fn scan_content(reader: &mut Reader<'_>, limits: &FramerLimits) -> Option<usize>
     loop {
         // Text up to the next tag.
         let text_end = reader.pos + memchr(b'<', &bytes[reader.pos..])?;
-        check(&bytes[reader.pos..text_end], Context::Text)?;
+        check_markup(&bytes[reader.pos..text_end], Context::Text)?;
         reader.pos = text_end;
         match reader.peek_at(1)? {
             b'/' => {
@@ -434,7 +435,7 @@ fn child_start_tag<'a>(
         };
         let span = reader.attribute_span()?;
         let raw = &reader.bytes[span];
-        check(raw, Context::Attribute)?;
+        check_markup(raw, Context::Attribute)?;
         // Decoding only shortens a value: within the limit as written, within it decoded.
         if raw.len() > limits.max_attribute_bytes {
             return None;

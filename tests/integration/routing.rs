@@ -58,6 +58,49 @@ async fn from_is_stamped_with_the_full_jid() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Plain messages are relayed from the sender's own text (the server builds no tree for
+/// them): what arrives must still be that message, stamped, in the client namespace.
+#[tokio::test]
+async fn a_plain_message_arrives_as_written_with_its_from_stamped() -> anyhow::Result<()> {
+    let server = server().await?;
+    let mut romeo = server.client("romeo").await?;
+    let mut juliet = server.client("juliet").await?;
+    juliet.available().await?;
+    romeo
+        .send_str(
+            "<message to='juliet@localhost' type='chat' id='p1' xml:lang='it'>\
+<body>a &amp; b &lt;c&gt; \"q\" é</body>\
+<active xmlns='http://jabber.org/protocol/chatstates'/>\
+<x xmlns='urn:example' v=\"x>'y\"><y>deep</y></x></message>",
+        )
+        .await?;
+    let got = juliet.expect().await?;
+    assert!(got.is("message", ns::CLIENT));
+    assert_eq!(got.attr("from"), Some(romeo.jid().to_string().as_str()));
+    assert_eq!(got.attr("to"), Some("juliet@localhost"));
+    assert_eq!(got.attr("type"), Some("chat"));
+    assert_eq!(got.attr("id"), Some("p1"));
+    assert_eq!(got.attr_ns(ns::XML, "lang"), Some("it"));
+    assert_eq!(body(&got).as_deref(), Some("a & b <c> \"q\" é"));
+    assert!(got.has_child("active", "http://jabber.org/protocol/chatstates"));
+    let x = got.get_child("x", "urn:example");
+    assert_eq!(x.and_then(|x| x.attr("v")), Some("x>'y"));
+    assert_eq!(
+        x.and_then(|x| x.get_child("y", "urn:example"))
+            .map(Element::text),
+        Some("deep".to_string())
+    );
+    // The same with the namespace written out, and an empty message.
+    romeo
+        .send_str("<message xmlns='jabber:client' to='juliet@localhost' id='p2'/>")
+        .await?;
+    let got = juliet.expect().await?;
+    assert!(got.is("message", ns::CLIENT));
+    assert_eq!(got.attr("id"), Some("p2"));
+    assert_eq!(got.attr("from"), Some(romeo.jid().to_string().as_str()));
+    Ok(())
+}
+
 #[tokio::test]
 async fn message_to_a_full_jid_reaches_only_that_resource() -> anyhow::Result<()> {
     let server = server().await?;
