@@ -157,6 +157,12 @@ impl<'a> Reader<'a> {
 
     /// An unprefixed ASCII name: a letter or `_`, then letters, digits, `_`, `-`, `.`.
     pub(super) fn name(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.name_bytes()?).ok()
+    }
+
+    /// [`Reader::name`] as bytes, which are ASCII: no UTF-8 check for a caller that
+    /// only compares names.
+    pub(super) fn name_bytes(&mut self) -> Option<&'a [u8]> {
         let start = self.pos;
         if !self.peek_at(0)?.is_ascii_alphabetic() && self.peek_at(0)? != b'_' {
             return None;
@@ -169,7 +175,7 @@ impl<'a> Reader<'a> {
         if self.pos - start > MAX_NAME {
             return None;
         }
-        std::str::from_utf8(&self.bytes[start..self.pos]).ok()
+        Some(&self.bytes[start..self.pos])
     }
 
     /// `= 'value'` after an attribute's name (spaces allowed around `=`), decoded.

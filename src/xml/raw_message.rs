@@ -105,11 +105,11 @@ impl RawMessage {
                 depth = depth.saturating_sub(1);
                 continue;
             }
-            let Some((child, xmlns, empty)) = tag_namespace(&mut reader) else {
+            let Some(tag) = tag_namespace(&mut reader) else {
                 return false;
             };
-            if depth == 0 && child == name {
-                let child_ns = match xmlns {
+            if depth == 0 && tag.name == name.as_bytes() {
+                let child_ns = match tag.xmlns {
                     None => std::borrow::Cow::Borrowed(ns::CLIENT),
                     Some(raw) => match fast_path::decode_value(raw) {
                         Some(decoded) => std::borrow::Cow::Owned(decoded),
@@ -120,7 +120,7 @@ impl RawMessage {
                     return true;
                 }
             }
-            if !empty {
+            if !tag.empty {
                 depth += 1;
             }
         }
@@ -215,28 +215,38 @@ fn read_with_rxml(text: &str) -> Option<Element> {
     }
 }
 
-/// A child's start tag after its `<`, already checked: its name, its `xmlns` as written
-/// and whether it is empty.
-fn tag_namespace<'a>(reader: &mut Reader<'a>) -> Option<(&'a str, Option<&'a [u8]>, bool)> {
-    let name = reader.name()?;
+/// A child's start tag, as [`tag_namespace`] reads it.
+struct ChildTag<'a> {
+    name: &'a [u8],
+    /// Its `xmlns` as written.
+    xmlns: Option<&'a [u8]>,
+    empty: bool,
+}
+
+/// A child's start tag after its `<`, already checked.
+fn tag_namespace<'a>(reader: &mut Reader<'a>) -> Option<ChildTag<'a>> {
+    let name = reader.name_bytes()?;
     let mut xmlns = None;
     loop {
         reader.skip_space()?;
-        match reader.peek_at(0)? {
-            b'>' => return Some((name, xmlns, false)),
-            b'/' => return Some((name, xmlns, true)),
-            _ => {}
-        }
-        let attribute = if reader.bytes[reader.pos..].starts_with(b"xml:lang") {
-            reader.pos += b"xml:lang".len();
-            "xml:lang"
-        } else {
-            reader.name()?
+        let empty = match reader.peek_at(0)? {
+            b'>' => false,
+            b'/' => true,
+            _ => {
+                let attribute: &[u8] = if reader.bytes[reader.pos..].starts_with(b"xml:lang") {
+                    reader.pos += b"xml:lang".len();
+                    b"xml:lang"
+                } else {
+                    reader.name_bytes()?
+                };
+                let span = reader.attribute_span()?;
+                if attribute == b"xmlns" {
+                    xmlns = Some(&reader.bytes[span]);
+                }
+                continue;
+            }
         };
-        let span = reader.attribute_span()?;
-        if attribute == "xmlns" {
-            xmlns = Some(&reader.bytes[span]);
-        }
+        return Some(ChildTag { name, xmlns, empty });
     }
 }
 
@@ -252,7 +262,7 @@ pub(super) fn scan(
         return None;
     }
     let mut reader = Reader { bytes, pos: 1 };
-    if reader.name()? != "message" {
+    if reader.name_bytes()? != b"message" {
         return None;
     }
     let mut to = None;
@@ -287,10 +297,10 @@ pub(super) fn scan(
             count += 1;
             continue;
         }
-        let name = reader.name()?;
+        let name = reader.name_bytes()?;
         let span = reader.attribute_span()?;
         let value = &bytes[span.clone()];
-        if name == "xmlns" {
+        if name == b"xmlns" {
             if declares_namespace || value != ns::CLIENT.as_bytes() {
                 return None;
             }
@@ -303,9 +313,9 @@ pub(super) fn scan(
             return None;
         }
         let slot = match name {
-            "to" => &mut to,
-            "id" => &mut id,
-            "type" => &mut kind,
+            b"to" => &mut to,
+            b"id" => &mut id,
+            b"type" => &mut kind,
             _ => return None,
         };
         if slot.is_some() {
@@ -343,8 +353,8 @@ pub(super) fn scan(
 fn scan_content(reader: &mut Reader<'_>, limits: &FramerLimits) -> Option<usize> {
     let bytes = reader.bytes;
     // Names of the open elements, the message first.
-    let mut open = [""; MAX_OPEN];
-    open[0] = "message";
+    let mut open: [&[u8]; MAX_OPEN] = [b""; MAX_OPEN];
+    open[0] = b"message";
     let mut depth = 1usize;
     // The namespaces declared inside, as (depth of the declaring element, length): only
     // their lengths count, towards the same limit as the fast path's.
@@ -359,7 +369,7 @@ fn scan_content(reader: &mut Reader<'_>, limits: &FramerLimits) -> Option<usize>
         match reader.peek_at(1)? {
             b'/' => {
                 reader.pos += 2;
-                let name = reader.name()?;
+                let name = reader.name_bytes()?;
                 reader.skip_space()?;
                 reader.expect(b'>')?;
                 depth -= 1;
@@ -406,9 +416,9 @@ fn scan_content(reader: &mut Reader<'_>, limits: &FramerLimits) -> Option<usize>
 fn child_start_tag<'a>(
     reader: &mut Reader<'a>,
     limits: &FramerLimits,
-) -> Option<(&'a str, Option<usize>, bool)> {
-    let name = reader.name()?;
-    let mut names = [""; MAX_ATTRIBUTES];
+) -> Option<(&'a [u8], Option<usize>, bool)> {
+    let name = reader.name_bytes()?;
+    let mut names: [&[u8]; MAX_ATTRIBUTES] = [b""; MAX_ATTRIBUTES];
     let mut named = 0usize;
     let mut lang = false;
     let mut xmlns: Option<usize> = None;
@@ -431,7 +441,7 @@ fn child_start_tag<'a>(
             reader.pos += b"xml:lang".len();
             None
         } else {
-            Some(reader.name()?)
+            Some(reader.name_bytes()?)
         };
         let span = reader.attribute_span()?;
         let raw = &reader.bytes[span];
@@ -443,7 +453,7 @@ fn child_start_tag<'a>(
         match attribute {
             None if lang => return None,
             None => lang = true,
-            Some("xmlns") => {
+            Some(b"xmlns") => {
                 // A value with an entity decodes to a character neither reserved name has.
                 let reserved = raw == XML_NAMESPACE.as_bytes() || raw == XMLNS_NAMESPACE.as_bytes();
                 if xmlns.is_some() || reserved {
