@@ -123,7 +123,12 @@ pub(crate) async fn from_session(
             ));
         }
     }
-    stanza.set_from(own.as_str());
+    if stanza.is_text() {
+        stanza.set_from(session.from_stamp());
+    } else {
+        // (Not the stamp: a session that never sends a message does not make one.)
+        stanza.tree().set("from", own.as_str());
+    }
 
     let to = match stanza.attr("to").map(|raw| last_to.parse(raw)) {
         None => None,

@@ -13,6 +13,7 @@ use jid::{BareJid, FullJid};
 
 use crate::session_queue::{SessionQueue, TrySendError};
 use crate::stanza::{StreamError, StreamErrorCondition};
+use crate::xml::raw_message::FromStamp;
 use crate::xml::{Element, LazyStanza};
 
 pub type SessionId = u64;
@@ -94,6 +95,8 @@ struct Shared {
     sm_enabled: AtomicBool,
     sm_handled: AtomicU32,
     sm_resume_id: std::sync::Mutex<Option<String>>,
+    /// Made at the first message the client sends (see [`FromStamp`]).
+    from_stamp: std::sync::OnceLock<Arc<FromStamp>>,
 }
 
 /// A bound session, as held by the host's session table and by routing code.
@@ -128,6 +131,7 @@ impl SessionHandle {
                 sm_enabled: AtomicBool::new(false),
                 sm_handled: AtomicU32::new(0),
                 sm_resume_id: std::sync::Mutex::new(None),
+                from_stamp: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -147,6 +151,13 @@ impl SessionHandle {
 
     pub fn jid(&self) -> &FullJid {
         &self.shared.jid
+    }
+
+    /// The `from` the router stamps on what this session's client sends.
+    pub fn from_stamp(&self) -> &Arc<FromStamp> {
+        self.shared
+            .from_stamp
+            .get_or_init(|| FromStamp::new(self.shared.jid.as_str()))
     }
 
     /// Queues a stanza for the client. A client that does not read and lets its queue

@@ -5,7 +5,9 @@
 //! tree; [`LazyStanza::element`] and [`LazyStanza::tree`] do, once. A message nobody
 //! looks into is written to its recipient from its text.
 
-use super::raw_message::RawMessage;
+use std::sync::Arc;
+
+use super::raw_message::{FromStamp, RawMessage};
 use super::{writer, Element, ElementExt};
 
 #[derive(Clone, Debug)]
@@ -54,9 +56,9 @@ impl LazyStanza {
     }
 
     /// Sets `from`, as the router stamps it, without building the tree.
-    pub fn set_from(&mut self, from: &str) {
+    pub fn set_from(&mut self, from: &Arc<FromStamp>) {
         match &mut self.0 {
-            Form::Tree(element) => element.set("from", from),
+            Form::Tree(element) => element.set("from", from.jid()),
             Form::Text(message) => message.set_from(from),
         }
     }
@@ -135,7 +137,7 @@ mod tests {
         assert_eq!(stanza.name(), "message");
         assert_eq!(stanza.attr("to"), Some("romeo@example.net"));
         assert_eq!(stanza.attr("type"), Some("chat"));
-        stanza.set_from("juliet@example.com/balcony");
+        stanza.set_from(&FromStamp::new("juliet@example.com/balcony"));
         assert_eq!(stanza.attr("from"), Some("juliet@example.com/balcony"));
         assert!(stanza.has_child("private", "urn:xmpp:carbons:2"));
         assert!(stanza.is_text(), "asking about children builds nothing");
