@@ -14,6 +14,7 @@
 pub(crate) mod backoff;
 mod plain;
 mod scram;
+mod stored_bytes;
 
 use std::fmt;
 
@@ -86,9 +87,12 @@ impl fmt::Display for Mechanism {
 /// One hash's stored secret (RFC 5802): never the password.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScramCredentials {
+    #[serde(with = "stored_bytes")]
     pub salt: Vec<u8>,
     pub iterations: u32,
+    #[serde(with = "stored_bytes")]
     pub stored_key: Vec<u8>,
+    #[serde(with = "stored_bytes")]
     pub server_key: Vec<u8>,
 }
 

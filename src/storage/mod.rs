@@ -256,3 +256,54 @@ pub(crate) mod conformance {
             .expect("delete"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_stored_as_base64_and_older_records_still_read() {
+        let creds = StoredCredentials::derive("pw", 4096).expect("derive");
+        let stored = encode_credentials(&creds).expect("encode");
+        let text = String::from_utf8_lossy(&stored).into_owned();
+        assert!(text.contains(r#""salt":""#), "{text}");
+        assert!(!text.contains(r#""salt":["#), "{text}");
+        assert_eq!(
+            decode_credentials("romeo@h", &stored).ok(),
+            Some(creds.clone())
+        );
+
+        // A record as written before: every salt and key an array of numbers.
+        let numbers = |bytes: &[u8]| {
+            let list: Vec<String> = bytes.iter().map(u8::to_string).collect();
+            format!("[{}]", list.join(","))
+        };
+        let hash = |c: &crate::sasl::ScramCredentials| {
+            format!(
+                r#"{{"salt":{},"iterations":{},"stored_key":{},"server_key":{}}}"#,
+                numbers(&c.salt),
+                c.iterations,
+                numbers(&c.stored_key),
+                numbers(&c.server_key)
+            )
+        };
+        let old = format!(
+            r#"{{"sha1":{},"sha256":{}}}"#,
+            hash(&creds.sha1),
+            hash(&creds.sha256)
+        );
+        assert_eq!(
+            decode_credentials("romeo@h", old.as_bytes()).ok(),
+            Some(creds)
+        );
+
+        let damaged = text.replacen(r#""salt":""#, r#""salt":"!"#, 1);
+        match decode_credentials("romeo@h", damaged.as_bytes()) {
+            Err(StorageError::Corrupt { key, detail }) => {
+                assert_eq!(key, "romeo@h");
+                assert!(detail.contains("invalid base64"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
