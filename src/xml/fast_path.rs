@@ -178,6 +178,26 @@ impl<'a> Reader<'a> {
         Some(&self.bytes[start..self.pos])
     }
 
+    /// After a start tag's name or attribute: `Some(Some(empty))` at the tag's end (`>`
+    /// or `/>`, taken), `Some(None)` before another attribute (which needs a space
+    /// before it), `None` for anything else.
+    pub(super) fn tag_end(&mut self) -> Option<Option<bool>> {
+        let spaced = self.skip_space()?;
+        match self.peek_at(0)? {
+            b'>' => {
+                self.pos += 1;
+                Some(Some(false))
+            }
+            b'/' => {
+                self.pos += 1;
+                self.expect(b'>')?;
+                Some(Some(true))
+            }
+            _ if !spaced => None,
+            _ => Some(None),
+        }
+    }
+
     /// `= 'value'` after an attribute's name (spaces allowed around `=`), decoded.
     fn attribute_value(&mut self) -> Option<String> {
         let span = self.attribute_span()?;
@@ -226,19 +246,8 @@ impl<'a> Reader<'a> {
         let mut attrs = AttrMap::new();
         let mut xmlns: Option<String> = None;
         let empty = loop {
-            let spaced = self.skip_space()?;
-            match self.peek_at(0)? {
-                b'>' => {
-                    self.pos += 1;
-                    break false;
-                }
-                b'/' => {
-                    self.pos += 1;
-                    self.expect(b'>')?;
-                    break true;
-                }
-                _ if !spaced => return None,
-                _ => {}
+            if let Some(empty) = self.tag_end()? {
+                break empty;
             }
             let xml_lang = self.bytes[self.pos..].starts_with(b"xml:lang");
             let attr_name = if xml_lang {

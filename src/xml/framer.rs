@@ -81,6 +81,23 @@ impl std::fmt::Display for FrameError {
     }
 }
 
+/// `stanza` read alone on a client stream (default namespace `jabber:client`) by rxml:
+/// the reading the framer's fast paths are held to. `None` unless rxml reads a stanza.
+pub fn read_alone_with_rxml(stanza: &[u8], limits: FramerLimits) -> Option<Element> {
+    let mut framer = Framer::rxml_only(limits);
+    framer.feed(
+        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+    );
+    framer.feed(stanza);
+    loop {
+        match framer.next_frame(false) {
+            Ok(Some(Frame::Open(_))) => {}
+            Ok(Some(Frame::Stanza(element))) => return Some(element),
+            _ => return None,
+        }
+    }
+}
+
 /// Bytes an unfinished tag outside any stanza may hold, even under a tiny stanza limit.
 const MIN_HEADER_BUDGET: usize = 4096;
 

@@ -21,7 +21,7 @@ use memchr::memchr;
 use super::fast_path::{
     self, check_markup, Context, Reader, ATTRIBUTE_STOPS, XMLNS_NAMESPACE, XML_NAMESPACE,
 };
-use super::framer::{Frame, Framer, FramerLimits};
+use super::framer::{read_alone_with_rxml, FramerLimits};
 use super::{ns, writer, Element, ElementExt};
 
 /// Deepest nesting read here (the message itself is depth 1).
@@ -231,18 +231,7 @@ fn read_with_rxml(text: &str) -> Option<Element> {
         max_attributes: MAX_ATTRIBUTES * 2,
         max_attribute_bytes: text.len().max(1),
     };
-    let mut framer = Framer::rxml_only(limits);
-    framer.feed(
-        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
-    );
-    framer.feed(text.as_bytes());
-    loop {
-        match framer.next_frame(false) {
-            Ok(Some(Frame::Open(_))) => {}
-            Ok(Some(Frame::Stanza(element))) => return Some(element),
-            _ => return None,
-        }
-    }
+    read_alone_with_rxml(text.as_bytes(), limits)
 }
 
 /// A child's start tag, as [`tag_namespace`] reads it.
@@ -302,19 +291,8 @@ pub(super) fn scan(
     let mut declares_namespace = false;
     let mut count = 0usize;
     let empty = loop {
-        let spaced = reader.skip_space()?;
-        match reader.peek_at(0)? {
-            b'>' => {
-                reader.pos += 1;
-                break false;
-            }
-            b'/' => {
-                reader.pos += 1;
-                reader.expect(b'>')?;
-                break true;
-            }
-            _ if !spaced => return None,
-            _ => {}
+        if let Some(empty) = reader.tag_end()? {
+            break empty;
         }
         if bytes[reader.pos..].starts_with(b"xml:lang") {
             reader.pos += b"xml:lang".len();
@@ -453,19 +431,8 @@ fn child_start_tag<'a>(
     let mut lang = false;
     let mut xmlns: Option<usize> = None;
     let empty = loop {
-        let spaced = reader.skip_space()?;
-        match reader.peek_at(0)? {
-            b'>' => {
-                reader.pos += 1;
-                break false;
-            }
-            b'/' => {
-                reader.pos += 1;
-                reader.expect(b'>')?;
-                break true;
-            }
-            _ if !spaced => return None,
-            _ => {}
+        if let Some(empty) = reader.tag_end()? {
+            break empty;
         }
         let attribute = if reader.bytes[reader.pos..].starts_with(b"xml:lang") {
             reader.pos += b"xml:lang".len();

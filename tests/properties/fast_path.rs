@@ -5,7 +5,7 @@
 //! is turned into a tree, and each is written so that it reads back as that tree.
 
 use proptest::prelude::*;
-use tern::xml::framer::{Frame, Framer, FramerLimits};
+use tern::xml::framer::{self, Frame, Framer, FramerLimits};
 use tern::xml::Element;
 
 /// Stream headers: the usual one, double quotes, none or an odd default namespace, an
@@ -50,7 +50,9 @@ fn run(mut framer: Framer, header: &str, body: &[u8], chunk: usize) -> Vec<Out> 
                     let tree = message.to_element();
                     let mut written = Vec::new();
                     message.append_to(&mut written);
-                    if reread(&written).as_ref() != Some(&tree) {
+                    if framer::read_alone_with_rxml(&written, FramerLimits::default()).as_ref()
+                        != Some(&tree)
+                    {
                         out.push(Out::Error(format!(
                             "written as {:?}, which does not read back as {tree:?}",
                             String::from_utf8_lossy(&written)
@@ -68,22 +70,6 @@ fn run(mut framer: Framer, header: &str, body: &[u8], chunk: usize) -> Vec<Out> 
         }
         if at_eof {
             return out;
-        }
-    }
-}
-
-/// A message as written to a client, read on a client stream by rxml alone.
-fn reread(written: &[u8]) -> Option<Element> {
-    let mut framer = Framer::rxml_only(FramerLimits::default());
-    framer.feed(
-        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
-    );
-    framer.feed(written);
-    loop {
-        match framer.next_frame(false) {
-            Ok(Some(Frame::Open(_))) => {}
-            Ok(Some(Frame::Stanza(stanza))) => return Some(stanza),
-            _ => return None,
         }
     }
 }
