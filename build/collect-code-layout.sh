@@ -19,7 +19,8 @@
 # The file names symbols as the compiler mangles them; they stay valid while the
 # toolchain, Cargo.lock and a function's path stay the same. Stale names are ignored by
 # the linker, so an old file costs nothing but its benefit: rerun this after a toolchain
-# or dependency update. Needs valgrind (installed with apt when missing). Takes about
+# or dependency update, and after a new profile (build/collect-pgo-profile.sh), since the
+# release build it lists is the profile-optimised one, whose functions differ. Needs valgrind (installed with apt when missing). Takes about
 # five minutes.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
