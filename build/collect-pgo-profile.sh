@@ -7,7 +7,8 @@
 #
 # Why: with the counts, LLVM lays out each function's hot path straight, inlines where
 # calls are frequent and keeps rare code out of the way; a login and a relayed message
-# cost about 5-8 % less CPU (docs/benchmarks/README.md, "Profile-guided optimisation").
+# cost about 6 % and 4 % less CPU, side by side (docs/benchmarks/README.md,
+# "Profile-guided optimisation").
 #
 # How: builds tern instrumented (-Cprofile-generate, in target/pgo-instrumented, without
 # the current profile), builds tern-load, runs the benchmark's standard small run

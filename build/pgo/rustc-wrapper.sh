@@ -2,7 +2,7 @@
 # Cargo's rustc wrapper for this repository (.cargo/config.toml): gives optimised
 # compilations of the tern workspace, dependencies included, the profile of a running
 # server (profile-guided optimisation), and passes every other compilation through as it
-# is. About 5-8 % less CPU per login and per message than the same code built without it
+# is. About 6 % less CPU per login and 4 % per message than the same code built without it
 # (docs/benchmarks/README.md, "Profile-guided optimisation").
 #
 # The profile (tern.profdata, written by build/collect-pgo-profile.sh) is used when
