@@ -2,6 +2,7 @@
 //! ([`super::session_actor`]) that writes. Stanzas from one session are processed one at
 //! a time, in order.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
@@ -144,15 +145,33 @@ fn close_if_shutting_down(server: &ServerInner, handle: &SessionHandle) {
 }
 
 /// When the read loop's one timer must next wake it: the parser's release after a short
-/// silence, then the idle ping. Activity only moves `last_frame`; the timer is re-armed
-/// when it fires, so a busy session does not touch the timer wheel for every stanza.
+/// silence, then the idle ping.
 struct ReadTimer {
     last_frame: tokio::time::Instant,
     dormant: bool,
     idle_timeout: std::time::Duration,
 }
 
+/// What a fired read timer calls for.
+#[derive(Debug, PartialEq, Eq)]
+enum TimerDue {
+    /// Nothing yet: the fire raced a frame.
+    NotYet,
+    /// A short silence: release the parser.
+    Release,
+    /// A long silence: ping the client.
+    Ping,
+}
+
 impl ReadTimer {
+    fn new(idle_timeout: std::time::Duration) -> Self {
+        ReadTimer {
+            last_frame: tokio::time::Instant::now(),
+            dormant: false,
+            idle_timeout,
+        }
+    }
+
     /// When to wake next, or `None` when nothing is due (dormant, no idle pings).
     fn next_wake(&self) -> Option<tokio::time::Instant> {
         if !self.dormant {
@@ -163,7 +182,44 @@ impl ReadTimer {
             Some(timer_slot(self.last_frame + self.idle_timeout))
         }
     }
+
+    /// A frame came: `sleep` moves to the new release time. Moving a registered timer
+    /// later only updates its entry (tokio files it again when the old time comes,
+    /// without waking the task), and within a `TIMER_SLOT` it does not move at all. A
+    /// timer left to fire and find itself not due woke the task about four times a
+    /// second per talking client, each time registering again with a wake-up write to
+    /// the runtime. Back from silence, the timer moves earlier: a registration, once.
+    fn frame(&mut self, sleep: Pin<&mut tokio::time::Sleep>) {
+        self.last_frame = tokio::time::Instant::now();
+        self.dormant = false;
+        let release_at = timer_slot(self.last_frame + DORMANT_AFTER);
+        if sleep.deadline() != release_at {
+            sleep.reset(release_at);
+        }
+    }
+
+    /// `sleep` fired: what is due, with `sleep` set for the next time.
+    fn fired(&mut self, sleep: Pin<&mut tokio::time::Sleep>) -> TimerDue {
+        let now = tokio::time::Instant::now();
+        let due = match self.next_wake() {
+            Some(at) if at > now => TimerDue::NotYet,
+            _ if !self.dormant => {
+                self.dormant = true;
+                TimerDue::Release
+            }
+            _ => {
+                self.last_frame = now;
+                TimerDue::Ping
+            }
+        };
+        // Far off when nothing is due: a `Sleep` cannot be disarmed, only moved.
+        sleep.reset(self.next_wake().unwrap_or_else(|| now + FAR_OFF));
+        due
+    }
 }
+
+/// A deadline that never comes in practice (a year).
+const FAR_OFF: std::time::Duration = std::time::Duration::from_secs(86_400 * 365);
 
 /// Granularity of the read timers: deadlines are rounded up to the end of their slot.
 const TIMER_SLOT: std::time::Duration = std::time::Duration::from_millis(128);
@@ -201,14 +257,12 @@ async fn read_loop(
         let limits = &server.config().limits;
         (limits.idle_timeout, limits.ping_timeout)
     };
-    let mut timer = ReadTimer {
-        last_frame: tokio::time::Instant::now(),
-        dormant: false,
-        idle_timeout,
-    };
-    // Far off when nothing is due: a `Sleep` cannot be disarmed, only moved.
-    let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
-    let sleep = tokio::time::sleep_until(timer.next_wake().unwrap_or_else(far));
+    let mut timer = ReadTimer::new(idle_timeout);
+    let sleep = tokio::time::sleep_until(
+        timer
+            .next_wake()
+            .unwrap_or_else(|| tokio::time::Instant::now() + FAR_OFF),
+    );
     tokio::pin!(sleep);
     let mut last_to = crate::router::LastAddress::default();
     // Bound: plain messages may now travel as the text the client wrote.
@@ -220,33 +274,19 @@ async fn read_loop(
             _ = &mut *done_rx => return,
             // (Shutdown comes as a close through the session's queue.)
             () = &mut sleep => {
-                let now = tokio::time::Instant::now();
-                match timer.next_wake() {
-                    // A frame came since the timer was set: not due yet.
-                    Some(at) if at > now => {}
-                    _ if !timer.dormant => {
+                match timer.fired(sleep.as_mut()) {
+                    TimerDue::NotYet => {}
+                    TimerDue::Release => {
                         conn.inner.framer.hibernate();
-                        timer.dormant = true;
                     }
                     // A silent client: is anyone still there? (Dead TCP connections
                     // otherwise linger until the kernel gives up, hours later.)
-                    _ => {
-                        timer.last_frame = now;
-                        ping_idle_client(host, handle, ping_timeout);
-                    }
+                    TimerDue::Ping => ping_idle_client(host, handle, ping_timeout),
                 }
-                sleep.as_mut().reset(timer.next_wake().unwrap_or_else(far));
                 continue;
             }
         };
-        timer.last_frame = tokio::time::Instant::now();
-        if timer.dormant {
-            // Back from silence: the timer was set for the idle ping, far later.
-            timer.dormant = false;
-            sleep
-                .as_mut()
-                .reset(timer_slot(timer.last_frame + DORMANT_AFTER));
-        }
+        timer.frame(sleep.as_mut());
         match frame {
             Ok(Frame::Stanza(stanza)) => {
                 // (`has_ns`, not `ns()`: that allocates a copy, twice per stanza here.)
@@ -476,9 +516,55 @@ impl tokio::io::AsyncWrite for ReadOnly {
 
 #[cfg(test)]
 mod tests {
-    use super::{timer_slot, TIMER_SLOT};
+    use super::{timer_slot, ReadTimer, TimerDue, DORMANT_AFTER, TIMER_SLOT};
     use std::time::Duration;
     use tokio::time::Instant;
+
+    /// A client that talks every 100 ms never has its read timer fire (each fire is a
+    /// wake-up of the session's task), and once it falls silent the timer fires to
+    /// release its parser, then for the idle ping.
+    #[tokio::test(start_paused = true)]
+    async fn a_talking_client_wakes_no_timer_and_silence_releases_its_parser() {
+        let idle_timeout = Duration::from_secs(300);
+        let mut timer = ReadTimer::new(idle_timeout);
+        let sleep = tokio::time::sleep_until(timer.next_wake().expect("a release is due"));
+        tokio::pin!(sleep);
+        let started = Instant::now();
+        let mut fired = Vec::new();
+        let mut next_frame = started;
+        let mut last_frame = started;
+        while fired.len() < 2 {
+            next_frame += Duration::from_millis(100);
+            let talking = next_frame - started < Duration::from_secs(3);
+            tokio::select! {
+                biased;
+                () = &mut sleep => {
+                    fired.push((timer.fired(sleep.as_mut()), Instant::now()));
+                    next_frame -= Duration::from_millis(100);
+                }
+                () = tokio::time::sleep_until(next_frame), if talking => {
+                    timer.frame(sleep.as_mut());
+                    last_frame = Instant::now();
+                }
+            }
+        }
+        assert_eq!(last_frame - started, Duration::from_millis(2900));
+        let (first, at) = &fired[0];
+        assert_eq!(
+            *first,
+            TimerDue::Release,
+            "fired while the client talked: {fired:?}"
+        );
+        let silence = *at - last_frame;
+        assert!(
+            silence >= DORMANT_AFTER && silence < DORMANT_AFTER + TIMER_SLOT,
+            "released after {silence:?} of silence"
+        );
+        let (second, at) = &fired[1];
+        assert_eq!(*second, TimerDue::Ping);
+        let silence = *at - last_frame;
+        assert!(silence >= idle_timeout && silence < idle_timeout + TIMER_SLOT);
+    }
 
     #[test]
     fn a_deadline_is_rounded_up_by_less_than_one_slot() {
