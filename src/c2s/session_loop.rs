@@ -155,7 +155,9 @@ struct ReadTimer {
 /// What a fired read timer calls for.
 #[derive(Debug, PartialEq, Eq)]
 enum TimerDue {
-    /// Nothing yet: the fire raced a frame.
+    /// Not due after all. Each frame moves the timer, so tokio does not report it
+    /// elapsed before the release time; kept so that an early report never releases a
+    /// talking client's parser.
     NotYet,
     /// A short silence: release the parser.
     Release,
