@@ -20,6 +20,10 @@ use crate::xml::{writer, LazyStanza};
 
 const NS_SM: &str = "urn:xmpp:sm:3";
 
+/// How long a closing stream's last words and shutdown may wait for a client that does
+/// not read.
+const CLOSE_WRITE_LIMIT: Duration = Duration::from_secs(5);
+
 /// XEP-0198 commands, queued in order with the stanzas.
 pub(crate) enum SmCommand {
     Enable {
@@ -181,7 +185,7 @@ impl SessionTask {
                     break;
                 }
                 Outbound::Sm(command) => {
-                    // Boxed, as `finish_stream` and `end_session`: rare steps whose
+                    // Boxed, as `end_stream` and `end_session`: rare steps whose
                     // futures would otherwise enlarge every session task.
                     if let Err(error) = Box::pin(self.sm_command(*command, sm, deadline, buf)).await
                     {
@@ -204,8 +208,22 @@ impl SessionTask {
                 state.requested_at = state.sent;
             }
         }
+        // The stream's end goes out in the batch's write: the stanzas before it, the
+        // stream error if there is one and `</stream:stream>` in one send.
+        let stall = match &closing {
+            Some(error) => {
+                if self.writer.is_some() {
+                    if let Some(error) = error {
+                        buf.extend_from_slice(stream_error_xml(error).as_bytes());
+                    }
+                    buf.extend_from_slice(writer::STREAM_CLOSE.as_bytes());
+                }
+                CLOSE_WRITE_LIMIT
+            }
+            None => self.server.config().limits.ping_timeout,
+        };
         let wrote = !buf.is_empty();
-        let written = wrote && self.write(buf).await;
+        let written = wrote && self.write(buf, stall).await;
         // Released whether or not anything was written (an acknowledgement writes
         // nothing): an idle session holds no buffer.
         *buf = Vec::new();
@@ -222,7 +240,7 @@ impl SessionTask {
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_else(|| "closed".to_string());
-            Box::pin(self.finish_stream(error)).await;
+            Box::pin(self.end_stream()).await;
             return Some(reason);
         }
         None
@@ -331,10 +349,10 @@ impl SessionTask {
     }
 
     /// Writes to the attached connection. A client that stops reading stalls the write:
-    /// past `ping_timeout` the connection counts as lost (otherwise the task would wait
-    /// forever, with the close and everything else queued behind it).
-    async fn write(&mut self, bytes: &[u8]) -> bool {
-        let stall = self.server.config().limits.ping_timeout;
+    /// past `stall` (`ping_timeout`, or [`CLOSE_WRITE_LIMIT`] for a stream's last words)
+    /// the connection counts as lost (otherwise the task would wait forever, with the
+    /// close and everything else queued behind it).
+    async fn write(&mut self, bytes: &[u8], stall: Duration) -> bool {
         let Some(writer) = self.writer.as_mut() else {
             return false;
         };
@@ -364,19 +382,11 @@ impl SessionTask {
         false
     }
 
-    async fn finish_stream(&mut self, error: Option<StreamError>) {
+    /// Ends the stream whose last words (`process_batch`) went out: TLS close_notify and
+    /// TCP shutdown, and the reader is told.
+    async fn end_stream(&mut self) {
         if let Some(mut writer) = self.writer.take() {
-            let mut tail = String::new();
-            if let Some(error) = &error {
-                tail.push_str(&stream_error_xml(error));
-            }
-            tail.push_str(writer::STREAM_CLOSE);
-            let finish = async {
-                writer.write_all(tail.as_bytes()).await?;
-                writer.flush().await?;
-                writer.shutdown().await
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(5), finish).await;
+            let _ = tokio::time::timeout(CLOSE_WRITE_LIMIT, writer.shutdown()).await;
         }
         if let Some(done) = self.done.take() {
             let _ = done.send(());

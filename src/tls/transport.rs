@@ -54,17 +54,35 @@ pub(crate) async fn accept<IO>(configs: &SuiteConfigs, io: IO) -> io::Result<Tls
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let start = tokio_rustls::LazyConfigAcceptor::new(
+    let mut start = tokio_rustls::LazyConfigAcceptor::new(
         rustls::server::Acceptor::default(),
         RecordBoundary::new(io),
     )
     .await?;
     let config = configs.for_client(&start.client_hello());
+    // From here on rustls's records go out when the handshake next waits for the client,
+    // so the session ticket it writes last goes out with the first data after it.
+    start.io.holding = true;
     // rustls answers the ClientHello, deriving the traffic secrets, inside
     // `into_stream`: the capture has to be open around that call too.
-    let handshake = std::pin::pin!(async move { start.into_stream(config).await });
+    let handshake = std::pin::pin!(async move {
+        match start.into_stream(config).into_fallible().await {
+            Ok(stream) => Ok(stream),
+            Err((err, mut boundary)) => {
+                // The alert that says what went wrong.
+                let _ = std::future::poll_fn(|cx| boundary.poll_send_held(cx)).await;
+                Err(err)
+            }
+        }
+    });
     let (stream, secrets) = Capturing::new(handshake).await;
-    Ok(TlsTransport::new(stream?, secrets))
+    let mut stream = stream?;
+    // In TLS 1.3 only session tickets follow the client's Finished. Anything else held
+    // (TLS 1.2's last flight, which the client waits for) goes out now.
+    if stream.get_ref().1.protocol_version() != Some(ProtocolVersion::TLSv1_3) {
+        std::future::poll_fn(|cx| stream.get_mut().0.poll_send_held(cx)).await?;
+    }
+    Ok(TlsTransport::new(stream, secrets))
 }
 
 /// A server-side TLS stream: rustls's until its keys are taken over, then Tern's.
@@ -92,7 +110,8 @@ struct RustlsSide<IO> {
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> TlsTransport<IO> {
-    fn new(stream: TlsStream<RecordBoundary<IO>>, secrets: TrafficSecrets) -> Self {
+    fn new(mut stream: TlsStream<RecordBoundary<IO>>, secrets: TrafficSecrets) -> Self {
+        stream.get_mut().0.stop_holding();
         let conn = stream.get_ref().1;
         let suite = (conn.protocol_version() == Some(ProtocolVersion::TLSv1_3)
             && secrets.client.is_some()
@@ -158,7 +177,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsTransport<IO> {
         let RustlsSide {
             stream, secrets, ..
         } = *side;
-        let (boundary, conn) = stream.into_inner();
+        let (mut boundary, conn) = stream.into_inner();
+        // The session ticket, held back: it goes out with our first records.
+        let held = boundary.take_held();
         let keys = conn
             .dangerous_extract_secrets()
             .map_err(|err| io::Error::other(format!("taking TLS keys over: {err}")))
@@ -180,7 +201,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsTransport<IO> {
             unopened: Vec::new(),
             unread,
             unread_at: 0,
-            unsent: Vec::new(),
+            unsent_untried: !held.is_empty(),
+            unsent: held,
             unsent_at: 0,
             owe_key_update: false,
             fruitless: 0,
@@ -312,6 +334,9 @@ struct OwnRecords<IO> {
     /// Sealed and not written yet.
     unsent: Vec<u8>,
     unsent_at: usize,
+    /// `unsent` has not been offered to the socket yet (the handshake's session ticket):
+    /// the next write sends it with its own records, in one system call.
+    unsent_untried: bool,
     /// The client asked for new keys both ways; ours change before our next data
     /// (RFC 8446 §4.6.3: any number of requests while we are silent get one update).
     owe_key_update: bool,
@@ -471,6 +496,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> OwnRecords<IO> {
         if self.failed || self.close_notify_sent {
             return Poll::Ready(Err(broken()));
         }
+        if self.unsent_untried && !data.is_empty() {
+            return self.poll_write_after_untried(cx, data);
+        }
         ready!(self.poll_send_unsent(cx))?;
         if data.is_empty() {
             return Poll::Ready(Ok(0));
@@ -499,6 +527,27 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> OwnRecords<IO> {
         })
     }
 
+    /// Seals `data` behind the records not yet offered to the socket and sends them all.
+    fn poll_write_after_untried(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let taken = data.len().min(WRITE_BATCH);
+        let mut unsent = std::mem::take(&mut self.unsent);
+        let sealed = self.seal(&data[..taken], &mut unsent);
+        self.unsent = unsent;
+        if let Err(err) = sealed {
+            return Poll::Ready(Err(self.fail(cx, err)));
+        }
+        // Sealed records count as written, as in `poll_write`: what the socket does not
+        // take now goes out before anything else.
+        match self.poll_send_unsent(cx) {
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            _ => Poll::Ready(Ok(taken)),
+        }
+    }
+
     fn seal(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
         if self.owe_key_update || self.tx.worn_out() {
             self.tx
@@ -513,6 +562,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> OwnRecords<IO> {
     }
 
     fn poll_send_unsent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.unsent_untried = false;
         while self.unsent_at < self.unsent.len() {
             match ready!(Pin::new(&mut self.io).poll_write(cx, &self.unsent[self.unsent_at..])) {
                 Ok(0) => {
@@ -550,11 +600,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> OwnRecords<IO> {
 
 /// Passes a socket's bytes to rustls and follows the TLS record framing in them, so that
 /// a takeover never happens with half a record inside rustls.
+///
+/// While `holding`, what rustls writes is kept and goes out before the next read from
+/// the socket: each flight of the handshake is still sent before the handshake waits for
+/// the client's answer, but the session ticket rustls writes once the handshake is over
+/// stays, and goes out with the first records after it (the takeover passes it on).
+/// That is one send fewer per connection, and on loopback each send also runs the
+/// receiver's side of TCP.
 pub(crate) struct RecordBoundary<IO> {
     io: IO,
     header: [u8; HEADER_LEN],
     header_len: usize,
     body_left: usize,
+    holding: bool,
+    held: Vec<u8>,
+    held_at: usize,
 }
 
 impl<IO> RecordBoundary<IO> {
@@ -564,11 +624,21 @@ impl<IO> RecordBoundary<IO> {
             header: [0; HEADER_LEN],
             header_len: 0,
             body_left: 0,
+            holding: false,
+            held: Vec::new(),
+            held_at: 0,
         }
     }
 
     fn at_record_boundary(&self) -> bool {
         self.header_len == 0 && self.body_left == 0
+    }
+
+    /// What is held and has not gone out.
+    fn take_held(&mut self) -> Vec<u8> {
+        let mut held = std::mem::take(&mut self.held);
+        held.drain(..std::mem::take(&mut self.held_at));
+        held
     }
 
     fn follow(&mut self, mut bytes: &[u8]) {
@@ -591,13 +661,36 @@ impl<IO> RecordBoundary<IO> {
     }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for RecordBoundary<IO> {
+impl<IO: AsyncWrite + Unpin> RecordBoundary<IO> {
+    fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.held_at < self.held.len() {
+            match ready!(Pin::new(&mut self.io).poll_write(cx, &self.held[self.held_at..])) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.held_at += n,
+                Err(err) => return Poll::Ready(Err(err)),
+            }
+        }
+        self.held = Vec::new();
+        self.held_at = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Stops holding writes back (the handshake is over and rustls keeps the records):
+    /// what is held goes out before the next bytes.
+    fn stop_holding(&mut self) {
+        self.holding = false;
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for RecordBoundary<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // The client answers only what it has received.
+        ready!(this.poll_send_held(cx))?;
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
         this.follow(&buf.filled()[before..]);
@@ -611,7 +704,13 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for RecordBoundary<IO> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, data)
+        let this = self.get_mut();
+        if this.holding {
+            this.held.extend_from_slice(data);
+            return Poll::Ready(Ok(data.len()));
+        }
+        ready!(this.poll_send_held(cx))?;
+        Pin::new(&mut this.io).poll_write(cx, data)
     }
 
     fn poll_write_vectored(
@@ -619,19 +718,38 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for RecordBoundary<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.holding {
+            let mut n = 0;
+            for buf in bufs {
+                this.held.extend_from_slice(buf);
+                n += buf.len();
+            }
+            return Poll::Ready(Ok(n));
+        }
+        ready!(this.poll_send_held(cx))?;
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        self.holding || self.io.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        // rustls flushes at the end of the handshake: what it wrote then is what is held
+        // back for the first records after it.
+        if this.holding {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(this.poll_send_held(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        ready!(this.poll_send_held(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
 

@@ -123,6 +123,7 @@ pub fn client_records(input: &[u8]) -> Vec<u8> {
         unread_at: 0,
         unsent: Vec::new(),
         unsent_at: 0,
+        unsent_untried: false,
         owe_key_update: false,
         fruitless: 0,
         read_closed: false,

@@ -440,3 +440,91 @@ fn the_fuzz_script_delivers_sealed_data_and_stops_at_garbage() {
     let closed = [9, 0, 2, b'h', b'i', 3, 2, 1, 0, 0, 3, b'b', b'y', b'e'];
     assert_eq!(client_records(&closed), b"hi");
 }
+
+/// A server socket that counts the writes that reach it.
+struct CountingIo {
+    io: DuplexStream,
+    writes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl AsyncRead for CountingIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountingIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.io).poll_write(cx, data);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            this.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        written
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn the_session_ticket_goes_out_with_the_first_data() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let fx = Fixture::new(&["localhost"]);
+    // Clones share the client's ticket store.
+    let config = fx.client(TLS13, &[]);
+    let (client_io, server_io) = tokio::io::duplex(256 * 1024);
+    let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server_io = CountingIo {
+        io: server_io,
+        writes: writes.clone(),
+    };
+    let connector = TlsConnector::from(Arc::new(config.clone()));
+    let name = ServerName::try_from("localhost").expect("name");
+    let (server, client) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(
+            fx.setup.accept_starttls(server_io),
+            connector.connect(name, client_io)
+        )
+    })
+    .await
+    .expect("handshake timed out");
+    let (mut server, mut client) = (server.expect("server"), client.expect("client"));
+    assert_eq!(
+        writes.load(Relaxed),
+        1,
+        "the handshake wrote more than its one flight (the ticket went out alone)"
+    );
+    client.write_all(b"<stream>").await.expect("client write");
+    client.flush().await.expect("client flush");
+    assert_eq!(read_exactly(&mut server, 8).await, b"<stream>");
+    assert!(server.takes_own_records());
+    server
+        .write_all(b"<features/>")
+        .await
+        .expect("server write");
+    server.flush().await.expect("server flush");
+    assert_eq!(writes.load(Relaxed), 2, "ticket and data in one write");
+    assert_eq!(read_exactly(&mut client, 11).await, b"<features/>");
+    // The ticket arrived, whole: the next handshake resumes with it.
+    let (mut server, mut client) = connect(&fx, config).await;
+    assert_eq!(
+        client.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    exchange(&mut server, &mut client).await;
+}
