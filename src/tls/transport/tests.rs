@@ -162,6 +162,17 @@ async fn aes_128_is_chosen_unless_the_client_puts_chacha_first() {
     }
 }
 
+/// A new handshake with `config` (whose ticket store holds a ticket) resumes, and the
+/// connection carries data.
+async fn resumes(fx: &Fixture, config: ClientConfig) {
+    let (mut server, mut client) = connect(fx, config).await;
+    assert_eq!(
+        client.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    exchange(&mut server, &mut client).await;
+}
+
 #[tokio::test]
 async fn a_resumed_handshake_moves_to_the_record_layer_too() {
     let fx = Fixture::new(&["localhost"]);
@@ -173,12 +184,7 @@ async fn a_resumed_handshake_moves_to_the_record_layer_too() {
     server.write_all(b"x").await.expect("server write");
     server.flush().await.expect("server flush");
     assert_eq!(read_exactly(&mut client, 1).await, b"x");
-    let (mut server, mut client) = connect(&fx, config).await;
-    assert_eq!(
-        client.get_ref().1.handshake_kind(),
-        Some(rustls::HandshakeKind::Resumed)
-    );
-    exchange(&mut server, &mut client).await;
+    resumes(&fx, config).await;
 }
 
 #[tokio::test]
@@ -521,10 +527,5 @@ async fn the_session_ticket_goes_out_with_the_first_data() {
     assert_eq!(writes.load(Relaxed), 2, "ticket and data in one write");
     assert_eq!(read_exactly(&mut client, 11).await, b"<features/>");
     // The ticket arrived, whole: the next handshake resumes with it.
-    let (mut server, mut client) = connect(&fx, config).await;
-    assert_eq!(
-        client.get_ref().1.handshake_kind(),
-        Some(rustls::HandshakeKind::Resumed)
-    );
-    exchange(&mut server, &mut client).await;
+    resumes(&fx, config).await;
 }
