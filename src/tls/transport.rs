@@ -563,22 +563,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> OwnRecords<IO> {
 
     fn poll_send_unsent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.unsent_untried = false;
-        while self.unsent_at < self.unsent.len() {
-            match ready!(Pin::new(&mut self.io).poll_write(cx, &self.unsent[self.unsent_at..])) {
-                Ok(0) => {
-                    self.failed = true;
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                Ok(n) => self.unsent_at += n,
-                Err(err) => {
-                    self.failed = true;
-                    return Poll::Ready(Err(err));
-                }
-            }
-        }
-        self.unsent = Vec::new();
-        self.unsent_at = 0;
-        Poll::Ready(Ok(()))
+        let sent = ready!(poll_send_all(
+            &mut self.io,
+            cx,
+            &mut self.unsent,
+            &mut self.unsent_at
+        ));
+        self.failed |= sent.is_err();
+        Poll::Ready(sent)
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -596,6 +588,25 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> OwnRecords<IO> {
         ready!(self.poll_send_unsent(cx))?;
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
+}
+
+/// Writes `bytes[*at..]` to `io` until all is written, then frees `bytes`.
+fn poll_send_all<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    cx: &mut Context<'_>,
+    bytes: &mut Vec<u8>,
+    at: &mut usize,
+) -> Poll<io::Result<()>> {
+    while *at < bytes.len() {
+        match ready!(Pin::new(&mut *io).poll_write(cx, &bytes[*at..])) {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => *at += n,
+            Err(err) => return Poll::Ready(Err(err)),
+        }
+    }
+    *bytes = Vec::new();
+    *at = 0;
+    Poll::Ready(Ok(()))
 }
 
 /// Passes a socket's bytes to rustls and follows the TLS record framing in them, so that
@@ -663,16 +674,7 @@ impl<IO> RecordBoundary<IO> {
 
 impl<IO: AsyncWrite + Unpin> RecordBoundary<IO> {
     fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.held_at < self.held.len() {
-            match ready!(Pin::new(&mut self.io).poll_write(cx, &self.held[self.held_at..])) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.held_at += n,
-                Err(err) => return Poll::Ready(Err(err)),
-            }
-        }
-        self.held = Vec::new();
-        self.held_at = 0;
-        Poll::Ready(Ok(()))
+        poll_send_all(&mut self.io, cx, &mut self.held, &mut self.held_at)
     }
 
     /// Stops holding writes back (the handshake is over and rustls keeps the records):
