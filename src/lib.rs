@@ -39,6 +39,7 @@
 //! Prosody's.
 
 pub mod admin;
+pub(crate) mod byte_stream;
 pub(crate) mod c2s;
 pub mod config;
 pub mod events;

@@ -3,20 +3,16 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::byte_stream::BoxStream;
 use crate::sasl::ChannelBindingData;
 use crate::server::ServerInner;
 use crate::session::SessionInfo;
 use crate::stanza::{StreamError, StreamErrorCondition};
 use crate::xml::framer::{Frame, Framer, FramerLimits};
 use crate::xml::writer;
-
-/// Any byte stream a session can run over: TCP, or TLS over TCP.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-pub(crate) type BoxIo = Box<dyn Io>;
 
 /// Why reading a frame stopped.
 #[derive(Debug)]
@@ -29,7 +25,7 @@ pub(crate) enum ReadError {
 
 /// The transport plus its framer, owned by the connection task.
 pub(crate) struct Conn {
-    pub io: BoxIo,
+    pub io: BoxStream,
     pub framer: Framer,
     pub limits: FramerLimits,
     /// Read throttle of a bound session (`[limits] rate`), as Prosody's `limits`.
@@ -82,7 +78,7 @@ impl Throttle {
 }
 
 impl Conn {
-    pub fn new(io: BoxIo, limits: FramerLimits) -> Self {
+    pub fn new(io: BoxStream, limits: FramerLimits) -> Self {
         Conn {
             io,
             framer: Framer::new(limits),
@@ -197,12 +193,8 @@ impl Conn {
             out.push_str(&stream_error_xml(error));
         }
         out.push_str(writer::STREAM_CLOSE);
-        let write = async {
-            self.io.write_all(out.as_bytes()).await?;
-            self.io.flush().await?;
-            self.io.shutdown().await
-        };
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), write).await;
+        let end = crate::byte_stream::end_with(&mut *self.io, out.as_bytes());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), end).await;
     }
 }
 
@@ -216,7 +208,7 @@ thread_local! {
 
 /// Reads once from `io` into `framer`; `Ok(0)` at end of stream. Cancel-safe: the bytes
 /// of a completed read are in the framer before this returns `Ready`.
-async fn read_into(io: &mut BoxIo, framer: &mut Framer) -> std::io::Result<usize> {
+async fn read_into(io: &mut BoxStream, framer: &mut Framer) -> std::io::Result<usize> {
     std::future::poll_fn(|cx| {
         READ_BUF.with_borrow_mut(|buf| {
             let mut read_buf = tokio::io::ReadBuf::new(buf);
@@ -291,7 +283,7 @@ async fn negotiate_connection(
         jid: None,
         lang: "en".to_string(),
     };
-    let (io, channel_binding): (BoxIo, ChannelBindingData) = if direct_tls {
+    let (io, channel_binding): (BoxStream, ChannelBindingData) = if direct_tls {
         let Some(tls) = server.tls() else {
             tracing::warn!(%peer, "direct TLS connection but no TLS certificates are loaded");
             return None;

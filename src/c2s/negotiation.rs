@@ -452,7 +452,7 @@ impl Negotiation<'_> {
             .await?;
         // In the clear, before the handshake starts.
         self.flush().await?;
-        let placeholder: super::connection::BoxIo = Box::new(tokio::io::duplex(1).0);
+        let placeholder: crate::byte_stream::BoxStream = Box::new(tokio::io::duplex(1).0);
         let io = std::mem::replace(&mut self.conn.io, placeholder);
         let accept = Box::pin(tls.accept_starttls(io));
         let stream = match tokio::time::timeout_at(self.deadline, accept).await {

@@ -7,11 +7,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::connection::{stream_error_xml, BoxIo};
+use super::connection::stream_error_xml;
+use crate::byte_stream::WriteHalf;
 use crate::host::Host;
 use crate::server::ServerInner;
 use crate::session::{Outbound, SessionClosed, SessionHandle};
@@ -40,7 +41,7 @@ pub(crate) enum SmCommand {
     /// A new connection resumed the session; `client_h` is what the client received.
     Attach {
         connection: u64,
-        writer: WriteHalf<BoxIo>,
+        writer: WriteHalf,
         done: oneshot::Sender<()>,
         client_h: u32,
     },
@@ -63,7 +64,7 @@ pub(crate) struct SessionTask {
     pub server: Arc<ServerInner>,
     pub host: Arc<Host>,
     pub handle: SessionHandle,
-    pub writer: Option<WriteHalf<BoxIo>>,
+    pub writer: Option<WriteHalf>,
     /// Tells the attached connection's reader that the stream is over for it.
     pub done: Option<oneshot::Sender<()>>,
     /// Which connection is attached (0: the one that bound the session).
@@ -208,22 +209,22 @@ impl SessionTask {
                 state.requested_at = state.sent;
             }
         }
-        // The stream's end goes out in the batch's write: the stanzas before it, the
-        // stream error if there is one and `</stream:stream>` in one send.
-        let stall = match &closing {
-            Some(error) => {
-                if self.writer.is_some() {
-                    if let Some(error) = error {
-                        buf.extend_from_slice(stream_error_xml(error).as_bytes());
-                    }
-                    buf.extend_from_slice(writer::STREAM_CLOSE.as_bytes());
-                }
-                CLOSE_WRITE_LIMIT
+        // The stream's end goes out with the batch: the stanzas before it, the stream
+        // error if there is one, `</stream:stream>`, and the transport's end.
+        if let (Some(error), true) = (&closing, self.writer.is_some()) {
+            if let Some(error) = error {
+                buf.extend_from_slice(stream_error_xml(error).as_bytes());
             }
-            None => self.server.config().limits.ping_timeout,
-        };
+            buf.extend_from_slice(writer::STREAM_CLOSE.as_bytes());
+        }
         let wrote = !buf.is_empty();
-        let written = wrote && self.write(buf, stall).await;
+        let written = if closing.is_some() {
+            // Boxed, as `end_stream`: a step of the session's last batch only.
+            wrote && Box::pin(self.write_last(buf)).await
+        } else {
+            let stall = self.server.config().limits.ping_timeout;
+            wrote && self.write(buf, stall).await
+        };
         // Released whether or not anything was written (an acknowledgement writes
         // nothing): an idle session holds no buffer.
         *buf = Vec::new();
@@ -349,9 +350,8 @@ impl SessionTask {
     }
 
     /// Writes to the attached connection. A client that stops reading stalls the write:
-    /// past `stall` (`ping_timeout`, or [`CLOSE_WRITE_LIMIT`] for a stream's last words)
-    /// the connection counts as lost (otherwise the task would wait forever, with the
-    /// close and everything else queued behind it).
+    /// past `stall` (`ping_timeout`) the connection counts as lost (otherwise the task
+    /// would wait forever, with the close and everything else queued behind it).
     async fn write(&mut self, bytes: &[u8], stall: Duration) -> bool {
         let Some(writer) = self.writer.as_mut() else {
             return false;
@@ -382,8 +382,21 @@ impl SessionTask {
         false
     }
 
-    /// Ends the stream whose last words (`process_batch`) went out: TLS close_notify and
-    /// TCP shutdown, and the reader is told.
+    /// Writes a closing stream's last words and ends the transport with them (TLS
+    /// close_notify, TCP FIN): one send. The connection is done with either way.
+    async fn write_last(&mut self, bytes: &[u8]) -> bool {
+        let Some(mut writer) = self.writer.take() else {
+            return false;
+        };
+        let ended = tokio::time::timeout(CLOSE_WRITE_LIMIT, writer.end_with(bytes)).await;
+        if ended.is_err() {
+            tracing::info!(jid = %self.handle.jid(), "the client has not read for {CLOSE_WRITE_LIMIT:?}; dropping the connection");
+        }
+        matches!(ended, Ok(Ok(())))
+    }
+
+    /// Ends the stream whose last words (`write_last`) went out, or whose connection
+    /// broke: the transport is shut down if it is still there, and the reader is told.
     async fn end_stream(&mut self) {
         if let Some(mut writer) = self.writer.take() {
             let _ = tokio::time::timeout(CLOSE_WRITE_LIMIT, writer.shutdown()).await;

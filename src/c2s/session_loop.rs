@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::connection::{BoxIo, Conn, ReadError};
+use super::connection::{Conn, ReadError};
 use super::session_actor::{SessionTask, SmCommand};
+use crate::byte_stream::{self, ReadHalf};
 use crate::host::Host;
 use crate::server::ServerInner;
 use crate::session::{Outbound, SessionBound, SessionHandle, SessionInfo, TopLevelElement};
@@ -70,7 +71,7 @@ pub(crate) fn run(server: Arc<ServerInner>, conn: Conn, mut new: NewSession) -> 
     let Conn {
         io, framer, limits, ..
     } = conn;
-    let (reader, writer_half) = tokio::io::split(io);
+    let (reader, writer_half) = byte_stream::split(io);
     let (done_tx, mut done_rx) = oneshot::channel();
     let task = SessionTask {
         server: server.clone(),
@@ -112,7 +113,7 @@ pub(crate) fn resume(
     let Conn {
         io, framer, limits, ..
     } = conn;
-    let (reader, writer_half) = tokio::io::split(io);
+    let (reader, writer_half) = byte_stream::split(io);
     let (done_tx, mut done_rx) = oneshot::channel();
     let connection = server.next_session_id();
     let mut reader = ReaderConn::new(reader, framer, limits, &server, handle.info().peer);
@@ -460,7 +461,7 @@ struct ReaderConn {
 
 impl ReaderConn {
     fn new(
-        reader: tokio::io::ReadHalf<BoxIo>,
+        reader: ReadHalf,
         framer: Framer,
         limits: crate::xml::framer::FramerLimits,
         server: &ServerInner,
@@ -478,9 +479,11 @@ impl ReaderConn {
     }
 }
 
-/// Adapts a read half to the `Io` the framing code expects; writes go nowhere (the
+/// Adapts a read half to the `ByteStream` the framing code expects; writes go nowhere (the
 /// writer task owns the other half).
-struct ReadOnly(tokio::io::ReadHalf<BoxIo>);
+struct ReadOnly(ReadHalf);
+
+impl crate::byte_stream::ByteStream for ReadOnly {}
 
 impl tokio::io::AsyncRead for ReadOnly {
     fn poll_read(

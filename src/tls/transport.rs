@@ -26,6 +26,7 @@ use super::record_layer::{
 };
 use super::secrets::{Capturing, TrafficSecrets};
 use super::suite_choice::SuiteConfigs;
+use crate::byte_stream::{poll_write_then_shutdown, ByteStream};
 
 /// Plaintext sealed per write call: large writes (a big roster) go out four records to a
 /// system call.
@@ -90,7 +91,7 @@ pub struct TlsTransport<IO> {
     state: State<IO>,
 }
 
-// The transport itself is boxed (as a connection's `BoxIo`): the record layer inline
+// The transport itself is boxed (as a connection's `BoxStream`): the record layer inline
 // is one allocation per connection, not two.
 #[allow(clippy::large_enum_variant)]
 enum State<IO> {
@@ -315,6 +316,22 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsTransport<IO> {
         match &mut self.get_mut().state {
             State::Rustls(side) => Pin::new(&mut side.stream).poll_shutdown(cx),
             State::Own(own) => own.poll_shutdown(cx),
+            State::Broken => Poll::Ready(Err(broken())),
+        }
+    }
+}
+
+impl<IO: ByteStream> ByteStream for TlsTransport<IO> {
+    fn poll_end_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+        taken: &mut usize,
+    ) -> Poll<io::Result<()>> {
+        ready!(self.poll_prepare_write(cx))?;
+        match &mut self.state {
+            State::Own(own) => own.poll_end_with(cx, data, taken),
+            State::Rustls(_) => poll_write_then_shutdown(self, cx, data, taken),
             State::Broken => Poll::Ready(Err(broken())),
         }
     }
@@ -587,6 +604,39 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> OwnRecords<IO> {
         }
         ready!(self.poll_send_unsent(cx))?;
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl<IO: ByteStream> OwnRecords<IO> {
+    /// The last records and the close_notify are sealed together, behind anything not
+    /// sent yet, and the socket ends with them: one send where there were three.
+    fn poll_end_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+        taken: &mut usize,
+    ) -> Poll<io::Result<()>> {
+        if self.failed || (self.close_notify_sent && *taken < data.len()) {
+            return Poll::Ready(Err(broken()));
+        }
+        if !self.close_notify_sent {
+            let mut unsent = std::mem::take(&mut self.unsent);
+            let sealed = self
+                .seal(&data[*taken..], &mut unsent)
+                .and_then(|()| self.tx.seal(CONTENT_ALERT, &[1, 0], &mut unsent));
+            self.unsent = unsent;
+            if let Err(err) = sealed {
+                return Poll::Ready(Err(self.fail(cx, err)));
+            }
+            *taken = data.len();
+            self.close_notify_sent = true;
+            self.unsent_untried = false;
+        }
+        let ended = ready!(self.io.poll_end_with(cx, &self.unsent, &mut self.unsent_at));
+        self.unsent = Vec::new();
+        self.unsent_at = 0;
+        self.failed |= ended.is_err();
+        Poll::Ready(ended)
     }
 }
 

@@ -487,19 +487,22 @@ impl AsyncWrite for CountingIo {
     }
 }
 
-#[tokio::test]
-async fn the_session_ticket_goes_out_with_the_first_data() {
-    use std::sync::atomic::Ordering::Relaxed;
-    let fx = Fixture::new(&["localhost"]);
-    // Clones share the client's ticket store.
-    let config = fx.client(TLS13, &[]);
+impl crate::byte_stream::ByteStream for CountingIo {}
+
+type CountedServer = TlsTransport<CountingIo>;
+
+/// A handshake whose server socket counts its writes.
+async fn connect_counted(
+    fx: &Fixture,
+    config: ClientConfig,
+) -> (CountedServer, Client, Arc<std::sync::atomic::AtomicUsize>) {
     let (client_io, server_io) = tokio::io::duplex(256 * 1024);
     let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let server_io = CountingIo {
         io: server_io,
         writes: writes.clone(),
     };
-    let connector = TlsConnector::from(Arc::new(config.clone()));
+    let connector = TlsConnector::from(Arc::new(config));
     let name = ServerName::try_from("localhost").expect("name");
     let (server, client) = tokio::time::timeout(Duration::from_secs(10), async {
         tokio::join!(
@@ -509,7 +512,16 @@ async fn the_session_ticket_goes_out_with_the_first_data() {
     })
     .await
     .expect("handshake timed out");
-    let (mut server, mut client) = (server.expect("server"), client.expect("client"));
+    (server.expect("server"), client.expect("client"), writes)
+}
+
+#[tokio::test]
+async fn the_session_ticket_goes_out_with_the_first_data() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let fx = Fixture::new(&["localhost"]);
+    // Clones share the client's ticket store.
+    let config = fx.client(TLS13, &[]);
+    let (mut server, mut client, writes) = connect_counted(&fx, config.clone()).await;
     assert_eq!(
         writes.load(Relaxed),
         1,
@@ -528,4 +540,40 @@ async fn the_session_ticket_goes_out_with_the_first_data() {
     assert_eq!(read_exactly(&mut client, 11).await, b"<features/>");
     // The ticket arrived, whole: the next handshake resumes with it.
     resumes(&fx, config).await;
+}
+
+#[tokio::test]
+async fn the_last_records_and_close_notify_go_out_in_one_write() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let fx = Fixture::new(&["localhost"]);
+    let (mut server, mut client, writes) = connect_counted(&fx, fx.client(TLS13, &[])).await;
+    client.write_all(b"<stream>").await.expect("client write");
+    client.flush().await.expect("client flush");
+    assert_eq!(read_exactly(&mut server, 8).await, b"<stream>");
+    server
+        .write_all(b"<features/>")
+        .await
+        .expect("server write");
+    server.flush().await.expect("server flush");
+    assert!(server.takes_own_records());
+    let before = writes.load(Relaxed);
+    crate::byte_stream::end_with(&mut server, b"</stream:stream>")
+        .await
+        .expect("end");
+    assert_eq!(
+        writes.load(Relaxed) - before,
+        1,
+        "the last records and the close_notify went out in separate writes"
+    );
+    assert_eq!(read_exactly(&mut client, 11).await, b"<features/>");
+    assert_eq!(read_exactly(&mut client, 16).await, b"</stream:stream>");
+    // rustls reports a TCP end without close_notify as an error, not as the end.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut rest))
+        .await
+        .expect("read timed out");
+    assert!(
+        matches!(read, Ok(0)),
+        "no clean end after the last records: {read:?}"
+    );
 }
