@@ -37,6 +37,8 @@ impl WriteHalf {
     /// [`super::ByteStream::poll_end_with`]).
     pub(crate) async fn end_with(&mut self, data: &[u8]) -> io::Result<()> {
         let mut taken = 0;
+        // Locked per poll, not for the whole ending: a client that does not read keeps
+        // the ending pending, and the reader's polls must not wait on it.
         std::future::poll_fn(|cx| lock(&self.0).poll_end_with(cx, data, &mut taken)).await
     }
 }

@@ -186,7 +186,7 @@ impl SessionTask {
                     break;
                 }
                 Outbound::Sm(command) => {
-                    // Boxed, as `end_stream` and `end_session`: rare steps whose
+                    // Boxed, as `write_last` and `end_session`: rare steps whose
                     // futures would otherwise enlarge every session task.
                     if let Err(error) = Box::pin(self.sm_command(*command, sm, deadline, buf)).await
                     {
@@ -219,7 +219,7 @@ impl SessionTask {
         }
         let wrote = !buf.is_empty();
         let written = if closing.is_some() {
-            // Boxed, as `end_stream`: a step of the session's last batch only.
+            // Boxed, as `end_session`: a step of the session's last batch only.
             wrote && Box::pin(self.write_last(buf)).await
         } else {
             let stall = self.server.config().limits.ping_timeout;
@@ -241,7 +241,7 @@ impl SessionTask {
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_else(|| "closed".to_string());
-            Box::pin(self.end_stream()).await;
+            self.release_reader();
             return Some(reason);
         }
         None
@@ -340,9 +340,7 @@ impl SessionTask {
 
     fn detach(&mut self, sm: &mut Option<Box<Sm>>, deadline: &mut Option<Instant>) {
         self.writer = None;
-        if let Some(done) = self.done.take() {
-            let _ = done.send(());
-        }
+        self.release_reader();
         if let Some(timeout) = sm.as_ref().and_then(|s| s.resume_timeout) {
             *deadline = Some(Instant::now() + timeout);
             tracing::info!(jid = %self.handle.jid(), "connection lost; session kept for resumption for {timeout:?}");
@@ -395,12 +393,9 @@ impl SessionTask {
         matches!(ended, Ok(Ok(())))
     }
 
-    /// Ends the stream whose last words (`write_last`) went out, or whose connection
-    /// broke: the transport is shut down if it is still there, and the reader is told.
-    async fn end_stream(&mut self) {
-        if let Some(mut writer) = self.writer.take() {
-            let _ = tokio::time::timeout(CLOSE_WRITE_LIMIT, writer.shutdown()).await;
-        }
+    /// The stream is over (its end went out with `write_last`, or its connection
+    /// broke): the reader stops.
+    fn release_reader(&mut self) {
         if let Some(done) = self.done.take() {
             let _ = done.send(());
         }
