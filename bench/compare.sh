@@ -25,7 +25,9 @@
 #   startup        tern-load execs the server, time to the first login, 10 s idle
 #   rounds         on a fresh server: LEVEL idle connections held by a second tern-load
 #                  (memory per connection), and on top of them logins, messages and
-#                  XEP-0215 services / credentials requests at fixed rates; after the
+#                  XEP-0215 services / credentials requests at fixed rates, and XEP-0199
+#                  pings at the same rate (the smallest IQ round trip: the reference
+#                  that splits a request's cost from the XEP-0215 work); after the
 #                  servers, the floor (bench/floor, `tls-*`): a TLS 1.3 server that does no
 #                  XMPP at all, at the same rates, what any server pays on this machine for
 #                  a login's round trips and handshake, a relayed message, a request and
@@ -311,6 +313,8 @@ fixed_rate_scenarios() {
   load "services-$tag" extdisco "${common[@]}" --kind services --clients "$EXT_CLIENTS" \
     --rate "$EXT_RATE" --duration "$EXT_DURATION" --turn-host "$PEER_TURN_HOST" || true
   load "credentials-$tag" extdisco "${common[@]}" --kind credentials --clients "$EXT_CLIENTS" \
+    --rate "$EXT_RATE" --duration "$EXT_DURATION" --turn-host "$PEER_TURN_HOST" || true
+  load "ping-$tag" extdisco "${common[@]}" --kind ping --clients "$EXT_CLIENTS" \
     --rate "$EXT_RATE" --duration "$EXT_DURATION" --turn-host "$PEER_TURN_HOST" || true
 }
 

@@ -2,7 +2,9 @@
 //! `<services xmlns='urn:xmpp:extdisco:2'/>` (every service, TURN credentials minted
 //! inline) and `<credentials>` for the TURN services on `--turn-host`. Every request is
 //! matched with its answer by id; latency is from the due time. `--kind` restricts the
-//! run to one of the two, so each gets a CPU figure of its own.
+//! run to one of the two, so each gets a CPU figure of its own. `--kind ping` sends
+//! XEP-0199 pings instead: the smallest IQ round trip every server answers, the reference
+//! that separates a server's per-request cost from its XEP-0215 work.
 //!
 //! ejabberd 23.01 answers a `<credentials>` request with a `<services>` element carrying
 //! the requested services and their credentials (fixed in 24.12). The work is done, only
@@ -35,6 +37,8 @@ pub enum Kind {
     Both,
     Services,
     Credentials,
+    /// XEP-0199 pings to the server: not XEP-0215, the reference round trip.
+    Ping,
 }
 
 impl Kind {
@@ -43,7 +47,7 @@ impl Kind {
         match self {
             Kind::Both => k % 2 == 0,
             Kind::Services => true,
-            Kind::Credentials => false,
+            Kind::Credentials | Kind::Ping => false,
         }
     }
 
@@ -52,6 +56,7 @@ impl Kind {
             Kind::Both => "both",
             Kind::Services => "services",
             Kind::Credentials => "credentials",
+            Kind::Ping => "ping",
         }
     }
 }
@@ -82,6 +87,10 @@ struct Tally {
 /// Whether a result carries what was asked: services (restricted ones with credentials)
 /// or, for credentials, at least one service with a username and password.
 fn check_answer(k: u64, iq: &Element, tally: &Tally) -> bool {
+    if tally.kind == Kind::Ping {
+        // XEP-0199 §4: an empty result.
+        return iq.children().next().is_none();
+    }
     let Some(payload) = iq.children().find(|c| c.ns() == EXTDISCO) else {
         return false;
     };
@@ -198,7 +207,7 @@ pub async fn run(
                                 .record(arrived.saturating_duration_since(dispatched));
                             if kind.is_services(k) {
                                 services_latency.record(elapsed);
-                            } else {
+                            } else if kind != Kind::Ping {
                                 credentials_latency.record(elapsed);
                             }
                         } else {
@@ -225,6 +234,7 @@ pub async fn run(
 
     let domain = target.domain.clone();
     let services_request = format!("' to='{domain}'><services xmlns='{EXTDISCO}'/></iq>");
+    let ping_request = format!("' to='{domain}'><ping xmlns='urn:xmpp:ping'/></iq>");
     let credentials_request = format!(
         "' to='{domain}'><credentials xmlns='{EXTDISCO}'><service type='turn' host='{}'/></credentials></iq>",
         args.turn_host
@@ -239,7 +249,9 @@ pub async fn run(
                 Ordering::Relaxed,
             );
             let client = (k % clients) as usize;
-            let rest = if kind.is_services(k) {
+            let rest = if kind == Kind::Ping {
+                &ping_request
+            } else if kind.is_services(k) {
                 &services_request
             } else {
                 &credentials_request
@@ -374,6 +386,20 @@ mod tests {
         // Without credentials it is a wrong answer.
         let empty = parse("<iq xmlns='jabber:client' type='result' id='e1'><services xmlns='urn:xmpp:extdisco:2'/></iq>");
         assert!(!check_answer(1, &empty, &t));
+    }
+
+    #[test]
+    fn a_ping_is_answered_by_an_empty_result() {
+        let t = tally(Kind::Ping);
+        assert!(check_answer(
+            1,
+            &parse("<iq xmlns='jabber:client' type='result' id='e1'/>"),
+            &t
+        ));
+        let with_payload = parse(
+            "<iq xmlns='jabber:client' type='result' id='e1'><ping xmlns='urn:xmpp:ping'/></iq>",
+        );
+        assert!(!check_answer(1, &with_payload, &t));
     }
 
     #[test]
