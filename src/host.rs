@@ -138,7 +138,9 @@ pub struct Host {
     storage: SharedStorage,
     /// localpart -> resource -> session.
     sessions: RwLock<HashMap<String, HashMap<String, SessionHandle>>>,
-    iq_handlers: RwLock<HashMap<IqKey, IqHandler>>,
+    /// Scanned, not hashed: a host has a few dozen handlers, and a key to hash would copy
+    /// every request's payload name and namespace into strings of their own.
+    iq_handlers: RwLock<Vec<(IqKey, IqHandler)>>,
     pending_iqs: Mutex<HashMap<String, PendingIq>>,
     pub(crate) modules: Mutex<Vec<LoadedModule>>,
     /// XEP-0198 resumable sessions by resumption id.
@@ -232,10 +234,10 @@ impl Host {
 
     pub(crate) fn set_iq_handler(&self, key: IqKey, handler: IqHandler) -> bool {
         let mut handlers = self.iq_handlers.write().unwrap_or_else(|p| p.into_inner());
-        if handlers.contains_key(&key) {
+        if handlers.iter().any(|(registered, _)| *registered == key) {
             return false;
         }
-        handlers.insert(key, handler);
+        handlers.push((key, handler));
         true
     }
 
@@ -243,15 +245,26 @@ impl Host {
         self.iq_handlers
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+            .retain(|(registered, _)| registered != key);
     }
 
-    pub(crate) fn iq_handler(&self, key: &IqKey) -> Option<IqHandler> {
+    /// The handler of `iq_type` requests to `target` whose payload is `payload`'s element.
+    pub(crate) fn iq_handler(
+        &self,
+        iq_type: IqType,
+        target: IqTarget,
+        payload: &Element,
+    ) -> Option<IqHandler> {
         self.iq_handlers
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
+            .iter()
+            .find(|(key, _)| {
+                key.iq_type == iq_type
+                    && key.target == target
+                    && payload.is(key.name.as_str(), key.namespace.as_str())
+            })
+            .map(|(_, handler)| handler.clone())
     }
 
     // ---- accounts ----
@@ -515,5 +528,111 @@ mod tests {
         assert!(host.add_session(session(&taken), 3));
         assert!(!host.add_session(session("another"), 3));
         assert_eq!(host.session_count(), 3);
+    }
+
+    fn key(iq_type: IqType, target: IqTarget, namespace: &str, name: &str) -> IqKey {
+        IqKey {
+            iq_type,
+            target,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// A handler that answers with an element named `tag`, to tell handlers apart.
+    fn answering(tag: &'static str) -> IqHandler {
+        Arc::new(move |_| Box::pin(async move { Ok(Some(Element::bare(tag, "urn:test"))) }))
+    }
+
+    async fn answer_of(handler: Option<IqHandler>, host: &Arc<Host>) -> Option<String> {
+        let request = IqRequest {
+            host: host.clone(),
+            session: None,
+            stanza: Arc::new(Element::bare("iq", ns::CLIENT)),
+            from: Jid::new("romeo@localhost/a").expect("jid"),
+            to: Jid::new("localhost").expect("jid"),
+        };
+        let payload = handler?(request).await.ok()??;
+        Some(payload.name().to_string())
+    }
+
+    #[tokio::test]
+    async fn iq_handlers_are_found_by_type_target_namespace_and_name() {
+        let host = Arc::new(Host::new(
+            BareJid::new("localhost").expect("jid"),
+            Weak::new(),
+            Arc::new(crate::storage::memory::MemoryStorage::default()),
+        ));
+        assert!(host.set_iq_handler(
+            key(IqType::Get, IqTarget::Host, "urn:a", "q"),
+            answering("get-host-a")
+        ));
+        assert!(host.set_iq_handler(
+            key(IqType::Set, IqTarget::Host, "urn:a", "q"),
+            answering("set-host-a")
+        ));
+        assert!(host.set_iq_handler(
+            key(IqType::Get, IqTarget::Bare, "urn:a", "q"),
+            answering("get-bare-a")
+        ));
+        assert!(host.set_iq_handler(
+            key(IqType::Get, IqTarget::Host, "urn:b", "q"),
+            answering("get-host-b")
+        ));
+        // A second handler for a taken key is refused; the first stays.
+        assert!(!host.set_iq_handler(
+            key(IqType::Get, IqTarget::Host, "urn:a", "q"),
+            answering("second")
+        ));
+
+        let payload = |namespace: &str, name: &str| Element::bare(name, namespace);
+        let found = |t, target, p: &Element| host.iq_handler(t, target, p);
+        let a = payload("urn:a", "q");
+        assert_eq!(
+            answer_of(found(IqType::Get, IqTarget::Host, &a), &host)
+                .await
+                .as_deref(),
+            Some("get-host-a")
+        );
+        assert_eq!(
+            answer_of(found(IqType::Set, IqTarget::Host, &a), &host)
+                .await
+                .as_deref(),
+            Some("set-host-a")
+        );
+        assert_eq!(
+            answer_of(found(IqType::Get, IqTarget::Bare, &a), &host)
+                .await
+                .as_deref(),
+            Some("get-bare-a")
+        );
+        let b = payload("urn:b", "q");
+        assert_eq!(
+            answer_of(found(IqType::Get, IqTarget::Host, &b), &host)
+                .await
+                .as_deref(),
+            Some("get-host-b")
+        );
+        assert!(found(IqType::Set, IqTarget::Host, &b).is_none());
+        assert!(found(IqType::Get, IqTarget::Host, &payload("urn:a", "other")).is_none());
+        assert!(found(IqType::Get, IqTarget::Host, &payload("urn:c", "q")).is_none());
+
+        host.remove_iq_handler(&key(IqType::Get, IqTarget::Host, "urn:a", "q"));
+        assert!(found(IqType::Get, IqTarget::Host, &a).is_none());
+        assert!(
+            found(IqType::Set, IqTarget::Host, &a).is_some(),
+            "only that key is removed"
+        );
+        // Once removed, the key may be taken again.
+        assert!(host.set_iq_handler(
+            key(IqType::Get, IqTarget::Host, "urn:a", "q"),
+            answering("again")
+        ));
+        assert_eq!(
+            answer_of(found(IqType::Get, IqTarget::Host, &a), &host)
+                .await
+                .as_deref(),
+            Some("again")
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use jid::{BareJid, FullJid, Jid};
 
 use crate::events::{Flow, HandlerError};
-use crate::host::{Host, IqKey, IqRequest, IqTarget, IqType};
+use crate::host::{Host, IqRequest, IqTarget, IqType};
 use crate::server::ServerInner;
 use crate::session::{SessionHandle, SessionInfo};
 use crate::stanza::{
@@ -392,13 +392,7 @@ async fn deliver_iq(
         bounce(server, &stanza, StanzaError::bad_request("missing payload")).await;
         return;
     };
-    let mut key = IqKey {
-        iq_type,
-        target: handler_target,
-        namespace: payload.ns(),
-        name: payload.name().to_string(),
-    };
-    let mut handler = host.iq_handler(&key);
+    let mut handler = host.iq_handler(iq_type, handler_target, payload);
     // A request about one's own account that no account-level handler takes is answered
     // by the server (ping, version, time, disco without 'to').
     let own_account = origin
@@ -406,8 +400,7 @@ async fn deliver_iq(
         .and_then(|o| o.bare_jid())
         .is_some_and(|own| Target::Bare(own) == target);
     if handler.is_none() && own_account {
-        key.target = IqTarget::Host;
-        handler = host.iq_handler(&key);
+        handler = host.iq_handler(iq_type, IqTarget::Host, payload);
     }
     let Some(handler) = handler else {
         bounce(
@@ -418,10 +411,11 @@ async fn deliver_iq(
         .await;
         return;
     };
-    let from = match stanza.attr("from").and_then(|f| Jid::new(f).ok()) {
-        Some(from) => from,
-        None => return,
+    let Some(from) = sender_of(&stanza, origin.as_deref()) else {
+        return;
     };
+    // The reply goes back to the sender: routed on this parsed address, not on its text.
+    let reply_to = from.clone();
     let stanza = Arc::new(stanza);
     let request = IqRequest {
         host: host.clone(),
@@ -435,7 +429,8 @@ async fn deliver_iq(
         Ok(Ok(payload)) => iq_result(&stanza, payload),
         Ok(Err(err)) => error_reply(&stanza, &handler_error_to_stanza(&err, host)),
         Err(_) => {
-            tracing::error!(host = %host.name, ns = %key.namespace, "IQ handler timed out after {timeout:?}");
+            let ns = stanza.first_child().map(Element::ns).unwrap_or_default();
+            tracing::error!(host = %host.name, %ns, "IQ handler timed out after {timeout:?}");
             error_reply(
                 &stanza,
                 &StanzaError::new(Condition::InternalServerError)
@@ -443,7 +438,24 @@ async fn deliver_iq(
             )
         }
     };
-    Box::pin(route(server, reply, None)).await;
+    Box::pin(route_to(
+        server,
+        reply.into(),
+        StanzaKind::Iq,
+        &reply_to,
+        None,
+    ))
+    .await;
+}
+
+/// The request's `from` as a JID. A client's stanza carries its session's full JID (the
+/// router stamps it), which is parsed already: only other senders' text is parsed here.
+fn sender_of(stanza: &Element, origin: Option<&SessionInfo>) -> Option<Jid> {
+    let from = stanza.attr("from")?;
+    match origin.and_then(|o| o.jid.as_ref()) {
+        Some(own) if own.as_str() == from => Some(Jid::from(own.clone())),
+        _ => Jid::new(from).ok(),
+    }
 }
 
 /// The account's resources that may receive messages to its bare JID: available,
@@ -642,6 +654,36 @@ fn deliver_presence(host: &Arc<Host>, stanza: Element, target: Target) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_sender_is_the_session_jid_or_its_parsed_text() {
+        let own = FullJid::new("romeo@localhost/balcony").expect("jid");
+        let info = crate::session::bound_info(&own);
+        let iq = |from: &str| {
+            let mut stanza = Element::bare("iq", ns::CLIENT);
+            stanza.set("from", from);
+            stanza
+        };
+        // The session's own address: its JID, unparsed.
+        assert_eq!(
+            sender_of(&iq(own.as_str()), Some(&info)),
+            Some(Jid::from(own.clone()))
+        );
+        // Anything else is parsed (and normalised) from the text.
+        assert_eq!(
+            sender_of(&iq("Juliet@LOCALHOST/chamber"), Some(&info)).map(|j| j.to_string()),
+            Some("juliet@localhost/chamber".to_string())
+        );
+        assert_eq!(
+            sender_of(&iq("localhost"), None).map(|j| j.to_string()),
+            Some("localhost".to_string())
+        );
+        assert_eq!(sender_of(&iq("@nope"), Some(&info)), None);
+        assert_eq!(
+            sender_of(&Element::bare("iq", ns::CLIENT), Some(&info)),
+            None
+        );
+    }
 
     #[test]
     fn the_last_address_is_reused_only_for_the_same_text() {
