@@ -558,81 +558,54 @@ mod tests {
 
     #[tokio::test]
     async fn iq_handlers_are_found_by_type_target_namespace_and_name() {
+        use IqTarget::{Bare, Host as ToHost};
+        use IqType::{Get, Set};
         let host = Arc::new(Host::new(
             BareJid::new("localhost").expect("jid"),
             Weak::new(),
             Arc::new(crate::storage::memory::MemoryStorage::default()),
         ));
-        assert!(host.set_iq_handler(
-            key(IqType::Get, IqTarget::Host, "urn:a", "q"),
-            answering("get-host-a")
-        ));
-        assert!(host.set_iq_handler(
-            key(IqType::Set, IqTarget::Host, "urn:a", "q"),
-            answering("set-host-a")
-        ));
-        assert!(host.set_iq_handler(
-            key(IqType::Get, IqTarget::Bare, "urn:a", "q"),
-            answering("get-bare-a")
-        ));
-        assert!(host.set_iq_handler(
-            key(IqType::Get, IqTarget::Host, "urn:b", "q"),
-            answering("get-host-b")
-        ));
+        let registered = [
+            (Get, ToHost, "urn:a", "get-host-a"),
+            (Set, ToHost, "urn:a", "set-host-a"),
+            (Get, Bare, "urn:a", "get-bare-a"),
+            (Get, ToHost, "urn:b", "get-host-b"),
+        ];
+        for (iq_type, target, namespace, tag) in registered {
+            assert!(host.set_iq_handler(key(iq_type, target, namespace, "q"), answering(tag)));
+        }
         // A second handler for a taken key is refused; the first stays.
-        assert!(!host.set_iq_handler(
-            key(IqType::Get, IqTarget::Host, "urn:a", "q"),
-            answering("second")
-        ));
+        assert!(!host.set_iq_handler(key(Get, ToHost, "urn:a", "q"), answering("second")));
 
-        let payload = |namespace: &str, name: &str| Element::bare(name, namespace);
-        let found = |t, target, p: &Element| host.iq_handler(t, target, p);
-        let a = payload("urn:a", "q");
-        assert_eq!(
-            answer_of(found(IqType::Get, IqTarget::Host, &a), &host)
-                .await
-                .as_deref(),
-            Some("get-host-a")
-        );
-        assert_eq!(
-            answer_of(found(IqType::Set, IqTarget::Host, &a), &host)
-                .await
-                .as_deref(),
-            Some("set-host-a")
-        );
-        assert_eq!(
-            answer_of(found(IqType::Get, IqTarget::Bare, &a), &host)
-                .await
-                .as_deref(),
-            Some("get-bare-a")
-        );
-        let b = payload("urn:b", "q");
-        assert_eq!(
-            answer_of(found(IqType::Get, IqTarget::Host, &b), &host)
-                .await
-                .as_deref(),
-            Some("get-host-b")
-        );
-        assert!(found(IqType::Set, IqTarget::Host, &b).is_none());
-        assert!(found(IqType::Get, IqTarget::Host, &payload("urn:a", "other")).is_none());
-        assert!(found(IqType::Get, IqTarget::Host, &payload("urn:c", "q")).is_none());
+        // Each of type, target, namespace and name tells handlers apart.
+        let lookups = [
+            (Get, ToHost, "urn:a", "q", Some("get-host-a")),
+            (Set, ToHost, "urn:a", "q", Some("set-host-a")),
+            (Get, Bare, "urn:a", "q", Some("get-bare-a")),
+            (Get, ToHost, "urn:b", "q", Some("get-host-b")),
+            (Set, ToHost, "urn:b", "q", None),
+            (Get, ToHost, "urn:a", "other", None),
+            (Get, ToHost, "urn:c", "q", None),
+        ];
+        for (iq_type, target, namespace, name, expected) in lookups {
+            let handler = host.iq_handler(iq_type, target, &Element::bare(name, namespace));
+            assert_eq!(
+                answer_of(handler, &host).await.as_deref(),
+                expected,
+                "{iq_type:?} {target:?} {{{namespace}}}{name}"
+            );
+        }
 
-        host.remove_iq_handler(&key(IqType::Get, IqTarget::Host, "urn:a", "q"));
-        assert!(found(IqType::Get, IqTarget::Host, &a).is_none());
+        let a = Element::bare("q", "urn:a");
+        host.remove_iq_handler(&key(Get, ToHost, "urn:a", "q"));
+        assert!(host.iq_handler(Get, ToHost, &a).is_none());
         assert!(
-            found(IqType::Set, IqTarget::Host, &a).is_some(),
+            host.iq_handler(Set, ToHost, &a).is_some(),
             "only that key is removed"
         );
         // Once removed, the key may be taken again.
-        assert!(host.set_iq_handler(
-            key(IqType::Get, IqTarget::Host, "urn:a", "q"),
-            answering("again")
-        ));
-        assert_eq!(
-            answer_of(found(IqType::Get, IqTarget::Host, &a), &host)
-                .await
-                .as_deref(),
-            Some("again")
-        );
+        assert!(host.set_iq_handler(key(Get, ToHost, "urn:a", "q"), answering("again")));
+        let again = host.iq_handler(Get, ToHost, &a);
+        assert_eq!(answer_of(again, &host).await.as_deref(), Some("again"));
     }
 }
