@@ -22,6 +22,8 @@ struct Recorder {
     order: Mutex<Vec<&'static str>>,
     sessions: Mutex<Vec<String>>,
     count: Mutex<i64>,
+    /// The ids of the IQ results and errors the stanza hooks saw.
+    iq_answers: Mutex<Vec<String>>,
 }
 
 fn recorder(server: &TestServer) -> Arc<Recorder> {
@@ -111,6 +113,17 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
             }
         }
         .boxed()
+    });
+
+    let r = recorder.clone();
+    ctx.hook::<StanzaEvent, _>(0, move |event| {
+        let answer = event.kind == StanzaKind::Iq
+            && matches!(event.stanza.attr("type"), Some("result" | "error"));
+        if answer {
+            let id = event.stanza.attr("id").unwrap_or_default().to_string();
+            r.iq_answers.lock().unwrap().push(id);
+        }
+        async { Ok(Flow::Continue) }.boxed()
     });
 
     let r = recorder.clone();
@@ -691,5 +704,46 @@ async fn a_failing_module_leaves_nothing_behind_and_the_server_runs() -> anyhow:
         diagnostics.iter().any(|d| d.contains("no_such_module")),
         "{diagnostics:?}"
     );
+    Ok(())
+}
+
+/// The server's answers to a client's own requests go straight back to the session that
+/// asked; an answer from another client is a stanza like any other and passes the
+/// stanza hooks on its way.
+#[tokio::test]
+async fn server_answers_skip_the_stanza_hooks_and_client_answers_pass_them() -> anyhow::Result<()> {
+    let server = server_with(&[ENABLED]).await?;
+    let mut romeo = server.client("romeo").await?;
+    let mut juliet = server.client("juliet").await?;
+    let pong = romeo
+        .iq_str("<iq type='get' id='to-server' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await?;
+    assert_eq!(pong.attr("type"), Some("result"));
+    assert_eq!(pong.attr("id"), Some("to-server"));
+    assert_eq!(pong.attr("to"), Some(romeo.jid().as_str()));
+    let refused = romeo
+        .iq_str(&iq("stanza-error", "get").replace("<iq ", "<iq id='refused' "))
+        .await?;
+    assert_eq!(refused.attr("type"), Some("error"));
+
+    romeo
+        .send_str(&format!(
+            "<iq type='get' id='to-juliet' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>",
+            juliet.jid()
+        ))
+        .await?;
+    let request = juliet.expect_where(|s| s.name() == "iq").await?;
+    juliet
+        .send_str(&format!(
+            "<iq type='result' id='to-juliet' to='{}'/>",
+            request.attr("from").unwrap_or_default()
+        ))
+        .await?;
+    let answer = romeo.expect_where(|s| s.name() == "iq").await?;
+    assert_eq!(answer.attr("id"), Some("to-juliet"));
+    assert_eq!(answer.attr("from"), Some(juliet.jid().as_str()));
+
+    let seen = recorder(&server).iq_answers.lock().unwrap().clone();
+    assert_eq!(seen, vec!["to-juliet".to_string()]);
     Ok(())
 }
