@@ -15,9 +15,9 @@ use crate::host::{Host, IqRequest, IqTarget, IqType};
 use crate::server::ServerInner;
 use crate::session::{SessionHandle, SessionInfo};
 use crate::stanza::{
-    error_reply, iq_result, may_bounce, Condition, StanzaError, StanzaKind, StreamError,
-    StreamErrorCondition,
+    error_reply, may_bounce, Condition, StanzaError, StanzaKind, StreamError, StreamErrorCondition,
 };
+use crate::xml::iq_answer::IqAnswer;
 use crate::xml::{ns, Element, ElementExt, LazyStanza};
 
 /// Where a routed stanza is going on its host.
@@ -432,9 +432,12 @@ async fn deliver_iq(
         to,
     };
     let timeout = server.config().limits.iq_timeout;
-    let reply = match tokio::time::timeout(timeout, handler(request)).await {
-        Ok(Ok(payload)) => iq_result(&stanza, payload),
-        Ok(Err(err)) => error_reply(&stanza, &handler_error_to_stanza(&err, host)),
+    // Awaited apart, so that the finished handler's future (and its hold on the request)
+    // is gone before the answer takes the request's addresses.
+    let answered = tokio::time::timeout(timeout, handler(request)).await;
+    let reply: LazyStanza = match answered {
+        Ok(Ok(payload)) => IqAnswer::result(stanza, payload).into(),
+        Ok(Err(err)) => error_reply(&stanza, &handler_error_to_stanza(&err, host)).into(),
         Err(_) => {
             let ns = stanza.first_child().map(Element::ns).unwrap_or_default();
             tracing::error!(host = %host.name, %ns, "IQ handler timed out after {timeout:?}");
@@ -443,6 +446,7 @@ async fn deliver_iq(
                 &StanzaError::new(Condition::InternalServerError)
                     .text("the server took too long to answer"),
             )
+            .into()
         }
     };
     match (asker, reply_to) {
@@ -452,7 +456,7 @@ async fn deliver_iq(
         (None, Some(reply_to)) => {
             Box::pin(route_to(
                 server,
-                reply.into(),
+                reply,
                 StanzaKind::Iq,
                 &reply_to,
                 Origin::Other(None),

@@ -1,5 +1,6 @@
-//! A stanza on its way through the server: a tree, or a plain message still as the text
-//! its sender wrote ([`RawMessage`]), whose tree is built only when someone asks for it.
+//! A stanza on its way through the server: a tree, a plain message still as the text
+//! its sender wrote ([`RawMessage`]), or the server's result to an IQ request
+//! ([`IqAnswer`]), whose tree is built only when someone asks for it.
 //!
 //! Reading the top-level attributes and asking whether a child is there never builds the
 //! tree; [`LazyStanza::element`] and [`LazyStanza::tree`] do, once. A message nobody
@@ -7,6 +8,7 @@
 
 use std::sync::Arc;
 
+use super::iq_answer::IqAnswer;
 use super::raw_message::{FromStamp, RawMessage};
 use super::{writer, Element, ElementExt};
 
@@ -17,11 +19,18 @@ pub struct LazyStanza(Form);
 enum Form {
     Tree(Element),
     Text(Box<RawMessage>),
+    Answer(Box<IqAnswer>),
 }
 
 impl From<Element> for LazyStanza {
     fn from(element: Element) -> Self {
         LazyStanza(Form::Tree(element))
+    }
+}
+
+impl From<IqAnswer> for LazyStanza {
+    fn from(answer: IqAnswer) -> Self {
+        LazyStanza(Form::Answer(Box::new(answer)))
     }
 }
 
@@ -36,6 +45,7 @@ impl LazyStanza {
         match &self.0 {
             Form::Tree(element) => element.name(),
             Form::Text(_) => "message",
+            Form::Answer(_) => "iq",
         }
     }
 
@@ -44,6 +54,7 @@ impl LazyStanza {
         match &self.0 {
             Form::Tree(element) => element.attr(name),
             Form::Text(message) => message.attr(name),
+            Form::Answer(answer) => answer.attr(name),
         }
     }
 
@@ -52,6 +63,7 @@ impl LazyStanza {
         match &self.0 {
             Form::Tree(element) => element.has_child(name, namespace),
             Form::Text(message) => message.has_child(name, namespace),
+            Form::Answer(answer) => answer.has_child(name, namespace),
         }
     }
 
@@ -60,10 +72,11 @@ impl LazyStanza {
         match &mut self.0 {
             Form::Tree(element) => element.set("from", from.jid()),
             Form::Text(message) => message.set_from(from),
+            Form::Answer(answer) => answer.set_from(from.jid()),
         }
     }
 
-    /// Whether the stanza is still text (no tree was asked for).
+    /// Whether the stanza is a client's message still as its text (no tree was asked for).
     pub fn is_text(&self) -> bool {
         matches!(self.0, Form::Text(_))
     }
@@ -76,12 +89,16 @@ impl LazyStanza {
     /// The stanza as a tree to change; the text, if any, is dropped, so what is written
     /// is the changed tree.
     pub fn tree(&mut self) -> &mut Element {
-        if let Form::Text(message) = &self.0 {
-            self.0 = Form::Tree(message.to_element());
+        match &self.0 {
+            Form::Tree(_) => {}
+            Form::Text(message) => self.0 = Form::Tree(message.to_element()),
+            Form::Answer(answer) => self.0 = Form::Tree(answer.to_element()),
         }
         match &mut self.0 {
             Form::Tree(element) => element,
-            Form::Text(_) => unreachable!("the text was just replaced by its tree"),
+            Form::Text(_) | Form::Answer(_) => {
+                unreachable!("the text was just replaced by its tree")
+            }
         }
     }
 
@@ -89,6 +106,7 @@ impl LazyStanza {
         match self.0 {
             Form::Tree(element) => element,
             Form::Text(message) => message.to_element(),
+            Form::Answer(answer) => answer.into_element(),
         }
     }
 
@@ -97,6 +115,7 @@ impl LazyStanza {
         match &self.0 {
             Form::Tree(element) => writer::append_to(element, out),
             Form::Text(message) => message.append_to(out),
+            Form::Answer(answer) => answer.append_to(out),
         }
     }
 }

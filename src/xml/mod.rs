@@ -4,6 +4,7 @@
 mod client_elements;
 mod fast_path;
 pub mod framer;
+pub mod iq_answer;
 pub mod lazy_stanza;
 pub mod ns;
 pub mod prerendered;

@@ -106,10 +106,7 @@ fn write_fast(
     out.push(b'>');
     for child in children {
         match child {
-            minidom::Node::Element(child) => match prerendered::content_of(child) {
-                Some(xml) => out.extend_from_slice(xml.as_bytes()),
-                None => write_fast(child, Some(ns), out)?,
-            },
+            minidom::Node::Element(child) => append_child(child, ns, out)?,
             minidom::Node::Text(text) => push_escaped(text, Context::Text, out)?,
         }
     }
@@ -117,6 +114,22 @@ fn write_fast(
     out.extend_from_slice(name.as_bytes());
     out.push(b'>');
     Ok(())
+}
+
+/// Writes `element` as a child of an element in `parent_ns`: a prerendered payload as
+/// its text, anything else by the fast writer.
+pub(super) fn append_child(
+    element: &Element,
+    parent_ns: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), Unwritable> {
+    match prerendered::content_of(element) {
+        Some(xml) => {
+            out.extend_from_slice(xml.as_bytes());
+            Ok(())
+        }
+        None => write_fast(element, Some(parent_ns), out),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
