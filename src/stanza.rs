@@ -374,13 +374,7 @@ pub fn error_reply(stanza: &Element, error: &StanzaError) -> Element {
 
 /// An IQ result for `request`, optionally carrying a payload.
 pub fn iq_result(request: &Element, payload: Option<Element>) -> Element {
-    let mut reply = Element::bare("iq", ns::CLIENT);
-    copy_swapped_addresses(request, &mut reply);
-    reply.set("type", "result");
-    if let Some(payload) = payload {
-        reply.append_child(payload);
-    }
-    reply
+    crate::xml::iq_answer::IqAnswer::of(request, payload).into_element()
 }
 
 fn copy_swapped_addresses(from: &Element, to: &mut Element) {

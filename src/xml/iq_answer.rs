@@ -6,7 +6,7 @@
 //! instructions to build, write and drop, a tenth of a ping's. Here the request's `id`,
 //! `from` and `to` are moved into the answer when the request is no longer shared, so an
 //! empty result allocates nothing but its box. Whoever needs the tree gets it from
-//! [`IqAnswer::to_element`]; it is the tree [`crate::stanza::iq_result`] builds.
+//! [`IqAnswer::to_element`]; [`crate::stanza::iq_result`] builds its tree here too.
 
 use std::sync::Arc;
 
@@ -40,12 +40,17 @@ impl IqAnswer {
                     payload,
                 }
             }
-            Err(shared) => IqAnswer {
-                id: shared.attr("id").map(str::to_string),
-                to: shared.attr("from").map(str::to_string),
-                from: shared.attr("to").map(str::to_string),
-                payload,
-            },
+            Err(shared) => IqAnswer::of(&shared, payload),
+        }
+    }
+
+    /// The `result` to `request`, its addresses copied.
+    pub fn of(request: &Element, payload: Option<Element>) -> IqAnswer {
+        IqAnswer {
+            id: request.attr("id").map(str::to_string),
+            to: request.attr("from").map(str::to_string),
+            from: request.attr("to").map(str::to_string),
+            payload,
         }
     }
 
@@ -70,7 +75,7 @@ impl IqAnswer {
         self.from = Some(from.to_string());
     }
 
-    /// The answer as a tree: what [`crate::stanza::iq_result`] makes of the request.
+    /// The answer as a tree.
     pub fn to_element(&self) -> Element {
         self.clone().into_element()
     }
@@ -145,8 +150,9 @@ mod tests {
         xml.parse().expect("request")
     }
 
-    /// The text and the tree of every answer are what `iq_result` and the tree writer
-    /// make of the same request, whether the request was shared or not.
+    /// The tree swaps the request's addresses and carries the payload; the text is what
+    /// the tree writer makes of it, and the answer is the same whether the request's
+    /// addresses were moved out of it or copied.
     #[test]
     fn written_as_the_tree_would_be() {
         let prerendered = {
@@ -183,7 +189,18 @@ mod tests {
             ),
         ];
         for (xml, payload) in cases {
-            let tree = iq_result(&request(xml), payload.clone());
+            let asked = request(xml);
+            let tree = iq_result(&asked, payload.clone());
+            assert_eq!(tree.name(), "iq");
+            assert!(tree.has_ns(ns::CLIENT));
+            assert_eq!(tree.attr("type"), Some("result"));
+            assert_eq!(tree.attr("id"), asked.attr("id"), "{xml}");
+            assert_eq!(tree.attr("to"), asked.attr("from"), "{xml}");
+            assert_eq!(tree.attr("from"), asked.attr("to"), "{xml}");
+            assert_eq!(
+                tree.children().cloned().collect::<Vec<_>>(),
+                payload.iter().cloned().collect::<Vec<_>>()
+            );
             let expected = writer::to_bytes(&tree);
             let owned = IqAnswer::result(Arc::new(request(xml)), payload.clone());
             let shared_request = Arc::new(request(xml));
