@@ -65,8 +65,8 @@ pub fn services_from(options: &ModuleOptions) -> Vec<ExternalService> {
     let make = |kind: &str, port: u16, transport: &str| {
         let mut service = ExternalService::new(kind, &host);
         service.port = Some(port);
-        service.transport = Some(transport.to_string());
-        service.origin = format!("turn_external ({kind}/{transport})");
+        service.transport = Some(transport.into());
+        service.origin = format!("turn_external ({kind}/{transport})").into();
         if kind != "stun" {
             if let Some(rest) = &rest {
                 service.source = CredentialSource::TurnRest(rest.clone());
@@ -120,6 +120,7 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use compact_str::CompactString;
 
     #[test]
     fn derives_stun_turn_and_turns_with_credentials() {
@@ -129,7 +130,7 @@ mod tests {
                 .expect("toml");
         let options = ModuleOptions::new(table, "modules.turn_external", Default::default());
         let services = services_from(&options);
-        let summary: Vec<(String, Option<u16>, Option<String>, bool)> = services
+        let summary: Vec<(CompactString, Option<u16>, Option<CompactString>, bool)> = services
             .iter()
             .map(|s| {
                 (

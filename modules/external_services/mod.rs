@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::api::*;
 use crate::config::ModuleOptions;
 
+pub use compact_str::CompactString;
 pub use credentials::{
     CredentialProvider, CredentialProviderItem, Credentials, ProviderError, Requester,
 };
@@ -376,7 +377,7 @@ fn all_services(
         let origin = if item.origin.is_empty() {
             "item"
         } else {
-            item.origin.as_str()
+            &item.origin
         };
         // Validation may complete a service (port, transport), so filter after it.
         if let Some(prepared) = prepare::prepare(item.clone(), &prepare::LogReport { origin }) {

@@ -115,11 +115,12 @@ pub fn from_table(
         }
     };
     let mut service = ExternalService {
-        kind: string("type").unwrap_or_default(),
+        kind: string("type").unwrap_or_default().into(),
         host: string("host")
             .or_else(|| defaults.host.clone())
-            .unwrap_or_default(),
-        origin: origin.to_string(),
+            .unwrap_or_default()
+            .into(),
+        origin: origin.into(),
         ..Default::default()
     };
     match table.get("port") {
@@ -139,7 +140,7 @@ pub fn from_table(
             ),
         ),
     }
-    service.transport = string("transport");
+    service.transport = string("transport").map(Into::into);
     service.username = string("username");
     service.password = string("password");
     match table.get("restricted") {
@@ -412,7 +413,7 @@ pub fn prepare(mut service: ExternalService, report: &dyn Report) -> Option<Exte
     }
     // IPv6 literals go without brackets (XEP-0215 §2).
     if service.host.starts_with('[') && service.host.ends_with(']') {
-        service.host = service.host[1..service.host.len() - 1].to_string();
+        service.host = service.host[1..service.host.len() - 1].into();
     }
     if service.port.is_none() {
         service.port = default_port(&service.kind);
@@ -432,7 +433,7 @@ pub fn prepare(mut service: ExternalService, report: &dyn Report) -> Option<Exte
         None => {}
     }
     if service.transport.is_none() {
-        service.transport = default_transport(&service.kind).map(str::to_string);
+        service.transport = default_transport(&service.kind).map(Into::into);
         if service.transport.is_none() {
             report.warn(
                 "transport",

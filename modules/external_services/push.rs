@@ -404,6 +404,7 @@ pub(crate) fn hook(ctx: &mut ModuleContext, state: Arc<State>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use compact_str::CompactString;
 
     fn svc(kind: &str, port: u16) -> ExternalService {
         let mut s = ExternalService::new(kind, "h");
@@ -452,7 +453,8 @@ mod tests {
         changed.names.insert(String::new(), "renamed".into());
         let new = vec![changed.clone(), svc("turns", 5349)];
         let d = diff(&old, &new, Mode::Changes);
-        let actions: Vec<(Action, String)> = d.iter().map(|(a, s)| (*a, s.kind.clone())).collect();
+        let actions: Vec<(Action, CompactString)> =
+            d.iter().map(|(a, s)| (*a, s.kind.clone())).collect();
         assert_eq!(
             actions,
             vec![

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use compact_str::CompactString;
+
 /// How a service's credentials are obtained.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum CredentialSource {
@@ -63,14 +65,18 @@ pub enum Delivery {
 
 /// One external service as configured, contributed as an item, or edited by an event
 /// handler. `username`/`password`/`expires` hold minted credentials once resolved.
+///
+/// Every request copies the services it answers with (handlers may edit the copies, and
+/// pushes keep what each client was told), so the fields that name a service are
+/// [`CompactString`]s: up to 24 bytes they live inline and copy without an allocation.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ExternalService {
     /// `type`: any NCName (`stun`, `turn`, `stuns`, `turns`, `ftp`, ...).
-    pub kind: String,
-    pub host: String,
+    pub kind: CompactString,
+    pub host: CompactString,
     pub port: Option<u16>,
     /// `udp` or `tcp`.
-    pub transport: Option<String>,
+    pub transport: Option<CompactString>,
     pub username: Option<String>,
     pub password: Option<String>,
     pub restricted: bool,
@@ -82,14 +88,15 @@ pub struct ExternalService {
     pub source: CredentialSource,
     pub delivery: Delivery,
     /// Where the entry came from, for diagnostics (`services[2]`, `item from turn_external`).
-    pub origin: String,
+    /// Shared rather than inline: a config key path is longer than 24 bytes.
+    pub origin: Arc<str>,
 }
 
 impl ExternalService {
     pub fn new(kind: &str, host: &str) -> Self {
         ExternalService {
-            kind: kind.to_string(),
-            host: host.to_string(),
+            kind: kind.into(),
+            host: host.into(),
             ..Default::default()
         }
     }
@@ -119,7 +126,14 @@ impl ExternalService {
 
     /// The identity of a service across requests and pushes: what a client would use to
     /// match a `modify` or `delete` to what it saw before.
-    pub fn key(&self) -> (String, String, Option<u16>, Option<String>) {
+    pub fn key(
+        &self,
+    ) -> (
+        CompactString,
+        CompactString,
+        Option<u16>,
+        Option<CompactString>,
+    ) {
         (
             self.kind.clone(),
             self.host.clone(),

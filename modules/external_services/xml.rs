@@ -82,7 +82,7 @@ impl ServiceQuery {
             && self
                 .transport
                 .as_ref()
-                .is_none_or(|t| Some(t) == service.transport.as_ref())
+                .is_none_or(|t| Some(t.as_str()) == service.transport.as_deref())
     }
 }
 
@@ -276,7 +276,7 @@ fn write_extended_form(xml: &mut Xml, service: &ExternalService) -> Result<(), U
 pub fn parse_service(el: &Element) -> Option<(ExternalService, Option<Action>)> {
     let mut service = ExternalService::new(el.attr("type")?, el.attr("host")?);
     service.port = el.attr("port").and_then(|p| p.parse().ok());
-    service.transport = el.attr("transport").map(str::to_string);
+    service.transport = el.attr("transport").map(Into::into);
     service.username = el.attr("username").map(str::to_string);
     service.password = el.attr("password").map(str::to_string);
     // xs:boolean: true/false/1/0.

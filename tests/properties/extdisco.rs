@@ -35,7 +35,7 @@ fn service() -> impl Strategy<Value = ExternalService> {
             |(kind, host, port, transport, username, password, restricted, expires, name)| {
                 let mut service = ExternalService::new(&kind, &host);
                 service.port = port;
-                service.transport = transport.map(str::to_string);
+                service.transport = transport.map(Into::into);
                 service.username = username;
                 service.password = password;
                 service.restricted = restricted;

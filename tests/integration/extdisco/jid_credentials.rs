@@ -105,7 +105,7 @@ fn load(ctx: &mut ModuleContext) -> anyhow::Result<()> {
                 let mut personal =
                     ExternalService::new("turn", &format!("{local}.relay.example.org"));
                 personal.port = Some(3478);
-                personal.transport = Some("udp".to_string());
+                personal.transport = Some("udp".into());
                 personal.restricted = true;
                 personal.username = Some(format!("static-{local}"));
                 personal.password = Some("personal".to_string());

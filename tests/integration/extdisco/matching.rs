@@ -47,10 +47,10 @@ fn summary(list: &[ExternalService]) -> Vec<(String, String, u16, String)> {
                 "credentials for {s:?}"
             );
             (
-                s.kind.clone(),
-                s.host.clone(),
+                s.kind.to_string(),
+                s.host.to_string(),
                 s.port.expect("port"),
-                s.transport.clone().expect("transport"),
+                s.transport.as_deref().expect("transport").to_string(),
             )
         })
         .collect()

@@ -129,7 +129,7 @@ pub fn pushed(push: &Element) -> Vec<(Action, ExternalService)> {
 pub fn item(kind: &str, host: &str, port: u16, transport: &str) -> ExternalService {
     let mut service = ExternalService::new(kind, host);
     service.port = Some(port);
-    service.transport = Some(transport.to_string());
+    service.transport = Some(transport.into());
     service
 }
 

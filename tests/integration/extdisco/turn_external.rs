@@ -29,10 +29,10 @@ type Key = (String, String, u16, String);
 
 fn key(s: &ExternalService) -> Key {
     (
-        s.kind.clone(),
-        s.host.clone(),
+        s.kind.to_string(),
+        s.host.to_string(),
         s.port.expect("port"),
-        s.transport.clone().expect("transport"),
+        s.transport.as_deref().expect("transport").to_string(),
     )
 }
 
