@@ -405,6 +405,12 @@ for rep in $(seq 1 "$REPS"); do
     use_server "$server"
     stop_cmd="$HERE/peers/$server.sh stop \$SERVER_PID"
     mapfile -t cmd < <("$HERE/peers/$server.sh" command)
+    # What the step before wrote (ejabberd dumps its tables when it stops) may still be on
+    # its way to the disk, and a start-up that syncs waits for it: Tern's database opens
+    # with fsyncs, and its first login took 66 and 167 ms in two repetitions of
+    # 2026-11-29T0627Z, each right after an ejabberd, with under 10 ms of CPU, against 21
+    # ms in the third. Each server starts on a disk with nothing left to write.
+    sync
     load "startup-r$rep" startup --users 1 --idle "$STARTUP_IDLE" --timeout 120 \
       --stop-command "$stop_cmd" --server-log "$PEER_DIR/server.out" -- "${PIN_SERVER[@]}" "${cmd[@]}" || true
   done

@@ -19,6 +19,14 @@ pub struct Credentials {
     pub expires: Option<SystemTime>,
 }
 
+impl Credentials {
+    fn fill(self, service: &mut ExternalService) {
+        service.username = Some(self.username);
+        service.password = Some(self.password);
+        service.expires = self.expires;
+    }
+}
+
 /// Why a provider could not mint credentials; each maps to the stanza error XEP-0215
 /// lists for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,6 +171,21 @@ pub fn may_wait(service: &ExternalService) -> bool {
     matches!(service.source, CredentialSource::Provider(_))
 }
 
+/// Fills the credentials that need nothing outside this process (static ones stay as they
+/// are, TURN REST ones are computed); `None` for a provider's, which [`resolve`] awaits.
+pub fn resolve_at_once(
+    service: &mut ExternalService,
+    requester: &BareJid,
+    batch: &mut MintBatch,
+) -> Option<Result<(), ProviderError>> {
+    let minted = match &service.source {
+        CredentialSource::Static => return Some(Ok(())),
+        CredentialSource::TurnRest(rest) => batch.turn_rest(rest, requester),
+        CredentialSource::Provider(_) => return None,
+    };
+    Some(minted.map(|credentials| credentials.fill(service)))
+}
+
 /// Fills `service`'s credentials for `requester`. Static services are left as they are.
 pub async fn resolve(
     service: &mut ExternalService,
@@ -170,9 +193,11 @@ pub async fn resolve(
     providers: &[Arc<CredentialProviderItem>],
     batch: &mut MintBatch,
 ) -> Result<(), ProviderError> {
+    if let Some(minted) = resolve_at_once(service, &requester.jid, batch) {
+        return minted;
+    }
     let credentials = match &service.source {
-        CredentialSource::Static => return Ok(()),
-        CredentialSource::TurnRest(rest) => batch.turn_rest(rest, &requester.jid)?,
+        CredentialSource::Static | CredentialSource::TurnRest(_) => return Ok(()),
         CredentialSource::Provider(name) => {
             let Some(item) = providers.iter().find(|p| p.name == *name) else {
                 return Err(ProviderError::Internal(format!(
@@ -182,9 +207,7 @@ pub async fn resolve(
             item.provider.credentials(requester, service).await?
         }
     };
-    service.username = Some(credentials.username);
-    service.password = Some(credentials.password);
-    service.expires = credentials.expires;
+    credentials.fill(service);
     Ok(())
 }
 
