@@ -16,6 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import criteria  # noqa: E402
+import startup_report  # noqa: E402
 import svg  # noqa: E402
 
 NOISY_CORES = 0.15
@@ -443,6 +444,7 @@ def main(folder):
     if floor:
         L.extend(floor_section(servers, base, floor))
     L.extend(above_ping_section(servers, base, floor))
+    L.extend(startup_report.startup_section(servers, names))
     L.append("## All figures")
     L.append("")
     L.append("| figure | " + " | ".join(names) + " |")

@@ -165,12 +165,6 @@ impl MintBatch {
     }
 }
 
-/// Whether minting `service`'s credentials may wait on something outside this process
-/// (a provider); TURN REST and static credentials are computed on the spot.
-pub fn may_wait(service: &ExternalService) -> bool {
-    matches!(service.source, CredentialSource::Provider(_))
-}
-
 /// Fills the credentials that need nothing outside this process (static ones stay as they
 /// are, TURN REST ones are computed); `None` for a provider's, which [`resolve`] awaits.
 pub fn resolve_at_once(
@@ -196,17 +190,16 @@ pub async fn resolve(
     if let Some(minted) = resolve_at_once(service, &requester.jid, batch) {
         return minted;
     }
-    let credentials = match &service.source {
-        CredentialSource::Static | CredentialSource::TurnRest(_) => return Ok(()),
-        CredentialSource::Provider(name) => {
-            let Some(item) = providers.iter().find(|p| p.name == *name) else {
-                return Err(ProviderError::Internal(format!(
-                    "no credential provider named {name:?} is loaded"
-                )));
-            };
-            item.provider.credentials(requester, service).await?
-        }
+    // `resolve_at_once` answered for every other source.
+    let CredentialSource::Provider(name) = &service.source else {
+        return Ok(());
     };
+    let Some(item) = providers.iter().find(|p| p.name == *name) else {
+        return Err(ProviderError::Internal(format!(
+            "no credential provider named {name:?} is loaded"
+        )));
+    };
+    let credentials = item.provider.credentials(requester, service).await?;
     credentials.fill(service);
     Ok(())
 }

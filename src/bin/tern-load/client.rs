@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use base64::Engine;
@@ -254,6 +254,44 @@ async fn fetch_roster(tls: &mut Tls, framer: &mut Framer, buf: &mut [u8]) -> any
     }
 }
 
+/// When each step of one login ended, for a login worth explaining (the start-up's first):
+/// other logins pass `StageClock::off()`, which records nothing.
+pub struct StageClock {
+    marks: Option<Vec<(&'static str, Instant)>>,
+}
+
+impl StageClock {
+    pub fn off() -> StageClock {
+        StageClock { marks: None }
+    }
+
+    pub fn on() -> StageClock {
+        StageClock {
+            marks: Some(Vec::with_capacity(8)),
+        }
+    }
+
+    fn mark(&mut self, stage: &'static str) {
+        if let Some(marks) = &mut self.marks {
+            marks.push((stage, Instant::now()));
+        }
+    }
+
+    /// Each step's end, in milliseconds since `origin`, in the order they ended.
+    pub fn since(&self, origin: Instant) -> Vec<(&'static str, f64)> {
+        self.marks
+            .iter()
+            .flatten()
+            .map(|(stage, at)| {
+                (
+                    *stage,
+                    at.saturating_duration_since(origin).as_secs_f64() * 1000.0,
+                )
+            })
+            .collect()
+    }
+}
+
 /// A logged-in, bound session (initial presence sent).
 pub struct Session {
     stream: Tls,
@@ -283,6 +321,16 @@ impl Session {
     /// Logs in account `index`: TCP, STARTTLS, SCRAM-SHA-1, bind, `<presence/>`. With
     /// `sync`, also waits for a ping answer so the server has processed the presence.
     pub async fn login(target: &Target, index: u64, sync: bool) -> Result<Session, LoginError> {
+        Session::login_clocked(target, index, sync, &mut StageClock::off()).await
+    }
+
+    /// `login`, marking the end of each step on `clock`.
+    pub async fn login_clocked(
+        target: &Target,
+        index: u64,
+        sync: bool,
+        clock: &mut StageClock,
+    ) -> Result<Session, LoginError> {
         let tcp = TcpStream::connect(target.addr)
             .await
             .map_err(anyhow::Error::from)
@@ -290,6 +338,7 @@ impl Session {
         tcp.set_nodelay(true)
             .map_err(anyhow::Error::from)
             .at("connect")?;
+        clock.mark("connect");
         let mut tcp = tcp;
         let mut framer = new_framer();
         let mut buf = vec![0u8; 16 * 1024].into_boxed_slice();
@@ -312,6 +361,7 @@ impl Session {
         }
         .await
         .at("starttls")?;
+        clock.mark("starttls");
         let mut tls = target
             .connector
             .connect(target.server_name.clone(), tcp)
@@ -319,6 +369,7 @@ impl Session {
             .map_err(anyhow::Error::from)
             .at("tls")?;
         count_suite(tls.get_ref().1.negotiated_cipher_suite());
+        clock.mark("tls");
 
         // SASL SCRAM-SHA-1
         let features = open_stream(&mut tls, &mut framer, &mut buf, &target.domain)
@@ -375,6 +426,7 @@ impl Session {
         }
         .await
         .at("sasl")?;
+        clock.mark("sasl");
 
         // Bind, presence
         async {
@@ -396,6 +448,7 @@ impl Session {
         }
         .await
         .at("bind")?;
+        clock.mark("bind");
         let roster_items = if target.fetch_roster {
             fetch_roster(&mut tls, &mut framer, &mut buf)
                 .await
@@ -403,6 +456,9 @@ impl Session {
         } else {
             0
         };
+        if target.fetch_roster {
+            clock.mark("roster");
+        }
         async {
             if sync {
                 tls.write_all(
@@ -428,6 +484,7 @@ impl Session {
         }
         .await
         .at("presence")?;
+        clock.mark("presence");
         Ok(Session {
             stream: tls,
             framer,

@@ -20,6 +20,7 @@ mod rosters;
 mod scram;
 mod startup;
 mod stats;
+mod waits;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::client::{Session, Target};
+use crate::client::{Session, StageClock, Target};
 use crate::procfs::{self, round, Sample, Window};
 use crate::stats::Errors;
+use crate::waits::{MachineTicks, Sched};
 use crate::Common;
 
 pub struct StartupArgs {
@@ -92,6 +93,8 @@ async fn stop(mut child: Child, stop_command: Option<&str>) -> (f64, bool) {
 pub async fn run(common: &Common, target: Arc<Target>, args: StartupArgs) -> anyhow::Result<Value> {
     let mut warnings: Vec<String> = Vec::new();
     let errors = Errors::default();
+    let generator_before = Sched::of_process(std::process::id());
+    let machine_before = MachineTicks::read();
     let exec_at = Instant::now();
     let mut child = spawn(&args)?;
     let pid = child.id();
@@ -114,12 +117,18 @@ pub async fn run(common: &Common, target: Arc<Target>, args: StartupArgs) -> any
     let mut first_login = None;
     let mut attempts = 0u64;
     let mut session = None;
+    // The successful login's steps, in ms since exec, with when it began.
+    let mut steps = None;
     while listening.is_some() && Instant::now() < deadline {
         attempts += 1;
         let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, Session::login(&target, 0, true)).await {
+        let began = exec_at.elapsed();
+        let mut clock = StageClock::on();
+        match tokio::time::timeout(left, Session::login_clocked(&target, 0, true, &mut clock)).await
+        {
             Ok(Ok(s)) => {
                 first_login = Some(exec_at.elapsed());
+                steps = Some((began, clock.since(exec_at)));
                 session = Some(s);
                 break;
             }
@@ -128,6 +137,10 @@ pub async fn run(common: &Common, target: Arc<Target>, args: StartupArgs) -> any
         }
         tokio::time::sleep(retry).await;
     }
+    // Where the wall time to the first login went, beyond the server's CPU.
+    let machine_at_login = MachineTicks::read();
+    let server_sched = Sched::of_tree(&[pid]);
+    let generator_sched = Sched::of_process(std::process::id());
     let at_login = Sample::take(&[pid]);
     let start_cpu_us = procfs::tree_cpu_us(&[pid]);
     if let Some(session) = session {
@@ -141,9 +154,14 @@ pub async fn run(common: &Common, target: Arc<Target>, args: StartupArgs) -> any
     if first_login.is_some() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let before = Sample::take(&[pid]);
+        let sched_before = Sched::of_tree(&[pid]);
         tokio::time::sleep(Duration::from_secs_f64(args.idle_s)).await;
+        let sched_after = Sched::of_tree(&[pid]);
         let after = Sample::take(&[pid]);
-        idle = Some(Window::between(&before, &after, &[pid]));
+        idle = Some((
+            Window::between(&before, &after, &[pid]),
+            sched_after.since_json(&sched_before),
+        ));
     } else {
         warnings.push("no login succeeded: nothing measured".into());
     }
@@ -174,11 +192,29 @@ pub async fn run(common: &Common, target: Arc<Target>, args: StartupArgs) -> any
         "startup_cpu_ms".into(),
         json!(round(start_cpu_us as f64 / 1000.0, 1)),
     );
+    if let Some((began, marks)) = &steps {
+        let ends: Vec<Value> = marks
+            .iter()
+            .map(|(step, at_ms)| json!({ "step": step, "ended_ms": round(*at_ms, 2) }))
+            .collect();
+        report.insert(
+            "first_login_steps".into(),
+            json!({ "began_ms": round(began.as_secs_f64() * 1000.0, 2), "ends": ends }),
+        );
+    }
+    report.insert(
+        "waits_to_first_login".into(),
+        json!({
+            "server": server_sched.since_json(&Sched::default()),
+            "generator": generator_sched.since_json(&generator_before),
+            "machine": machine_before.delta_json(&machine_at_login),
+        }),
+    );
     report.insert(
         "memory_at_first_login".into(),
         json!({ "rss_kb": at_login.memory().rss_kb, "pss_kb": at_login.memory().pss_kb }),
     );
-    if let Some(idle) = &idle {
+    if let Some((idle, idle_sched)) = &idle {
         report.insert(
             "idle".into(),
             json!({
@@ -189,6 +225,9 @@ pub async fn run(common: &Common, target: Arc<Target>, args: StartupArgs) -> any
                 "pss_kb": idle.memory_after.pss_kb,
                 "processes": idle.server_pids.len(),
                 "other_cpu_cores": round(idle.other_cores(), 3),
+                // Exact where server_cpu_us counts 10 ms ticks: the idle server's
+                // wake-ups (timeslices) and their CPU time.
+                "sched": idle_sched,
             }),
         );
     }
