@@ -121,7 +121,7 @@ pub fn user_part(rule: &UserPart, secret: &str, requester: &BareJid) -> Option<S
 /// Credentials minted for one request (or one push). Every service signed with the same
 /// TURN REST settings gets the same username and password, as Prosody and ejabberd hand
 /// them out, so they are computed once per request and not once per service: the hashes
-/// are most of what an answer costs to compute.
+/// are the costliest part of minting.
 pub struct MintBatch {
     now: SystemTime,
     turn_rest: Vec<(TurnRest, Credentials)>,
