@@ -57,8 +57,9 @@ pub trait Storage: Send + Sync + 'static {
         value: &'a [u8],
     ) -> BoxFuture<'a, StorageResult<()>>;
     /// Like `put`, for a record nobody is told was saved (a logout time): the backend may
-    /// make it durable later, on its own schedule (sled: within 500 ms), so the write
-    /// does not pay for a sync of its own. Backends without such a schedule just `put`.
+    /// make it durable later, on its own schedule (sled: within 10 s, or with the next
+    /// write that is flushed), so the write does not pay for a sync of its own. Backends
+    /// without such a schedule just `put`.
     fn put_unsynced<'a>(
         &'a self,
         host: &'a str,

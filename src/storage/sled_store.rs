@@ -1,5 +1,5 @@
 //! sled backend (the durable default). Every write is flushed before its future resolves:
-//! sled only syncs every 500 ms on its own. Flushes are shared between concurrent writes
+//! sled syncs on its own only every few seconds (`SLED_TIMER_MS`). Flushes are shared between concurrent writes
 //! (`group_flush`), never sled's `flush_async`, which deadlocks when called concurrently.
 
 use std::path::Path;
@@ -13,6 +13,12 @@ use super::{
     StorageResult,
 };
 use crate::sasl::StoredCredentials;
+
+/// How often sled's own timer thread runs. Tern flushes every acknowledged write itself,
+/// so the timer is left with sled's segment cleaning (its only caller in sled 0.34.7) and
+/// the unsynced writes (`put_unsynced`). At sled's default of 500 ms, an idle server woke
+/// twice a second for an fsync with nothing to write.
+const SLED_TIMER_MS: u64 = 10_000;
 
 pub struct SledStorage {
     accounts: sled::Tree,
@@ -36,13 +42,17 @@ impl SledStorage {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| StorageError::Backend(e.to_string()))?;
         }
-        // sled releases its file lock from a background thread (it wakes every 500 ms) after the previous
+        // sled releases its file lock from a background thread after the previous
         // handle is dropped (a server that just stopped, a test that reopens; the group
         // flusher's thread may hold the handle a moment after its last waiter resumed):
         // wait a little for it rather than fail.
         let mut attempts = 0;
         let db = loop {
-            match sled::open(path) {
+            match sled::Config::new()
+                .path(path)
+                .flush_every_ms(Some(SLED_TIMER_MS))
+                .open()
+            {
                 Ok(db) => break db,
                 Err(sled::Error::Io(err)) if is_lock_conflict(&err) && attempts < 200 => {
                     attempts += 1;
