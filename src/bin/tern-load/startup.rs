@@ -3,6 +3,8 @@
 //! until a login succeeds (time to first login), closes that session, then leaves the
 //! server alone for `--idle` seconds with no connection and reports its CPU and memory
 //! meanwhile; finally stops it (`--stop-command`, else SIGTERM) and waits for it to exit.
+//! The report also says where the wall time to the first login went (its steps, and the
+//! scheduler's and the machine's counters: `waits.rs`) and how often the idle server woke.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
