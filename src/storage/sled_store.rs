@@ -1,6 +1,7 @@
 //! sled backend (the durable default). Every write is flushed before its future resolves:
-//! sled syncs on its own only every few seconds (`SLED_TIMER_MS`). Flushes are shared between concurrent writes
-//! (`group_flush`), never sled's `flush_async`, which deadlocks when called concurrently.
+//! sled syncs on its own only every few seconds (`SLED_TIMER_MS`). Flushes are shared
+//! between concurrent writes (`group_flush`), never sled's `flush_async`, which deadlocks
+//! when called concurrently.
 
 use std::path::Path;
 
