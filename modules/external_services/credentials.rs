@@ -166,7 +166,7 @@ impl MintBatch {
 }
 
 /// Fills the credentials that need nothing outside this process (static ones stay as they
-/// are, TURN REST ones are computed); `None` for a provider's, which [`resolve`] awaits.
+/// are, TURN REST ones are computed); `None` for a provider's, which [`ask_provider`] awaits.
 pub fn resolve_at_once(
     service: &mut ExternalService,
     requester: &BareJid,
@@ -180,17 +180,13 @@ pub fn resolve_at_once(
     Some(minted.map(|credentials| credentials.fill(service)))
 }
 
-/// Fills `service`'s credentials for `requester`. Static services are left as they are.
-pub async fn resolve(
+/// Fills `service`'s credentials from the provider its source names; the other sources
+/// are [`resolve_at_once`]'s, and a service with one is left as it is.
+pub async fn ask_provider(
     service: &mut ExternalService,
     requester: &Requester,
     providers: &[Arc<CredentialProviderItem>],
-    batch: &mut MintBatch,
 ) -> Result<(), ProviderError> {
-    if let Some(minted) = resolve_at_once(service, &requester.jid, batch) {
-        return minted;
-    }
-    // `resolve_at_once` answered for every other source.
     let CredentialSource::Provider(name) = &service.source else {
         return Ok(());
     };
@@ -282,8 +278,8 @@ mod tests {
             ExternalService::new("stun", "stun.example.org"),
         ];
         for service in services.iter_mut() {
-            resolve(service, &requester, &[], &mut batch)
-                .await
+            resolve_at_once(service, &requester.jid, &mut batch)
+                .expect("no provider needed")
                 .expect("minted");
         }
         assert_eq!(batch.turn_rest.len(), 3, "three settings, three mints");

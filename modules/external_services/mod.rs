@@ -409,12 +409,7 @@ async fn mint(
         Some(minted) => minted,
         // Boxed: inline, a provider's wait and its timer would make every answer's
         // future larger than glibc's per-thread cache (1,032 bytes), providers or not.
-        None => {
-            Box::pin(from_provider(
-                settings, providers, service, requester, batch,
-            ))
-            .await
-        }
+        None => Box::pin(from_provider(settings, providers, service, requester)).await,
     };
     minted.map_err(|err| err.to_stanza_error())
 }
@@ -425,11 +420,10 @@ async fn from_provider(
     providers: &[Arc<CredentialProviderItem>],
     service: &mut ExternalService,
     requester: &Requester,
-    batch: &mut credentials::MintBatch,
 ) -> Result<(), ProviderError> {
     tokio::time::timeout(
         settings.provider_timeout,
-        credentials::resolve(service, requester, providers, batch),
+        credentials::ask_provider(service, requester, providers),
     )
     .await
     .unwrap_or(Err(ProviderError::Timeout))
