@@ -203,8 +203,19 @@ SERVER_PID=""
 HOLDER_PID=""
 CURRENT=""
 COLLECTED=0
+# The start-up's "waiting on the disk" column needs the kernel's delay accounting, off by
+# default since Linux 5.14 (it reads the clock at every block I/O wait). On for the run
+# where this user may turn it on, and back off after.
+DELAYACCT_RESTORE=0
+if [ "$(cat /proc/sys/kernel/task_delayacct 2>/dev/null)" = 0 ] &&
+  { echo 1 >/proc/sys/kernel/task_delayacct; } 2>/dev/null; then
+  DELAYACCT_RESTORE=1
+fi
 cleanup() {
   local status=$?
+  if [ "$DELAYACCT_RESTORE" = 1 ]; then
+    echo 0 >/proc/sys/kernel/task_delayacct 2>/dev/null || true
+  fi
   if [ -n "$HOLDER_PID" ]; then
     # Removing the ready file ends the holder's hold; its tern-load closes and exits.
     rm -f "$PEER_DIR/holder.ready"

@@ -2,7 +2,8 @@
 step by step, beside what the kernel counted meanwhile (tern-load startup's
 `first_login_steps` and `waits_to_first_login`), and the idle server's wake-ups. A slow
 start-up with little CPU waited on something; this says on what: the run queue (another
-process, or the hypervisor: steal), the disk (major faults, iowait) or the login's peer."""
+process, or the hypervisor: steal), the disk (major faults, what the server read and how
+long it waited for it, iowait, the write backlog it queued behind) or the login's peer."""
 
 import re
 
@@ -17,6 +18,36 @@ def _get(obj, *path):
 
 def _ms(v):
     return "–" if v is None else f"{v:,.1f}"
+
+
+def _mib(kib):
+    return "–" if kib is None else f"{kib / 1024:,.1f}"
+
+
+def _backlog_mib(waits):
+    """The dirty and under-writeback data the machine held when the server was started."""
+    backlog = waits.get("write_backlog_at_exec")
+    if not backlog:
+        return "–"
+    return f"{backlog.get('dirty_mib', 0) + backlog.get('writeback_mib', 0):,.1f}"
+
+
+def reclaim_note(servers, names):
+    """A sentence on the machine's proactive reclaim, from the first report that has it."""
+    for n in names:
+        for r in servers[n].reports.values():
+            schemes = _get(r, "waits_to_first_login", "proactive_reclaim")
+            if schemes is None:
+                continue
+            ages = sorted({s.get("unused_for_s") for s in schemes if s.get("unused_for_s") is not None})
+            if not ages:
+                return ("This machine ran no proactive page reclaim (DAMON `pageout`): a "
+                        "program read before stays in the page cache until memory runs short.")
+            return (f"This machine pages out what was not touched for {ages[0]:g} s (DAMON "
+                    "`pageout` on physical memory, set by the host): a server that has not "
+                    "run for that long starts cold and reads its program from the disk again, "
+                    "the same for every server here.")
+    return None
 
 
 def step_durations(report):
@@ -56,6 +87,8 @@ def startup_rows(name, reports):
             + (f"{slowest[0]} {slowest[1]:,.1f}" if slowest else "–") + " | "
             + f"{_ms(_get(waits, 'server', 'on_cpu_ms'))} | {_ms(_get(waits, 'server', 'run_queue_wait_ms'))} | "
             + f"{_get(waits, 'server', 'major_faults') if waits else '–'} | "
+            + f"{_mib(_get(waits, 'server', 'read_from_disk_kib'))} | "
+            + f"{_ms(_get(waits, 'server', 'waiting_on_disk_ms'))} | {_backlog_mib(waits)} | "
             + f"{_ms(machine.get('iowait_ms'))} | {_ms(machine.get('steal_ms'))} | "
             + f"{_ms(machine.get('idle_ms'))} | "
             + ("–" if wakeups is None else f"{wakeups:,.1f}") + " | "
@@ -70,6 +103,7 @@ def startup_section(servers, names):
         rows.extend(startup_rows(n, servers[n].reports))
     if not any("waits_to_first_login" in r for n in names for r in servers[n].reports.values()):
         return []  # a run from before tern-load recorded them
+    reclaim = reclaim_note(servers, names)
     return [
         "## Start-up, repetition by repetition",
         "",
@@ -77,16 +111,23 @@ def startup_section(servers, names):
         "login's longest step (connect, starttls, tls, sasl, bind, roster, presence), timed by "
         "the client. *On CPU* and *run-queue wait*: the scheduler's own accounting over every "
         "thread of the server (/proc/PID/task/TID/schedstat), from exec to the first login; "
-        "*major faults*: page faults that read the disk. *iowait*, *steal* and *idle*: the "
+        "*major faults*: page faults that read the disk; *read from disk*: what the server's "
+        "processes made the kernel read from storage, its program included (/proc/PID/io); "
+        "*waiting on the disk*: its threads' block I/O delay (the kernel's delay accounting, "
+        "10 ms ticks; – where it was off); *write backlog*: the data the machine still had to "
+        "write when the server was started, which a read or a sync queues behind. "
+        "*iowait*, *steal* and *idle*: the "
         "whole machine (both CPUs) over the same stretch, from /proc/stat (10 ms ticks). A "
         "start-up with little on-CPU or run-queue time and a long step waited on something "
         "else: the disk or the peer. *Idle*: the 10 s with no connection afterwards, the "
         "server's wake-ups (times a thread was put on a CPU) per second and its CPU time.",
         "",
+        *([reclaim, ""] if reclaim else []),
         "| server | rep | port open, ms | first login, ms | slowest step, ms | on CPU, ms | "
-        "run-queue wait, ms | major faults | machine iowait, ms | machine steal, ms | "
-        "machine idle, ms | idle: wake-ups/s | idle: on CPU, ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "run-queue wait, ms | major faults | read from disk, MiB | waiting on the disk, ms | "
+        "write backlog, MiB | machine iowait, ms | machine steal, ms | machine idle, ms | "
+        "idle: wake-ups/s | idle: on CPU, ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]

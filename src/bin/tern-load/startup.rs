@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::client::{Session, StageClock, Target};
 use crate::procfs::{self, round, Sample, Window};
 use crate::stats::Errors;
-use crate::waits::{MachineTicks, Sched};
+use crate::waits::{proactive_reclaim, MachineTicks, Sched, WriteBacklog};
 use crate::Common;
 
 pub struct StartupArgs {
@@ -97,6 +97,7 @@ pub async fn run(common: &Common, target: Arc<Target>, args: StartupArgs) -> any
     let errors = Errors::default();
     let generator_before = Sched::of_process(std::process::id());
     let machine_before = MachineTicks::read();
+    let backlog_at_exec = WriteBacklog::read();
     let exec_at = Instant::now();
     let mut child = spawn(&args)?;
     let pid = child.id();
@@ -142,6 +143,7 @@ pub async fn run(common: &Common, target: Arc<Target>, args: StartupArgs) -> any
     // Where the wall time to the first login went, beyond the server's CPU.
     let machine_at_login = MachineTicks::read();
     let server_sched = Sched::of_tree(&[pid]);
+    let stretch_ms = exec_at.elapsed().as_secs_f64() * 1000.0;
     let generator_sched = Sched::of_process(std::process::id());
     let at_login = Sample::take(&[pid]);
     let start_cpu_us = procfs::tree_cpu_us(&[pid]);
@@ -204,12 +206,26 @@ pub async fn run(common: &Common, target: Arc<Target>, args: StartupArgs) -> any
             json!({ "began_ms": round(began.as_secs_f64() * 1000.0, 2), "ends": ends }),
         );
     }
+    let mut server_waits = server_sched.since_json(&Sched::default());
+    // The kernel's block I/O delay of a thread can come out absurd (51,000 s once, on a
+    // kernel that had just turned delay accounting on): no thread waits longer than the
+    // stretch.
+    if let Some(disk_ms) = server_waits["waiting_on_disk_ms"].as_f64() {
+        if disk_ms > stretch_ms * server_sched.threads.max(1) as f64 {
+            warnings.push(format!(
+                "the kernel counted {disk_ms} ms of the server waiting on the disk in {stretch_ms:.0} ms: not reported"
+            ));
+            server_waits["waiting_on_disk_ms"] = Value::Null;
+        }
+    }
     report.insert(
         "waits_to_first_login".into(),
         json!({
-            "server": server_sched.since_json(&Sched::default()),
+            "server": server_waits,
             "generator": generator_sched.since_json(&generator_before),
             "machine": machine_before.delta_json(&machine_at_login),
+            "write_backlog_at_exec": backlog_at_exec.json(),
+            "proactive_reclaim": proactive_reclaim(),
         }),
     );
     report.insert(

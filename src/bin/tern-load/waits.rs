@@ -4,8 +4,15 @@
 //! (major page faults, iowait), or a peer. These counters tell those apart: the
 //! scheduler's own accounting per thread (/proc/PID/task/TID/schedstat: time on a CPU and
 //! time runnable but waiting for one, in nanoseconds), the page faults that had to read
-//! from the disk (/proc/PID/stat), and how the whole machine's CPUs spent the stretch
-//! (/proc/stat, including iowait and steal).
+//! from the disk (/proc/PID/stat), what the server read from the disk and how long it
+//! waited on it (/proc/PID/io, and the kernel's delay accounting where it is on), how
+//! much the machine still had to write when the server started (/proc/meminfo), and how
+//! the whole machine's CPUs spent the stretch (/proc/stat, including iowait and steal).
+//!
+//! On the benchmark's VM a cold program is the usual reason for a slow start-up: the host
+//! runs DAMON's `pageout` on pages nobody touched for 60 s, so a server that has not run
+//! for a minute reads its program from the disk again, behind whatever the disk is still
+//! writing (`proactive_reclaim` reports that setting with each start-up).
 
 use serde_json::{json, Value};
 
@@ -74,6 +81,15 @@ pub struct Sched {
     /// Page faults that had to read from the disk (of the processes and their reaped
     /// children).
     pub major_faults: u64,
+    /// Bytes the processes caused to be read from the storage layer (page faults
+    /// included), from /proc/PID/io.
+    pub disk_read_bytes: u64,
+    /// Clock ticks the threads spent waiting for block I/O (`delayacct_blkio_ticks`);
+    /// counted only while the kernel's delay accounting is on.
+    pub disk_wait_ticks: u64,
+    /// Live threads: waits are summed over them, so they may add up to more than the
+    /// wall time, but not to more than this many times it.
+    pub threads: u64,
 }
 
 impl Sched {
@@ -97,10 +113,18 @@ impl Sched {
         if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             self.major_faults += major_faults(&stat).unwrap_or(0);
         }
+        if let Ok(io) = std::fs::read_to_string(format!("/proc/{pid}/io")) {
+            self.disk_read_bytes += io_read_bytes(&io).unwrap_or(0);
+        }
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             return;
         };
         for task in tasks.flatten() {
+            self.threads += 1;
+            // The process's own stat line holds only its first thread's block I/O delay.
+            if let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) {
+                self.disk_wait_ticks += disk_wait_ticks(&stat).unwrap_or(0);
+            }
             let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
                 continue;
             };
@@ -119,8 +143,107 @@ impl Sched {
             "run_queue_wait_ms": ms(self.wait_ns.saturating_sub(before.wait_ns)),
             "timeslices": self.timeslices.saturating_sub(before.timeslices),
             "major_faults": self.major_faults.saturating_sub(before.major_faults),
+            "read_from_disk_kib": self.disk_read_bytes.saturating_sub(before.disk_read_bytes) / 1024,
+            // Without delay accounting the kernel counts nothing: null, not 0.
+            "waiting_on_disk_ms": delay_accounting_on().then(|| {
+                let ticks = self.disk_wait_ticks.saturating_sub(before.disk_wait_ticks);
+                round(ticks as f64 * 1000.0 / clock_ticks() as f64, 1)
+            }),
         })
     }
+}
+
+/// Whether the kernel counts tasks' delays (`kernel.task_delayacct`, off by default
+/// since Linux 5.14; `bench/compare.sh` turns it on where it may).
+pub fn delay_accounting_on() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/task_delayacct").is_ok_and(|v| v.trim() == "1")
+}
+
+/// What the machine still had to write to its disks: a start-up that reads or syncs
+/// queues behind it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WriteBacklog {
+    pub dirty_kib: u64,
+    pub writeback_kib: u64,
+}
+
+impl WriteBacklog {
+    pub fn read() -> WriteBacklog {
+        std::fs::read_to_string("/proc/meminfo")
+            .map(|text| WriteBacklog::parse(&text))
+            .unwrap_or_default()
+    }
+
+    fn parse(meminfo: &str) -> WriteBacklog {
+        let mut backlog = WriteBacklog::default();
+        for line in meminfo.lines() {
+            let Some((key, rest)) = line.split_once(':') else {
+                continue;
+            };
+            let kib = rest
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok());
+            match (key, kib) {
+                ("Dirty", Some(kib)) => backlog.dirty_kib = kib,
+                ("Writeback", Some(kib)) => backlog.writeback_kib = kib,
+                _ => {}
+            }
+        }
+        backlog
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "dirty_mib": round(self.dirty_kib as f64 / 1024.0, 1),
+            "writeback_mib": round(self.writeback_kib as f64 / 1024.0, 1),
+        })
+    }
+}
+
+/// The machine's proactive reclaim, if any: DAMON schemes that page out what was not
+/// touched for a while, each with that while in seconds. Such a scheme drops a stopped
+/// server's program from the page cache, and its next start reads it from the disk.
+pub fn proactive_reclaim() -> Value {
+    let root = std::path::Path::new("/sys/kernel/mm/damon/admin/kdamonds");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
+    let num = |p: &std::path::Path| read(p).and_then(|s| s.parse::<f64>().ok());
+    let mut schemes = Vec::new();
+    let Ok(kdamonds) = std::fs::read_dir(root) else {
+        return json!([]);
+    };
+    for kdamond in kdamonds.flatten().map(|e| e.path()) {
+        if read(&kdamond.join("state")).as_deref() != Some("on") {
+            continue;
+        }
+        let Ok(contexts) = std::fs::read_dir(kdamond.join("contexts")) else {
+            continue;
+        };
+        for context in contexts.flatten().map(|e| e.path()) {
+            let aggregation_us = num(&context.join("monitoring_attrs/intervals/aggr_us"));
+            let Ok(found) = std::fs::read_dir(context.join("schemes")) else {
+                continue;
+            };
+            for scheme in found.flatten().map(|e| e.path()) {
+                let Some(action) = read(&scheme.join("action")) else {
+                    continue;
+                };
+                if action != "pageout" {
+                    continue;
+                }
+                // Age counts aggregation intervals.
+                let min_age = num(&scheme.join("access_pattern/age/min"));
+                schemes.push(json!({
+                    "action": action,
+                    "operations": read(&context.join("operations")),
+                    "unused_for_s": min_age
+                        .zip(aggregation_us)
+                        .map(|(age, us)| round(age * us / 1e6, 1)),
+                }));
+            }
+        }
+    }
+    Value::Array(schemes)
 }
 
 /// `schedstat`: time on a CPU, time waiting on a run queue (both ns), timeslices.
@@ -137,6 +260,19 @@ fn major_faults(stat: &str) -> Option<u64> {
     // fields[0] is field 3 (state): majflt is field 12, cmajflt 13.
     let get = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
     Some(get(9)? + get(10)?)
+}
+
+/// read_bytes of a /proc/PID/io file.
+fn io_read_bytes(io: &str) -> Option<u64> {
+    io.lines()
+        .find_map(|line| line.strip_prefix("read_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// delayacct_blkio_ticks (field 42) of a /proc/PID/stat line.
+fn disk_wait_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(42 - 3)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -164,24 +300,112 @@ mod tests {
         assert_eq!(parse_schedstat("12 13\n"), None);
         let stat = "42 (a (weird) name) S 1 42 42 0 -1 4194560 100 0 7 3 1 2 0 0 20 0";
         assert_eq!(major_faults(stat), Some(10));
+        // A kernel's line, 52 fields, delayacct_blkio_ticks = 37.
+        let stat = "7 (tern) S 1 7 7 0 -1 4194560 900 0 3 0 5 2 0 0 20 0 4 0 100 \
+                    9000000 2000 18446744073709551615 1 1 0 0 0 0 0 4096 17610 0 0 0 \
+                    17 0 0 0 37 0 0 1 2 3 4 5 6 7 0";
+        assert_eq!(disk_wait_ticks(stat), Some(37));
+        assert_eq!(disk_wait_ticks("7 (short) S 1 2"), None);
+        let io = "rchar: 10\nwchar: 0\nsyscr: 1\nsyscw: 0\nread_bytes: 8192\nwrite_bytes: 0\n";
+        assert_eq!(io_read_bytes(io), Some(8192));
+    }
+
+    #[test]
+    fn the_write_backlog_is_read_from_meminfo() {
+        let meminfo = "MemTotal:       24000000 kB\nDirty:           2048 kB\n\
+                       Writeback:        512 kB\nWritebackTmp:       7 kB\n";
+        let backlog = WriteBacklog::parse(meminfo);
+        assert_eq!(
+            backlog,
+            WriteBacklog {
+                dirty_kib: 2048,
+                writeback_kib: 512
+            }
+        );
+        assert_eq!(backlog.json()["dirty_mib"], json!(2.0));
+        assert_eq!(
+            WriteBacklog::parse("nothing here\n"),
+            WriteBacklog::default()
+        );
+    }
+
+    #[test]
+    fn reading_the_disk_is_counted() {
+        // A file the page cache does not hold is read from the disk; /proc/self/io counts
+        // it. Written, synced and dropped from the cache, then read back.
+        let dir = std::env::temp_dir().join(format!("tern-load-waits-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let path = dir.join("cold");
+        std::fs::write(&path, vec![7u8; 1 << 20]).expect("writing the file");
+        let file = std::fs::File::open(&path).expect("opening it");
+        file.sync_all().expect("syncing it");
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid descriptor; the advice only drops clean cached pages.
+        let dropped =
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(dropped, 0);
+        let me = std::process::id();
+        let before = Sched::of_process(me);
+        let read = std::fs::read(&path).expect("reading it back");
+        let after = Sched::of_process(me);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(read.len(), 1 << 20);
+        // tmpfs has no disk to read from, and a kernel without I/O accounting has no
+        // /proc/PID/io: nothing to check there.
+        let unaccounted = std::fs::metadata("/proc/self/io").is_err() || on_tmpfs(&dir);
+        if after.disk_read_bytes == before.disk_read_bytes && unaccounted {
+            return;
+        }
+        assert!(
+            after.disk_read_bytes >= before.disk_read_bytes + (1 << 20),
+            "1 MiB read from the disk counted as {} bytes",
+            after.disk_read_bytes.saturating_sub(before.disk_read_bytes)
+        );
+    }
+
+    fn on_tmpfs(dir: &std::path::Path) -> bool {
+        let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+            return false;
+        };
+        let dir = dir.to_string_lossy();
+        mounts
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                Some((w.nth(1)?, w.next()?))
+            })
+            .filter(|(mount, _)| dir.starts_with(mount))
+            .max_by_key(|(mount, _)| mount.len())
+            .is_some_and(|(_, fs)| fs == "tmpfs")
     }
 
     #[test]
     fn own_threads_are_seen_running() {
+        // The sum over the process's threads loses what other tests' threads ran before
+        // they exited, so the spinning is checked on this thread's own line, and the sum
+        // must hold at least that.
+        let this_thread = || {
+            std::fs::read_to_string("/proc/thread-self/schedstat")
+                .ok()
+                .and_then(|text| parse_schedstat(&text))
+                .map(|(run, _, _)| run)
+                .expect("this thread's schedstat")
+        };
         let me = std::process::id();
-        let before = Sched::of_process(me);
+        let before = this_thread();
         let start = std::time::Instant::now();
         let mut x = 0u64;
         while start.elapsed().as_millis() < 20 {
             x = x.wrapping_mul(31).wrapping_add(7);
         }
         std::hint::black_box(x);
-        let after = Sched::of_process(me);
-        assert!(Sched::of_tree(&[me]).run_ns >= after.run_ns);
+        let after = this_thread();
         assert!(
-            after.run_ns >= before.run_ns + 10_000_000,
+            after >= before + 10_000_000,
             "20 ms of spinning counted as {} ns",
-            after.run_ns.saturating_sub(before.run_ns)
+            after.saturating_sub(before)
         );
+        assert!(Sched::of_process(me).run_ns >= after);
+        assert!(Sched::of_tree(&[me]).run_ns >= after);
     }
 }
