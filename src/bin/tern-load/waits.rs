@@ -87,9 +87,11 @@ pub struct Sched {
     /// Clock ticks the threads spent waiting for block I/O (`delayacct_blkio_ticks`);
     /// counted only while the kernel's delay accounting is on.
     pub disk_wait_ticks: u64,
-    /// Live threads: waits are summed over them, so they may add up to more than the
-    /// wall time, but not to more than this many times it.
-    pub threads: u64,
+    /// Threads whose block I/O delay was longer than their life, left out of
+    /// `disk_wait_ticks`. The kernel sometimes ends a wait whose start it never stamped,
+    /// and counts it from 0: the time since boot (51,850 s in an 18 ms start-up, run
+    /// 2026-11-29T1149Z, about this machine's uptime then).
+    pub implausible_disk_waits: u64,
 }
 
 impl Sched {
@@ -119,11 +121,19 @@ impl Sched {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             return;
         };
+        let now_ticks = uptime_ticks();
         for task in tasks.flatten() {
-            self.threads += 1;
             // The process's own stat line holds only its first thread's block I/O delay.
             if let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) {
-                self.disk_wait_ticks += disk_wait_ticks(&stat).unwrap_or(0);
+                if let Some((waited, started)) = disk_wait_and_start_ticks(&stat) {
+                    let age = now_ticks.map(|now| now.saturating_sub(started));
+                    // One tick of slack: the two clocks are rounded apart.
+                    if age.is_some_and(|age| waited > age + 1) {
+                        self.implausible_disk_waits += 1;
+                    } else {
+                        self.disk_wait_ticks += waited;
+                    }
+                }
             }
             let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
                 continue;
@@ -149,6 +159,7 @@ impl Sched {
                 let ticks = self.disk_wait_ticks.saturating_sub(before.disk_wait_ticks);
                 round(ticks as f64 * 1000.0 / clock_ticks() as f64, 1)
             }),
+            "implausible_disk_waits": self.implausible_disk_waits,
         })
     }
 }
@@ -269,10 +280,20 @@ fn io_read_bytes(io: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// delayacct_blkio_ticks (field 42) of a /proc/PID/stat line.
-fn disk_wait_ticks(stat: &str) -> Option<u64> {
+/// delayacct_blkio_ticks (field 42) and starttime (field 22, in ticks since boot) of a
+/// /proc/PID/stat line.
+fn disk_wait_and_start_ticks(stat: &str) -> Option<(u64, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(42 - 3)?.parse().ok()
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    Some((field(42)?, field(22)?))
+}
+
+/// Clock ticks since boot (/proc/uptime), the clock of a thread's starttime.
+fn uptime_ticks() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    let seconds: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some((seconds * clock_ticks() as f64) as u64)
 }
 
 #[cfg(test)]
@@ -300,12 +321,12 @@ mod tests {
         assert_eq!(parse_schedstat("12 13\n"), None);
         let stat = "42 (a (weird) name) S 1 42 42 0 -1 4194560 100 0 7 3 1 2 0 0 20 0";
         assert_eq!(major_faults(stat), Some(10));
-        // A kernel's line, 52 fields, delayacct_blkio_ticks = 37.
+        // A kernel's line, 52 fields: starttime 100, delayacct_blkio_ticks 37.
         let stat = "7 (tern) S 1 7 7 0 -1 4194560 900 0 3 0 5 2 0 0 20 0 4 0 100 \
                     9000000 2000 18446744073709551615 1 1 0 0 0 0 0 4096 17610 0 0 0 \
                     17 0 0 0 37 0 0 1 2 3 4 5 6 7 0";
-        assert_eq!(disk_wait_ticks(stat), Some(37));
-        assert_eq!(disk_wait_ticks("7 (short) S 1 2"), None);
+        assert_eq!(disk_wait_and_start_ticks(stat), Some((37, 100)));
+        assert_eq!(disk_wait_and_start_ticks("7 (short) S 1 2"), None);
         let io = "rchar: 10\nwchar: 0\nsyscr: 1\nsyscw: 0\nread_bytes: 8192\nwrite_bytes: 0\n";
         assert_eq!(io_read_bytes(io), Some(8192));
     }
