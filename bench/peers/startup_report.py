@@ -32,21 +32,32 @@ def _backlog_mib(waits):
     return f"{backlog.get('dirty_mib', 0) + backlog.get('writeback_mib', 0):,.1f}"
 
 
+def _disk_wait(waits):
+    """The server's block I/O delay; starred when threads were left out of it (a delay
+    longer than the thread's life, which the kernel sometimes counts)."""
+    ms = _ms(_get(waits, "server", "waiting_on_disk_ms"))
+    return ms + "*" if (_get(waits, "server", "implausible_disk_waits") or 0) > 0 else ms
+
+
 def reclaim_note(servers, names):
-    """A sentence on the machine's proactive reclaim, from the first report that has it."""
+    """A sentence on the machine's proactive reclaim, from the first report that could read
+    it (null: DAMON's sysfs was missing or unreadable, which says nothing either way)."""
     for n in names:
         for r in servers[n].reports.values():
             schemes = _get(r, "waits_to_first_login", "proactive_reclaim")
             if schemes is None:
                 continue
-            ages = sorted({s.get("unused_for_s") for s in schemes if s.get("unused_for_s") is not None})
-            if not ages:
+            timed = [s for s in schemes if s.get("unused_for_s") is not None]
+            if not timed:
                 return ("This machine ran no proactive page reclaim (DAMON `pageout`): a "
                         "program read before stays in the page cache until memory runs short.")
-            return (f"This machine pages out what was not touched for {ages[0]:g} s (DAMON "
-                    "`pageout` on physical memory, set by the host): a server that has not "
-                    "run for that long starts cold and reads its program from the disk again, "
-                    "the same for every server here.")
+            first = min(timed, key=lambda s: s["unused_for_s"])
+            memory = ("physical memory" if first.get("operations") == "paddr"
+                      else "processes' address spaces")
+            return (f"This machine's kernel pages out what was not touched for "
+                    f"{first['unused_for_s']:g} s (DAMON `pageout` on {memory}): a server "
+                    "that has not run for that long may start with part of its program to "
+                    "read from the disk again, the same for every server here.")
     return None
 
 
@@ -88,7 +99,7 @@ def startup_rows(name, reports):
             + f"{_ms(_get(waits, 'server', 'on_cpu_ms'))} | {_ms(_get(waits, 'server', 'run_queue_wait_ms'))} | "
             + f"{_get(waits, 'server', 'major_faults') if waits else '–'} | "
             + f"{_mib(_get(waits, 'server', 'read_from_disk_kib'))} | "
-            + f"{_ms(_get(waits, 'server', 'waiting_on_disk_ms'))} | {_backlog_mib(waits)} | "
+            + f"{_disk_wait(waits)} | {_backlog_mib(waits)} | "
             + f"{_ms(machine.get('iowait_ms'))} | {_ms(machine.get('steal_ms'))} | "
             + f"{_ms(machine.get('idle_ms'))} | "
             + ("–" if wakeups is None else f"{wakeups:,.1f}") + " | "
@@ -114,7 +125,8 @@ def startup_section(servers, names):
         "*major faults*: page faults that read the disk; *read from disk*: what the server's "
         "processes made the kernel read from storage, its program included (/proc/PID/io); "
         "*waiting on the disk*: its threads' block I/O delay (the kernel's delay accounting, "
-        "10 ms ticks; – where it was off); *write backlog*: the data the machine still had to "
+        "10 ms ticks; – where it was off; * where threads whose counted delay was longer than "
+        "their life were left out); *write backlog*: the data the machine still had to "
         "write when the server was started, which a read or a sync queues behind. "
         "*iowait*, *steal* and *idle*: the "
         "whole machine (both CPUs) over the same stretch, from /proc/stat (10 ms ticks). A "

@@ -9,10 +9,11 @@
 //! much the machine still had to write when the server started (/proc/meminfo), and how
 //! the whole machine's CPUs spent the stretch (/proc/stat, including iowait and steal).
 //!
-//! On the benchmark's VM a cold program is the usual reason for a slow start-up: the host
-//! runs DAMON's `pageout` on pages nobody touched for 60 s, so a server that has not run
-//! for a minute reads its program from the disk again, behind whatever the disk is still
-//! writing (`proactive_reclaim` reports that setting with each start-up).
+//! On the benchmark's VM a cold program is the usual reason for a slow start-up: its
+//! kernel runs DAMON's `pageout` on pages nobody touched for 60 s, so a server that has
+//! not run for a minute may have to read much of its program from the disk again, behind
+//! whatever the disk is still writing (`proactive_reclaim` reports that setting with each
+//! start-up).
 
 use serde_json::{json, Value};
 
@@ -82,16 +83,21 @@ pub struct Sched {
     /// children).
     pub major_faults: u64,
     /// Bytes the processes caused to be read from the storage layer (page faults
-    /// included), from /proc/PID/io.
-    pub disk_read_bytes: u64,
+    /// included), from /proc/PID/io; `None` when no process's file could be read (a
+    /// kernel without I/O accounting, or a server running as another user).
+    pub disk_read_bytes: Option<u64>,
     /// Clock ticks the threads spent waiting for block I/O (`delayacct_blkio_ticks`);
     /// counted only while the kernel's delay accounting is on.
     pub disk_wait_ticks: u64,
     /// Threads whose block I/O delay was longer than their life, left out of
     /// `disk_wait_ticks`. The kernel sometimes ends a wait whose start it never stamped,
     /// and counts it from 0: the time since boot (51,850 s in an 18 ms start-up, run
-    /// 2026-11-29T1149Z, about this machine's uptime then).
+    /// 2026-11-29T1149Z, about this machine's uptime then). The same slip in a thread
+    /// that had waited before counts from that wait and passes: the sum is an upper bound.
     pub implausible_disk_waits: u64,
+    /// Whether delay accounting was on when this was read; `None` for no reading at all
+    /// (the zero a process starts from).
+    pub delay_accounting: Option<bool>,
 }
 
 impl Sched {
@@ -112,11 +118,17 @@ impl Sched {
     }
 
     fn add_process(&mut self, pid: u32) {
+        if self.delay_accounting.is_none() {
+            self.delay_accounting = Some(delay_accounting_on());
+        }
         if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             self.major_faults += major_faults(&stat).unwrap_or(0);
         }
-        if let Ok(io) = std::fs::read_to_string(format!("/proc/{pid}/io")) {
-            self.disk_read_bytes += io_read_bytes(&io).unwrap_or(0);
+        if let Some(read) = std::fs::read_to_string(format!("/proc/{pid}/io"))
+            .ok()
+            .and_then(|io| io_read_bytes(&io))
+        {
+            self.disk_read_bytes = Some(self.disk_read_bytes.unwrap_or(0) + read);
         }
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             return;
@@ -126,12 +138,10 @@ impl Sched {
             // The process's own stat line holds only its first thread's block I/O delay.
             if let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) {
                 if let Some((waited, started)) = disk_wait_and_start_ticks(&stat) {
-                    let age = now_ticks.map(|now| now.saturating_sub(started));
-                    // One tick of slack: the two clocks are rounded apart.
-                    if age.is_some_and(|age| waited > age + 1) {
-                        self.implausible_disk_waits += 1;
-                    } else {
+                    if plausible_disk_wait(waited, started, now_ticks) {
                         self.disk_wait_ticks += waited;
+                    } else {
+                        self.implausible_disk_waits += 1;
                     }
                 }
             }
@@ -153,19 +163,27 @@ impl Sched {
             "run_queue_wait_ms": ms(self.wait_ns.saturating_sub(before.wait_ns)),
             "timeslices": self.timeslices.saturating_sub(before.timeslices),
             "major_faults": self.major_faults.saturating_sub(before.major_faults),
-            "read_from_disk_kib": self.disk_read_bytes.saturating_sub(before.disk_read_bytes) / 1024,
-            // Without delay accounting the kernel counts nothing: null, not 0.
-            "waiting_on_disk_ms": delay_accounting_on().then(|| {
+            "read_from_disk_kib": self
+                .disk_read_bytes
+                .map(|read| read.saturating_sub(before.disk_read_bytes.unwrap_or(0)) / 1024),
+            // Without delay accounting the kernel counts nothing: null, not 0. It must
+            // have been on at both ends; a stretch it was switched in is partly counted.
+            "waiting_on_disk_ms": (self.delay_accounting == Some(true)
+                && before.delay_accounting != Some(false))
+            .then(|| {
                 let ticks = self.disk_wait_ticks.saturating_sub(before.disk_wait_ticks);
                 round(ticks as f64 * 1000.0 / clock_ticks() as f64, 1)
             }),
-            "implausible_disk_waits": self.implausible_disk_waits,
+            "implausible_disk_waits": self
+                .implausible_disk_waits
+                .saturating_sub(before.implausible_disk_waits),
         })
     }
 }
 
 /// Whether the kernel counts tasks' delays (`kernel.task_delayacct`, off by default
-/// since Linux 5.14; `bench/compare.sh` turns it on where it may).
+/// since Linux 5.14; `bench/compare.sh` turns it on where it may). Older kernels have no
+/// such switch, and whether theirs counts cannot be told from here: reported as off.
 pub fn delay_accounting_on() -> bool {
     std::fs::read_to_string("/proc/sys/kernel/task_delayacct").is_ok_and(|v| v.trim() == "1")
 }
@@ -215,17 +233,27 @@ impl WriteBacklog {
 /// The machine's proactive reclaim, if any: DAMON schemes that page out what was not
 /// touched for a while, each with that while in seconds. Such a scheme drops a stopped
 /// server's program from the page cache, and its next start reads it from the disk.
+/// `[]`: DAMON's sysfs was read and pages nothing out; null: it could not be read (no
+/// DAMON sysfs in this kernel, or not root: its files are the owner's only), which says
+/// nothing either way.
 pub fn proactive_reclaim() -> Value {
-    let root = std::path::Path::new("/sys/kernel/mm/damon/admin/kdamonds");
+    damon_pageout_schemes(std::path::Path::new("/sys/kernel/mm/damon/admin/kdamonds"))
+}
+
+/// [`proactive_reclaim`] from a DAMON sysfs tree rooted at `root` (its `kdamonds` folder).
+fn damon_pageout_schemes(root: &std::path::Path) -> Value {
     let read = |p: &std::path::Path| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
     let num = |p: &std::path::Path| read(p).and_then(|s| s.parse::<f64>().ok());
     let mut schemes = Vec::new();
     let Ok(kdamonds) = std::fs::read_dir(root) else {
-        return json!([]);
+        return Value::Null;
     };
-    for kdamond in kdamonds.flatten().map(|e| e.path()) {
-        if read(&kdamond.join("state")).as_deref() != Some("on") {
-            continue;
+    // The folder also holds the file `nr_kdamonds`: the kdamonds are its folders.
+    for kdamond in kdamonds.flatten().map(|e| e.path()).filter(|p| p.is_dir()) {
+        match read(&kdamond.join("state")).as_deref() {
+            Some("on") => {}
+            Some(_) => continue,
+            None => return Value::Null,
         }
         let Ok(contexts) = std::fs::read_dir(kdamond.join("contexts")) else {
             continue;
@@ -287,6 +315,15 @@ fn disk_wait_and_start_ticks(stat: &str) -> Option<(u64, u64)> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
     Some((field(42)?, field(22)?))
+}
+
+/// Whether a thread's block I/O delay fits in its life so far (both in clock ticks since
+/// boot; one tick of slack, as the two are rounded apart). Without the clock, believed.
+fn plausible_disk_wait(waited: u64, started: u64, now: Option<u64>) -> bool {
+    match now {
+        Some(now) => waited <= now.saturating_sub(started).saturating_add(1),
+        None => true,
+    }
 }
 
 /// Clock ticks since boot (/proc/uptime), the clock of a thread's starttime.
@@ -352,11 +389,12 @@ mod tests {
 
     #[test]
     fn reading_the_disk_is_counted() {
-        // A file the page cache does not hold is read from the disk; /proc/self/io counts
-        // it. Written, synced and dropped from the cache, then read back.
-        let dir = std::env::temp_dir().join(format!("tern-load-waits-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a temp dir");
-        let path = dir.join("cold");
+        // A file the page cache does not hold is read from the disk, and /proc/self/io
+        // counts it: written, synced, dropped from the cache, then read back. Checked on
+        // the file systems that read through the block layer as the reading task;
+        // elsewhere (tmpfs, overlays, network and FUSE file systems) nothing is promised.
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("cold");
         std::fs::write(&path, vec![7u8; 1 << 20]).expect("writing the file");
         let file = std::fs::File::open(&path).expect("opening it");
         file.sync_all().expect("syncing it");
@@ -369,42 +407,127 @@ mod tests {
         let before = Sched::of_process(me);
         let read = std::fs::read(&path).expect("reading it back");
         let after = Sched::of_process(me);
-        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(read.len(), 1 << 20);
-        // tmpfs has no disk to read from, and a kernel without I/O accounting has no
-        // /proc/PID/io: nothing to check there.
-        let unaccounted = std::fs::metadata("/proc/self/io").is_err() || on_tmpfs(&dir);
-        if after.disk_read_bytes == before.disk_read_bytes && unaccounted {
+        // A kernel without I/O accounting has no /proc/PID/io.
+        if !on_block_file_system(&file) || std::fs::metadata("/proc/self/io").is_err() {
             return;
         }
+        let counted = after
+            .disk_read_bytes
+            .unwrap_or(0)
+            .saturating_sub(before.disk_read_bytes.unwrap_or(0));
         assert!(
-            after.disk_read_bytes >= before.disk_read_bytes + (1 << 20),
-            "1 MiB read from the disk counted as {} bytes",
-            after.disk_read_bytes.saturating_sub(before.disk_read_bytes)
+            counted >= 1 << 20,
+            "1 MiB read from the disk counted as {counted} bytes"
         );
+        let json = after.since_json(&before);
+        assert!(json["read_from_disk_kib"]
+            .as_u64()
+            .is_some_and(|kib| kib >= 1024));
     }
 
-    fn on_tmpfs(dir: &std::path::Path) -> bool {
-        let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+    /// ext4, XFS or btrfs, by the file system's magic number.
+    fn on_block_file_system(file: &std::fs::File) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut fs = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+        // SAFETY: a valid descriptor and a buffer of the right type for the kernel to fill.
+        if unsafe { libc::fstatfs(file.as_raw_fd(), fs.as_mut_ptr()) } != 0 {
             return false;
+        }
+        // SAFETY: fstatfs succeeded, so it filled the buffer.
+        let magic = unsafe { fs.assume_init() }.f_type as u64;
+        [0xEF53, 0x5846_5342, 0x9123_683E].contains(&magic)
+    }
+
+    #[test]
+    fn damon_pageout_schemes_are_found_with_their_age() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let root = dir.path().join("kdamonds");
+        let put = |path: &str, text: &str| {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().expect("a parent")).expect("folders");
+            std::fs::write(path, text).expect("a file");
         };
-        let dir = dir.to_string_lossy();
-        mounts
-            .lines()
-            .filter_map(|l| {
-                let mut w = l.split_whitespace();
-                Some((w.nth(1)?, w.next()?))
-            })
-            .filter(|(mount, _)| dir.starts_with(mount))
-            .max_by_key(|(mount, _)| mount.len())
-            .is_some_and(|(_, fs)| fs == "tmpfs")
+        put("nr_kdamonds", "1\n");
+        put("0/state", "on\n");
+        put("0/contexts/0/operations", "paddr\n");
+        put(
+            "0/contexts/0/monitoring_attrs/intervals/aggr_us",
+            "5000000\n",
+        );
+        put("0/contexts/0/schemes/0/action", "pageout\n");
+        put("0/contexts/0/schemes/0/access_pattern/age/min", "12\n");
+        put("0/contexts/0/schemes/1/action", "stat\n");
+        assert_eq!(
+            damon_pageout_schemes(&root),
+            json!([{ "action": "pageout", "operations": "paddr", "unused_for_s": 60.0 }])
+        );
+        put("0/state", "off\n");
+        assert_eq!(damon_pageout_schemes(&root), json!([]));
+        // No DAMON sysfs at all says nothing either way.
+        assert_eq!(damon_pageout_schemes(&dir.path().join("none")), Value::Null);
+    }
+
+    #[test]
+    fn a_disk_wait_longer_than_the_thread_is_not_believed() {
+        // 100 ticks since boot, a thread started at tick 60: up to 41 ticks of waiting.
+        assert!(plausible_disk_wait(41, 60, Some(100)));
+        assert!(!plausible_disk_wait(42, 60, Some(100)));
+        // The slip: counted from 0, about the uptime.
+        assert!(!plausible_disk_wait(5_185_067, 5_185_060, Some(5_185_070)));
+        // A clock gone wrong neither overflows nor rejects.
+        assert!(plausible_disk_wait(7, 0, Some(u64::MAX)));
+        assert!(plausible_disk_wait(u64::MAX, 0, None));
+    }
+
+    #[test]
+    fn waits_need_accounting_at_both_ends_and_slips_count_as_a_difference() {
+        let before = Sched {
+            disk_wait_ticks: 10,
+            implausible_disk_waits: 1,
+            delay_accounting: Some(true),
+            ..Sched::default()
+        };
+        let after = Sched {
+            disk_wait_ticks: 10 + clock_ticks(),
+            implausible_disk_waits: 3,
+            delay_accounting: Some(true),
+            ..Sched::default()
+        };
+        let json = after.since_json(&before);
+        assert_eq!(json["waiting_on_disk_ms"], json!(1000.0));
+        assert_eq!(json["implausible_disk_waits"], json!(2));
+        // No /proc/PID/io read: null, not 0.
+        assert_eq!(json["read_from_disk_kib"], Value::Null);
+        // From the start of a process (no reading before): the reading's own state.
+        assert_eq!(
+            after.since_json(&Sched::default())["waiting_on_disk_ms"],
+            json!(1000.0 + 10.0 * 1000.0 / clock_ticks() as f64)
+        );
+        let switched_on = Sched {
+            delay_accounting: Some(false),
+            ..before
+        };
+        assert_eq!(
+            after.since_json(&switched_on)["waiting_on_disk_ms"],
+            Value::Null
+        );
+        let off = Sched {
+            delay_accounting: Some(false),
+            ..after
+        };
+        assert_eq!(
+            off.since_json(&Sched::default())["waiting_on_disk_ms"],
+            Value::Null
+        );
     }
 
     #[test]
     fn own_threads_are_seen_running() {
         // The sum over the process's threads loses what other tests' threads ran before
         // they exited, so the spinning is checked on this thread's own line, and the sum
-        // must hold at least that.
+        // must hold at least that. It spins until the kernel has counted 10 ms (on a busy
+        // machine that takes longer than 10 ms), for at most 5 s.
         let this_thread = || {
             std::fs::read_to_string("/proc/thread-self/schedstat")
                 .ok()
@@ -416,14 +539,17 @@ mod tests {
         let before = this_thread();
         let start = std::time::Instant::now();
         let mut x = 0u64;
-        while start.elapsed().as_millis() < 20 {
-            x = x.wrapping_mul(31).wrapping_add(7);
+        let mut after = before;
+        while after < before + 10_000_000 && start.elapsed().as_secs() < 5 {
+            for _ in 0..10_000 {
+                x = x.wrapping_mul(31).wrapping_add(7);
+            }
+            after = this_thread();
         }
         std::hint::black_box(x);
-        let after = this_thread();
         assert!(
             after >= before + 10_000_000,
-            "20 ms of spinning counted as {} ns",
+            "5 s of spinning counted as {} ns",
             after.saturating_sub(before)
         );
         assert!(Sched::of_process(me).run_ns >= after);
