@@ -203,24 +203,6 @@ SERVER_PID=""
 HOLDER_PID=""
 CURRENT=""
 COLLECTED=0
-# The start-up table's "waiting on the disk" needs the kernel's delay accounting, off by
-# default since Linux 5.14 (it reads the clock at every block I/O wait). It is on for the
-# start-ups only, where this user may turn it on, and back off after them (or in cleanup,
-# if the run stops during them). Not in a smoke run: it takes no lock, and could switch
-# it off under a full run.
-DELAYACCT_RESTORE=0
-delay_accounting_on() {
-  if [ "$SMOKE" = 0 ] && [ "$(cat /proc/sys/kernel/task_delayacct 2>/dev/null)" = 0 ] &&
-    { echo 1 >/proc/sys/kernel/task_delayacct; } 2>/dev/null; then
-    DELAYACCT_RESTORE=1
-  fi
-}
-delay_accounting_back() {
-  if [ "$DELAYACCT_RESTORE" = 1 ]; then
-    { echo 0 >/proc/sys/kernel/task_delayacct; } 2>/dev/null || true
-    DELAYACCT_RESTORE=0
-  fi
-}
 cleanup() {
   local status=$?
   delay_accounting_back
@@ -418,7 +400,9 @@ done
 # repetition, in a rotated order: this machine's speed drifts by 10-30 % over the length
 # of a run (2026-11-26T0643Z: Prosody's message cost 256 µs in the run before, 330 µs in
 # that one), and a slow spell then weighs on every server alike, not on whichever ran in it.
-delay_accounting_on
+# Delay accounting (lib.sh) for the start-ups' disk waits, back off after them. Not in a
+# smoke run: it takes no lock, and could switch it off under a full run.
+if [ "$SMOKE" = 0 ]; then delay_accounting_on; fi
 for rep in $(seq 1 "$REPS"); do
   mapfile -t round < <(servers_of_round "$rep")
   for server in "${round[@]}"; do

@@ -29,18 +29,12 @@ done
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/tern-startup-conditions.XXXXXX")"
 BIG="$WORK/backlog.bin"
-DELAYACCT_RESTORE=0
 finish() {
   rm -rf "$WORK"
-  if [ "$DELAYACCT_RESTORE" = 1 ]; then
-    { echo 0 >/proc/sys/kernel/task_delayacct; } 2>/dev/null || true
-  fi
+  delay_accounting_back
 }
 trap finish EXIT
-if [ "$(cat /proc/sys/kernel/task_delayacct 2>/dev/null)" = 0 ] &&
-  { echo 1 >/proc/sys/kernel/task_delayacct; } 2>/dev/null; then
-  DELAYACCT_RESTORE=1
-fi
+delay_accounting_on
 
 read -r PORT < <(free_ports 1)
 peer_cert "$WORK/cert" localhost

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Helpers the peer drivers and bench/compare.sh source (not run on their own).
+# Helpers the peer drivers, bench/compare.sh and bench/startup_conditions.sh source (not run
+# on their own).
 # Every driver reads the same environment: PEER_DIR (its throwaway folder), PEER_PORT
 # (its STARTTLS port), PEER_CERT / PEER_KEY (the shared ECDSA P-256 certificate),
 # PEER_DOMAIN, PEER_USERS, PEER_PASSWORD, PEER_TURN_HOST, PEER_TURN_SECRET.
@@ -64,4 +65,22 @@ peer_kill() {
     sleep 0.1
   done
   kill -9 "$pid" 2>/dev/null || true
+}
+
+# The kernel's delay accounting, which tern-load startup's "waiting on the disk" needs: off
+# by default since Linux 5.14 (it reads the clock at every block I/O wait), so the scripts
+# turn it on around their start-ups where this user may, and back off after (call
+# delay_accounting_back from the EXIT trap too: it only undoes what this script did).
+DELAYACCT_RESTORE=0
+delay_accounting_on() {
+  if [ "$(cat /proc/sys/kernel/task_delayacct 2>/dev/null)" = 0 ] &&
+    { echo 1 >/proc/sys/kernel/task_delayacct; } 2>/dev/null; then
+    DELAYACCT_RESTORE=1
+  fi
+}
+delay_accounting_back() {
+  if [ "$DELAYACCT_RESTORE" = 1 ]; then
+    { echo 0 >/proc/sys/kernel/task_delayacct; } 2>/dev/null || true
+    DELAYACCT_RESTORE=0
+  fi
 }
