@@ -343,11 +343,13 @@ def floor_section(servers, base, floor):
     """The floor against each CPU goal's budgets and Tern's own figure."""
     L = ["## The floor: what a server doing no XMPP pays here", "",
          "bench/floor (`tls-server`, pinned like the servers) at the same rates: a TLS 1.3 server "
-         "(rustls and ring, the same certificate type, x25519, one ticket) that answers a login's "
-         "round trips (2 before the handshake, 7 after it), relays each message to its partner, and "
-         "answers each request with a reply the size of Tern's `services` reply. No XML, SASL, "
-         "storage or routing. A goal whose budget is at or below the floor cannot be met by any "
-         "server on this machine.", "",
+         "(rustls and ring, the same certificate type, x25519, AES-128-GCM-SHA256, one ticket) that "
+         "answers a login's round trips (2 before a full handshake, 7 after it), relays each message "
+         "to its partner, and answers each request with a reply the size of Tern's `services` reply. "
+         "No XML, SASL, storage or routing. A goal whose budget is at or below the floor cannot be "
+         "met by any server on this machine. (Before commit ede740a the floor's logins resumed their "
+         "TLS sessions and negotiated AES-256-GCM-SHA384; the two differences cancelled out, 650 µs "
+         "per login either way: docs/benchmarks/README.md, \"The floor's login, corrected\".)", "",
          "| scenario | floor µs (median; range) | Tern µs | Tern − floor | 1/10 Prosody | 1/k ejabberd | "
          "floor ÷ Prosody budget | floor ÷ ejabberd budget |",
          "|---|---|---|---|---|---|---|---|"]
